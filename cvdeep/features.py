@@ -1,0 +1,43 @@
+"""The public detector/descriptor classes: each names its registry family and its parameters.
+
+Everything else (the cv2 contract) lives in feature2d.Feature2D; the network and its
+post-processing live in nets/. Parameter order is the positional order of ``create``.
+"""
+from __future__ import annotations
+
+from .feature2d import Feature2D
+
+__all__: list[str] = []
+
+
+_OPENCV_BASELINES = {"sift": "SIFT_create", "orb": "ORB_create", "akaze": "AKAZE_create", "brisk": "BRISK_create"}
+
+
+def create(name: str, **params: object) -> object:
+    """Any feature by name: a cvdeep class (``"aliked"``, ``"XFeat"``), a registered model
+    name (``"aliked-n32"``) or an OpenCV baseline (``"sift"``, ``"orb"``, ``"akaze"``, ``"brisk"``).
+
+    Used by the examples, the command line and the benchmarks so that every method runs
+    through the same code path.
+    """
+    import cv2
+
+    from .errors import Error
+    from .models import get_model_spec, list_models
+
+    key = name.lower()
+    if key in _OPENCV_BASELINES:
+        factory = getattr(cv2, _OPENCV_BASELINES[key], None)
+        if factory is None:
+            raise Error(f"this OpenCV build has no cv2.{_OPENCV_BASELINES[key]}")
+        return factory(**params)
+    classes = {cls.lower(): globals()[cls] for cls in __all__}
+    if key in classes:
+        return classes[key](**params)
+    if key in list_models():
+        family = get_model_spec(key).family
+        for cls in classes.values():
+            if cls._family == family:
+                return cls(model=key, **params)
+    accepted = sorted(list(_OPENCV_BASELINES) + list(classes) + list_models())
+    raise Error(f"unknown feature {name!r}; accepted: {', '.join(accepted)}")

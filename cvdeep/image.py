@@ -1,0 +1,100 @@
+"""Validation and conversion of what users pass in: images, masks and keypoint lists.
+
+Everything here mirrors what ``cv2.SIFT`` accepts, and turns everything else into a
+``cvdeep.Error`` that names the offending value and the accepted forms.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import Error
+
+_ACCEPTED_IMAGES = "a uint8 numpy array of shape (H, W), (H, W, 1), (H, W, 3) BGR or (H, W, 4) BGRA, as cv2.imread returns"
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, np.ndarray):
+        return f"an array of shape {value.shape} and dtype {value.dtype}"
+    if value is None:
+        return "None (cv2.imread returns None when it cannot read a file)"
+    return f"an object of type {type(value).__name__}"
+
+
+def check_image(image: Any, name: str = "image") -> np.ndarray:
+    """Return ``image`` as an (H, W) or (H, W, C) uint8 array, or raise ``Error``."""
+    if not isinstance(image, np.ndarray):
+        raise Error(f"{name}: got {_describe(image)}; expected {_ACCEPTED_IMAGES}")
+    if image.dtype != np.uint8:
+        raise Error(
+            f"{name}: got {_describe(image)}; only 8-bit images are accepted "
+            f"({_ACCEPTED_IMAGES}); convert e.g. with cv2.normalize(img, None, 0, 255, "
+            "cv2.NORM_MINMAX, dtype=cv2.CV_8U)"
+        )
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (3, 4)):
+        raise Error(f"{name}: got {_describe(image)}; expected {_ACCEPTED_IMAGES}")
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise Error(f"{name}: got an empty image of shape {image.shape}; expected at least 1 x 1 pixels")
+    return image
+
+
+def check_mask(mask: Any, image_shape: tuple[int, ...], name: str = "mask") -> np.ndarray | None:
+    """Return the mask as an (H, W) bool array (``None`` stays ``None``), or raise ``Error``."""
+    if mask is None:
+        return None
+    height, width = image_shape[:2]
+    accepted = f"None or a uint8 (or bool) array of shape ({height}, {width}) matching the image, non-zero where features may be found"
+    if not isinstance(mask, np.ndarray):
+        raise Error(f"{name}: got {_describe(mask)}; expected {accepted}")
+    if mask.ndim == 3 and mask.shape[2] == 1:
+        mask = mask[:, :, 0]
+    if mask.dtype not in (np.uint8, np.bool_) or mask.shape != (height, width):
+        raise Error(f"{name}: got {_describe(mask)}; expected {accepted}")
+    return mask.astype(bool, copy=False)
+
+
+def check_keypoints(keypoints: Any, name: str = "keypoints") -> tuple[cv2.KeyPoint, ...]:
+    """Return keypoints as a tuple of ``cv2.KeyPoint``, or raise ``Error``."""
+    if keypoints is None:
+        return ()
+    try:
+        keypoints = tuple(keypoints)
+    except TypeError:
+        raise Error(f"{name}: got {_describe(keypoints)}; expected a sequence of cv2.KeyPoint") from None
+    for kp in keypoints:
+        if not isinstance(kp, cv2.KeyPoint):
+            raise Error(f"{name}: got an element of type {type(kp).__name__}; expected a sequence of cv2.KeyPoint")
+    return keypoints
+
+
+def to_tensor(image: np.ndarray, channels: int, device: torch.device) -> torch.Tensor:
+    """uint8 gray/BGR/BGRA array -> float32 (1, channels, H, W) tensor in [0, 1] (RGB order when 3)."""
+    if channels == 1:
+        if image.ndim == 3:
+            image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY if image.shape[2] == 3 else cv2.COLOR_BGRA2GRAY)
+        array = image[None]
+    elif channels == 3:
+        if image.ndim == 2:
+            array = np.broadcast_to(image[None], (3, *image.shape))
+        else:
+            array = image[:, :, 2::-1].transpose(2, 0, 1)
+    else:
+        raise ValueError(f"networks take 1 or 3 channels, not {channels}")
+    tensor = torch.from_numpy(np.ascontiguousarray(array)).to(device)
+    return tensor.unsqueeze(0).float().div_(255.0)
+
+
+def pad_to_multiple(tensor: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Pad (bottom and right, replicating the border) so H and W are multiples of ``multiple``."""
+    height, width = tensor.shape[-2:]
+    pad_h, pad_w = -height % multiple, -width % multiple
+    if pad_h == 0 and pad_w == 0:
+        return tensor
+    mode = "replicate" if tensor.is_floating_point() else "constant"
+    return F.pad(tensor, (0, pad_w, 0, pad_h), mode=mode)

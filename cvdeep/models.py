@@ -1,0 +1,83 @@
+"""Model registry: a name carries its network builder, config, weights, license and input conventions.
+
+Like timm's registry, but the entries are plain data: ``build_model(name)`` imports
+the network module lazily, builds it from the entry's config dict, and loads the
+entry's weights strictly through the weights hub.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import weights as hub
+from .errors import Error
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One registered model."""
+
+    name: str  # "aliked-n16"
+    family: str  # "aliked": the Feature2D class that serves it
+    builder: str  # "cvdeep.nets.aliked:ALIKED", called as builder(**config)
+    config: dict[str, Any] = field(default_factory=dict)  # network-construction config
+    weights: str | None = None  # name of a hub.WeightSpec
+    description: str = ""
+    paper: str = ""
+
+    @property
+    def weight_spec(self) -> hub.WeightSpec | None:
+        return hub.get_spec(self.weights) if self.weights else None
+
+
+_MODELS: dict[str, ModelSpec] = {}
+
+
+def register_model(spec: ModelSpec) -> ModelSpec:
+    if spec.name in _MODELS:
+        raise ValueError(f"model {spec.name!r} registered twice")
+    _MODELS[spec.name] = spec
+    return spec
+
+
+def list_models(family: str | None = None) -> list[str]:
+    """Names of the registered models, optionally of one family."""
+    return sorted(name for name, spec in _MODELS.items() if family is None or spec.family == family)
+
+
+def get_model_spec(name: str, family: str | None = None) -> ModelSpec:
+    spec = _MODELS.get(name)
+    if spec is None or (family is not None and spec.family != family):
+        raise Error(f"unknown model {name!r}; accepted: {', '.join(list_models(family))}")
+    return spec
+
+
+def _import(path: str) -> Any:
+    module, _, attribute = path.partition(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
+def build_model(name: str, weights: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> nn.Module:
+    """Build a registered network in eval mode with its pretrained weights loaded strictly.
+
+    ``weights`` overrides the registered file with a local path.
+    """
+    spec = get_model_spec(name)
+    network = _import(spec.builder)(**spec.config)
+    weight_spec = spec.weight_spec
+    if weights is not None or weight_spec is not None:
+        network.load_pretrained(hub.load_checkpoint(weight_spec, weights))
+    return network.eval().to(device)
+
+
+def _weights(**kwargs: Any) -> str:
+    return hub.register(hub.WeightSpec(**kwargs)).name
+
+
+# --- registered weights and models -------------------------------------------------------
+# Each network module's section below lists the files it can load and the models built on them.

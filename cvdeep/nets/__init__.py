@@ -1,0 +1,1 @@
+"""Networks: one file per method, pure torch, official state_dict key layouts."""

