@@ -99,13 +99,7 @@ class Feature2D:
         for name, value in params.items():
             if name not in accepted:
                 raise Error(f"{self._name}: unknown parameter {name!r}; accepted: {', '.join(accepted)}")
-            default = self._params.get(name)
-            if isinstance(default, bool):
-                value = bool(value)
-            elif isinstance(default, int) and not isinstance(value, bool) and isinstance(value, (int, np.integer)):
-                value = int(value)
-            elif isinstance(default, float) and isinstance(value, (int, float, np.number)) and not isinstance(value, bool):
-                value = float(value)
+            value = self._coerce(name, value)
             if name == "model":
                 get_model_spec(value, self._family)
             if name == "device":
@@ -116,6 +110,22 @@ class Feature2D:
         if reload and self._extractor is not None:
             with self._lock:
                 self._extractor = None
+
+    def _coerce(self, name: str, value: Any) -> Any:
+        """Value converted to the type of the parameter's default, or ``Error``."""
+        default = self._params.get(name)
+        number = isinstance(value, (int, float, np.number)) and not isinstance(value, (bool, np.bool_))
+        if isinstance(default, bool) and isinstance(value, (bool, np.bool_, int, np.integer)):
+            return bool(value)
+        if isinstance(default, int) and not isinstance(default, bool) and number and float(value).is_integer():
+            return int(value)
+        if isinstance(default, float) and number:
+            return float(value)
+        if isinstance(default, str) and isinstance(value, str):
+            return value
+        if default is None or name == "device":
+            return value
+        raise Error(f"{self._name}: parameter {name!r} got {value!r}; expected a {type(default).__name__}")
 
     def _load(self) -> Extractor:
         extractor = self._extractor

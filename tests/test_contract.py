@@ -209,6 +209,10 @@ def test_bad_parameters_raise_clear_errors():
         cls(device="cuda:0") if not __import__("torch").cuda.is_available() else cls(device="tpu")
     with pytest.raises(cvdeep.Error, match="unknown model"):
         cls(model="no-such-model")
+    with pytest.raises(cvdeep.Error, match="nfeatures"):
+        cls(nfeatures="many")
+    with pytest.raises(cvdeep.Error, match="nfeatures"):
+        cls(nfeatures=2.5)
 
 
 def test_write_and_read_round_trip(detector, tmp_path):
