@@ -27,10 +27,11 @@ LOWE_RATIO = 0.8  # Lowe (IJCV 2004), section 7.1
 OVERLAP_ALPHA, OVERLAP_BETA = 8.0, 0.3
 
 
-def read_image(path: str | os.PathLike, max_size: int | None = None) -> tuple[np.ndarray, float]:
+def read_image(path: str | os.PathLike, max_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Read a colour image, downscaled so its longest side is at most ``max_size``.
 
-    Returns the image and the scale applied (1.0 when not resized).
+    Returns the image and the homography from original to returned pixel coordinates
+    (the identity when not resized).
     """
     path = Path(path)
     if not path.exists():
@@ -42,19 +43,17 @@ def read_image(path: str | os.PathLike, max_size: int | None = None) -> tuple[np
         raise Error(f"{path}: not an image OpenCV can read (jpg, png, ppm, pgm, tif, bmp, webp, ...)")
     if max_size is not None and max_size <= 0:
         raise Error(f"max_size must be a positive number of pixels; got {max_size}")
-    scale = 1.0
-    longest = max(image.shape[:2])
-    if max_size is not None and longest > max_size:
-        scale = max_size / longest
-        size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
-        image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-    return image, scale
+    height, width = image.shape[:2]
+    if max_size is None or max(height, width) <= max_size:
+        return image, np.eye(3)
+    scale = max_size / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA), scaling_matrix(size[0] / width, size[1] / height)
 
 
-def scaling_matrix(scale: float) -> np.ndarray:
-    """Homography from original to resized pixel coordinates (pixel centres at integers)."""
-    offset = 0.5 * scale - 0.5
-    return np.array([[scale, 0.0, offset], [0.0, scale, offset], [0.0, 0.0, 1.0]])
+def scaling_matrix(scale_x: float, scale_y: float) -> np.ndarray:
+    """Homography of a resize by (scale_x, scale_y), pixel centres at integer coordinates."""
+    return np.array([[scale_x, 0.0, 0.5 * scale_x - 0.5], [0.0, scale_y, 0.5 * scale_y - 0.5], [0.0, 0.0, 1.0]])
 
 
 @dataclass

@@ -23,7 +23,6 @@ from .common import (
     detect,
     estimate_homography,
     read_image,
-    scaling_matrix,
 )
 
 INLIER_COLOUR, OUTLIER_COLOUR = (80, 220, 60), (40, 40, 230)  # BGR
@@ -33,7 +32,12 @@ def create_features(name: str, nfeatures: int | None = None) -> object:
     """A detector by name (``cvdeep.features.create``), with ``nfeatures`` when given."""
     from ..features import create
 
-    return create(name) if nfeatures is None else create(name, nfeatures=nfeatures)
+    if nfeatures is None:
+        return create(name)
+    try:
+        return create(name, nfeatures=nfeatures)
+    except TypeError:  # OpenCV factories without that parameter (AKAZE)
+        raise Error(f"features {name!r} take no nfeatures parameter") from None
 
 
 @dataclass
@@ -41,7 +45,7 @@ class HomographyResult:
     """Everything one run produced; the homography is in original pixel coordinates."""
 
     images: tuple[np.ndarray, np.ndarray]  # as processed (after ``max_size``)
-    scales: tuple[float, float]
+    resizes: tuple[np.ndarray, np.ndarray]  # original -> processed pixel coordinates
     features: tuple[ImageFeatures, ImageFeatures]
     geometry: PairGeometry
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
@@ -51,7 +55,7 @@ class HomographyResult:
         """Maps original image-1 pixels to original image-2 pixels."""
         if self.geometry.homography is None:
             return None
-        to_first, to_second = (scaling_matrix(s) for s in self.scales)
+        to_first, to_second = self.resizes
         homography = np.linalg.inv(to_second) @ self.geometry.homography @ to_first
         return homography / homography[2, 2]
 
@@ -70,7 +74,7 @@ def match_images(
     """Estimate the homography from image ``first`` to image ``second`` (file paths)."""
     timings: dict[str, float] = {}
     start = time.perf_counter()
-    (image1, scale1), (image2, scale2) = read_image(first, max_size), read_image(second, max_size)
+    (image1, resize1), (image2, resize2) = read_image(first, max_size), read_image(second, max_size)
     timings["read"] = time.perf_counter() - start
 
     tick = time.perf_counter()
@@ -90,7 +94,7 @@ def match_images(
     geometry = estimate_homography(features1, features2, matches, estimator, threshold)
     timings["homography"] = time.perf_counter() - tick
     timings["total"] = time.perf_counter() - start
-    return HomographyResult((image1, image2), (scale1, scale2), (features1, features2), geometry, timings)
+    return HomographyResult((image1, image2), (resize1, resize2), (features1, features2), geometry, timings)
 
 
 def _subset(mask: np.ndarray, limit: int) -> np.ndarray:

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from ..errors import Error
-from .common import LOWE_RATIO, PairGeometry, PairMatcher, available_matchers, detect, estimate_homography, read_image
+from .common import ESTIMATORS, LOWE_RATIO, PairGeometry, PairMatcher, available_matchers, detect, estimate_homography, read_image
 from .homography import create_features
 
 BLENDERS = ("multiband", "feather", "none")
@@ -245,7 +245,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--nfeatures", type=int, default=None, help="maximum number of keypoints per image")
     parser.add_argument("--matcher", default="ratio", help=f"one of {', '.join(available_matchers())} (default: ratio)")
     parser.add_argument("--ratio", type=float, default=LOWE_RATIO, help=f"Lowe's ratio for --matcher ratio (default: {LOWE_RATIO})")
-    parser.add_argument("--estimator", default="magsac", help="robust estimator: magsac, usac, ransac, rho, lmeds (default: magsac)")
+    parser.add_argument("--estimator", default="magsac", choices=sorted(ESTIMATORS), help="robust estimator (default: magsac = cv2.USAC_MAGSAC)")
     parser.add_argument("--threshold", type=float, default=3.0, help="inlier reprojection threshold in pixels (default: 3)")
     parser.add_argument("--max-size", type=int, default=None, help="downscale inputs so the longest side is at most this many pixels")
     parser.add_argument("--blend", default="multiband", choices=BLENDERS, help="blender (default: multiband)")
