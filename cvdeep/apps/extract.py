@@ -9,13 +9,13 @@ Layout, one group per image, named by its path relative to the input directory
 - ``scores``      (N,) float32, the keypoints' ``response``
 - ``image_size``  (2,) int, (width, height) of the original image
 
-The file's ``features`` attribute records the detector. Extraction is resumable:
-images whose group is complete are skipped, a group left half-written by an
-interruption is redone.
+The file's attributes ``features``, ``nfeatures`` and ``max_size`` (0: none) record
+the settings. Extraction is resumable: images whose group is complete are skipped, a
+group left half-written by an interruption is redone, and resuming with other settings
+is refused.
 """
 from __future__ import annotations
 
-import argparse
 import os
 from pathlib import Path
 
@@ -74,10 +74,13 @@ def extract_to_h5(
     detector = create_features(features, nfeatures)
     extracted = skipped = 0
     with h5py.File(output, "a") as store:
-        recorded = store.attrs.get("features")
-        if recorded is not None and recorded != features:
-            raise Error(f"{output} holds {recorded!r} features; extract {features!r} into another file")
-        store.attrs["features"] = features
+        settings = {"features": features, "nfeatures": nfeatures or 0, "max_size": max_size or 0}
+        for key, value in settings.items():
+            recorded = store.attrs.get(key)
+            if recorded is not None and recorded != value:
+                raise Error(f"{output} was written with {key}={recorded!r}, not {value!r}; "
+                            "resume with the same settings or write another file")
+        store.attrs.update(settings)
         for name, path in tqdm(images, desc=f"extracting {features}", unit="image", disable=not progress):
             if name in store and _complete(store[name]):
                 skipped += 1

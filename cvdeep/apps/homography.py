@@ -199,5 +199,6 @@ def run(args: argparse.Namespace) -> int:
         )
     homography = result.homography
     print("H (image1 -> image2, original pixels):")
-    print(np.array2string(homography, precision=6, suppress_small=True))
+    for row in homography:
+        print("  " + "  ".join(f"{value: .8g}" for value in row))
     return 0
