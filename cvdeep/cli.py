@@ -126,6 +126,7 @@ def _bench_module() -> object | None:
 
 def build_parser() -> argparse.ArgumentParser:
     from .apps import homography, panorama
+    from .apps.common import add_feature_arguments
 
     parser = argparse.ArgumentParser(
         prog="cvdeep", description="Learned local features as OpenCV drop-ins: matching, stitching, extraction.",
@@ -143,10 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     extract = command("extract", _run_extract, "extract features of many images into an hloc-style HDF5 file")
     extract.add_argument("source", help="a directory of images (searched recursively) or a text file with one image path per line")
-    extract.add_argument("--features", default="sift", help="any name cvdeep.features.create accepts (default: sift)")
     extract.add_argument("--out", required=True, help="HDF5 file to write or to resume (e.g. features.h5)")
-    extract.add_argument("--nfeatures", type=int, default=None, help="maximum number of keypoints per image")
-    extract.add_argument("--max-size", type=int, default=None, help="extract on images downscaled to this longest side; keypoints are stored in original pixels")
+    add_feature_arguments(extract)
     extract.add_argument("--quiet", action="store_true", help="no progress bar")
 
     models = command("models", _run_models, "list the registered models: descriptor size, weights license, weights present")

@@ -6,6 +6,7 @@ Everything goes through the public cv2 contract (``detectAndCompute``, a
 """
 from __future__ import annotations
 
+import argparse
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -176,3 +177,31 @@ def estimate_homography(
     width, height = second.size
     inside = (projected[:, 0] >= -0.5) & (projected[:, 0] < width - 0.5) & (projected[:, 1] >= -0.5) & (projected[:, 1] < height - 0.5)
     return PairGeometry(matches, homography, inliers, int(inside.sum()))
+
+
+def create_features(name: str, nfeatures: int | None = None) -> object:
+    """A detector by name (``cvdeep.features.create``), with ``nfeatures`` when given."""
+    from ..features import create
+
+    if nfeatures is None:
+        return create(name)
+    try:
+        return create(name, nfeatures=nfeatures)
+    except TypeError:  # OpenCV factories without that parameter (AKAZE)
+        raise Error(f"features {name!r} take no nfeatures parameter") from None
+
+
+def add_feature_arguments(parser: argparse.ArgumentParser) -> None:
+    """--features, --nfeatures, --max-size: what every application asks of the detector."""
+    parser.add_argument("--features", default="sift", help="any name cvdeep.features.create accepts: sift, orb, akaze, aliked, disk, xfeat, ... (default: sift)")
+    parser.add_argument("--nfeatures", type=int, default=None, help="maximum number of keypoints per image (default: the detector's own)")
+    parser.add_argument("--max-size", type=int, default=None, help="work on images downscaled so the longest side is at most this many pixels")
+
+
+def add_matching_arguments(parser: argparse.ArgumentParser) -> None:
+    """The feature options plus --matcher, --ratio, --estimator, --threshold."""
+    add_feature_arguments(parser)
+    parser.add_argument("--matcher", default="ratio", choices=available_matchers(), help="tentative matches (default: ratio)")
+    parser.add_argument("--ratio", type=float, default=LOWE_RATIO, help=f"Lowe's ratio for --matcher ratio (default: {LOWE_RATIO})")
+    parser.add_argument("--estimator", default="magsac", choices=sorted(ESTIMATORS), help="robust estimator (default: magsac = cv2.USAC_MAGSAC)")
+    parser.add_argument("--threshold", type=float, default=3.0, help="inlier reprojection threshold in pixels (default: 3, as cv2.findHomography)")

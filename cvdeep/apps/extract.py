@@ -22,8 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import Error
-from .common import detect, read_image
-from .homography import create_features
+from .common import create_features, detect, read_image
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".pbm", ".bmp", ".tif", ".tiff", ".webp"}
 DATASETS = ("keypoints", "descriptors", "scores", "image_size")

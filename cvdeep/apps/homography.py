@@ -13,31 +13,10 @@ import cv2
 import numpy as np
 
 from ..errors import Error
-from .common import (
-    ESTIMATORS,
-    LOWE_RATIO,
-    ImageFeatures,
-    PairGeometry,
-    PairMatcher,
-    available_matchers,
-    detect,
-    estimate_homography,
-    read_image,
-)
+from .common import LOWE_RATIO, ImageFeatures, PairGeometry, PairMatcher
+from .common import add_matching_arguments, create_features, detect, estimate_homography, read_image
 
 INLIER_COLOUR, OUTLIER_COLOUR = (80, 220, 60), (40, 40, 230)  # BGR
-
-
-def create_features(name: str, nfeatures: int | None = None) -> object:
-    """A detector by name (``cvdeep.features.create``), with ``nfeatures`` when given."""
-    from ..features import create
-
-    if nfeatures is None:
-        return create(name)
-    try:
-        return create(name, nfeatures=nfeatures)
-    except TypeError:  # OpenCV factories without that parameter (AKAZE)
-        raise Error(f"features {name!r} take no nfeatures parameter") from None
 
 
 @dataclass
@@ -164,13 +143,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``examples/homography.py`` and ``cvdeep match``."""
     parser.add_argument("image1", help="first image (the homography maps its pixels into image2)")
     parser.add_argument("image2", help="second image")
-    parser.add_argument("--features", default="sift", help="any name cvdeep.features.create accepts: sift, orb, akaze, aliked, disk, xfeat, ... (default: sift)")
-    parser.add_argument("--nfeatures", type=int, default=None, help="maximum number of keypoints (default: the detector's own)")
-    parser.add_argument("--matcher", default="ratio", help=f"one of {', '.join(available_matchers())} (default: ratio)")
-    parser.add_argument("--ratio", type=float, default=LOWE_RATIO, help=f"Lowe's ratio for --matcher ratio (default: {LOWE_RATIO})")
-    parser.add_argument("--estimator", default="magsac", choices=sorted(ESTIMATORS), help="robust estimator (default: magsac = cv2.USAC_MAGSAC)")
-    parser.add_argument("--threshold", type=float, default=3.0, help="inlier reprojection threshold in pixels (default: 3, as cv2.findHomography)")
-    parser.add_argument("--max-size", type=int, default=None, help="downscale each image so its longest side is at most this many pixels")
+    add_matching_arguments(parser)
     parser.add_argument("--out", default=None, help="write the visualisation (matches and overlay) to this image file")
 
 

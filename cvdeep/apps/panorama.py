@@ -21,8 +21,8 @@ import cv2
 import numpy as np
 
 from ..errors import Error
-from .common import ESTIMATORS, LOWE_RATIO, PairGeometry, PairMatcher, available_matchers, detect, estimate_homography, read_image
-from .homography import create_features
+from .common import LOWE_RATIO, PairGeometry, PairMatcher, add_matching_arguments
+from .common import create_features, detect, estimate_homography, read_image
 
 BLENDERS = ("multiband", "feather", "none")
 BLEND_STRENGTH = 5.0  # percent of the canvas diagonal, OpenCV's stitching_detailed default
@@ -241,13 +241,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``examples/panorama.py`` and ``cvdeep panorama``."""
     parser.add_argument("images", nargs="+", help="overlapping photos, in any order")
     parser.add_argument("--out", required=True, help="panorama image to write (e.g. pano.jpg)")
-    parser.add_argument("--features", default="sift", help="any name cvdeep.features.create accepts (default: sift)")
-    parser.add_argument("--nfeatures", type=int, default=None, help="maximum number of keypoints per image")
-    parser.add_argument("--matcher", default="ratio", help=f"one of {', '.join(available_matchers())} (default: ratio)")
-    parser.add_argument("--ratio", type=float, default=LOWE_RATIO, help=f"Lowe's ratio for --matcher ratio (default: {LOWE_RATIO})")
-    parser.add_argument("--estimator", default="magsac", choices=sorted(ESTIMATORS), help="robust estimator (default: magsac = cv2.USAC_MAGSAC)")
-    parser.add_argument("--threshold", type=float, default=3.0, help="inlier reprojection threshold in pixels (default: 3)")
-    parser.add_argument("--max-size", type=int, default=None, help="downscale inputs so the longest side is at most this many pixels")
+    add_matching_arguments(parser)
     parser.add_argument("--blend", default="multiband", choices=BLENDERS, help="blender (default: multiband)")
     parser.add_argument("--skip-unmatched", action="store_true", help="leave out images that overlap no other and stitch the rest")
 
