@@ -93,22 +93,24 @@ def _caption(image: np.ndarray, text: str) -> None:
     cv2.putText(image, text, (6, height + 6), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
 
 
-def draw_matches(result: HomographyResult, limit: int = 200) -> np.ndarray:
-    """Both images side by side, at most ``limit`` inliers (green) drawn over as many outliers (red)."""
+def draw_matches(result: HomographyResult, limit: int = 400) -> np.ndarray:
+    """Both images side by side, inliers green over outliers red; at most ``limit`` drawn,
+    sampled at the same rate from both so the picture keeps their proportion."""
     (image1, image2), (features1, features2), geometry = result.images, result.features, result.geometry
     dmatches = [cv2.DMatch(int(i), int(j), 0.0) for i, j in geometry.matches]
+    rate = min(1.0, limit / max(1, len(dmatches)))
+    outliers = len(dmatches) - geometry.inlier_count
     canvas = None
     for colour, mask, flags in (
-        (OUTLIER_COLOUR, _subset(~geometry.inliers, limit), 0),
-        (INLIER_COLOUR, _subset(geometry.inliers, limit), cv2.DrawMatchesFlags_DRAW_OVER_OUTIMG),
+        (OUTLIER_COLOUR, _subset(~geometry.inliers, round(rate * outliers)), 0),
+        (INLIER_COLOUR, _subset(geometry.inliers, round(rate * geometry.inlier_count)), cv2.DrawMatchesFlags_DRAW_OVER_OUTIMG),
     ):
         canvas = cv2.drawMatches(
             image1, features1.keypoints, image2, features2.keypoints, dmatches, canvas, matchColor=colour,
             matchesMask=mask.astype(np.uint8).tolist(), flags=flags | cv2.DrawMatchesFlags_NOT_DRAW_SINGLE_POINTS,
         )
-    outliers = len(geometry.matches) - geometry.inlier_count
-    _caption(canvas, f"{len(geometry.matches)} matches: {geometry.inlier_count} inliers (green), {outliers} outliers (red)"
-                     + (f"; at most {limit} of each drawn" if max(geometry.inlier_count, outliers) > limit else ""))
+    _caption(canvas, f"{len(dmatches)} matches: {geometry.inlier_count} inliers (green), {outliers} outliers (red)"
+                     + (f"; {rate:.0%} of them drawn" if rate < 1.0 else ""))
     return canvas
 
 
@@ -173,5 +175,5 @@ def run(args: argparse.Namespace) -> int:
     homography = result.homography
     print("H (image1 -> image2, original pixels):")
     for row in homography:
-        print("  " + "  ".join(f"{value: .8g}" for value in row))
+        print("".join(f"{value:16.8g}" for value in row))
     return 0
