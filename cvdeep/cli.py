@@ -124,6 +124,11 @@ def _bench_module() -> object | None:
     return importlib.import_module("cvdeep.eval")
 
 
+def _run_bench(args: argparse.Namespace) -> int:
+    _bench_module().run_bench(args)  # prints its table and writes its files; returns the results
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .apps import homography, panorama
     from .apps.common import add_feature_arguments
@@ -157,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluation = _bench_module()
     if evaluation is not None:
-        bench = command("bench", evaluation.run_bench, "evaluate features on HPatches / Oxford ground truth")
+        bench = command("bench", _run_bench, "evaluate features on HPatches / Oxford ground truth")
         evaluation.add_bench_arguments(bench)
     return parser
 
