@@ -56,7 +56,7 @@ def test_help_for_every_command(command: str, capsys: pytest.CaptureFixture) -> 
 def test_match_on_churchill(tmp_path: Path, data_dir: Path, capsys: pytest.CaptureFixture) -> None:
     folder = data_dir / "hpatches_subset" / "vbalnt_tfeat" / "imgs" / "v_churchill"
     viz = tmp_path / "viz.png"
-    assert main(["match", str(folder / "1.ppm"), str(folder / "2.ppm"), "--max-size", "480", "--matcher", "mutual", "--out", str(viz)]) == 0
+    assert main(["match", str(folder / "1.ppm"), str(folder / "2.ppm"), "--max-size", "640", "--matcher", "mutual", "--out", str(viz)]) == 0
     out = capsys.readouterr().out
     height, width = cv2.imread(str(folder / "1.ppm")).shape[:2]
     assert corner_error(printed_homography(out), read_homography(folder / "H_1_2"), width, height) < 3.0

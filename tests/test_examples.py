@@ -95,14 +95,14 @@ def test_homography_example_against_ground_truth(pair: str, tmp_path: Path, data
         first, second, truth = folder / "1.ppm", folder / "2.ppm", read_homography(folder / "H_1_2")
     viz = tmp_path / "viz.png"
     result = run_script(EXAMPLES / "homography.py", str(first), str(second), "--features", "sift",
-                        "--max-size", "480", "--out", str(viz), cwd=tmp_path)
+                        "--max-size", "640", "--out", str(viz), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     height, width = cv2.imread(str(first)).shape[:2]
     assert corner_error(printed_homography(result.stdout), truth, width, height) < 3.0
     assert re.search(r"matches: \d+ tentative, \d+ inliers", result.stdout)
     assert all(stage in result.stdout for stage in ("features 1", "features 2", "match", "homography"))
     drawing = cv2.imread(str(viz))
-    assert drawing is not None and drawing.shape[0] > 480  # matches on top, overlays below
+    assert drawing is not None and drawing.shape[0] > 640  # matches on top, overlays below
 
 
 def test_panorama_example_weir(tmp_path: Path, data_dir: Path) -> None:
