@@ -87,7 +87,9 @@ def _run_models(args: argparse.Namespace) -> int:
         if weight_spec is None:
             license_, present = "-", "none needed"
         else:
-            license_ = weight_spec.license + (" (non-commercial)" if weight_spec.noncommercial else "")
+            license_ = weight_spec.license
+            if weight_spec.noncommercial and "non-commercial" not in license_.lower():
+                license_ += " (non-commercial)"
             present = "yes" if _local_weights(weight_spec.name) else "no"
         rows.append((name, spec.family, str(getattr(network, "descriptor_size", "-") or "-"), license_, present))
     if not rows:
