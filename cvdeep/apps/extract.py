@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from ..errors import Error
@@ -88,7 +89,10 @@ def extract_to_h5(
             found = detect(detector, image)
             scale = np.diag(resize)[:2]  # processed / original pixels, per axis
             keypoints = (found.points + 0.5) / scale - 0.5
-            descriptors = found.descriptors if found.descriptors is not None else np.zeros((0, detector.descriptorSize()), np.float32)
+            descriptors = found.descriptors
+            if descriptors is None:  # no keypoints: an empty array of the detector's shape and type
+                dtype = np.uint8 if detector.descriptorType() == cv2.CV_8U else np.float32
+                descriptors = np.zeros((0, detector.descriptorSize()), dtype)
             scores = np.array([kp.response for kp in found.keypoints], np.float32)
             width, height = (np.array(found.size) / scale).round().astype(int)
             if name in store:
