@@ -15,7 +15,7 @@ import cvdeep
 from conftest import ROOT, read_homography
 
 EXAMPLES = ROOT / "examples"
-CVDEEP_LINE = "detector = cvdeep.ALIKED_create()"
+CVDEEP_LINE = "detector = cvdeep.XFeat_create()"
 SIFT_LINE = "detector = cv2.SIFT_create()"
 
 
@@ -59,18 +59,19 @@ def recovered_error(stdout: str) -> float:
 
 def test_sift_version_offline_sample(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib", reason="the offline sample photo ships with matplotlib")
-    result = run_script(sift_version(tmp_path), cwd=tmp_path)
+    result = run_script(sift_version(tmp_path), "--out", "sift.png", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert recovered_error(result.stdout) < 1.0
-    assert cv2.imread(str(tmp_path / "matches.png")) is not None
+    assert cv2.imread(str(tmp_path / "sift.png")) is not None
 
 
-@pytest.mark.skipif(not hasattr(cvdeep, "ALIKED_create"), reason="ALIKED is not part of this cvdeep build yet")
+@pytest.mark.skipif(not hasattr(cvdeep, "XFeat_create"), reason="XFeat is not part of this cvdeep build yet")
 def test_cvdeep_version_offline_sample(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib", reason="the offline sample photo ships with matplotlib")
-    result = run_script(EXAMPLES / "switch_from_sift.py", cwd=tmp_path)
+    result = run_script(EXAMPLES / "switch_from_sift.py", "--out", "xfeat.png", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert recovered_error(result.stdout) < 2.0
+    assert cv2.imread(str(tmp_path / "xfeat.png")) is not None
 
 
 def test_sift_version_on_two_given_images(tmp_path: Path, data_dir: Path) -> None:
@@ -80,7 +81,7 @@ def test_sift_version_on_two_given_images(tmp_path: Path, data_dir: Path) -> Non
         image = cv2.imread(str(sequence / name))
         small.append(tmp_path / f"small_{name}.png")
         cv2.imwrite(str(small[-1]), cv2.resize(image, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA))
-    result = run_script(sift_version(tmp_path), str(small[0]), str(small[1]), "out.png", cwd=tmp_path)
+    result = run_script(sift_version(tmp_path), str(small[0]), str(small[1]), "--out", "out.png", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "inliers:" in result.stdout and cv2.imread(str(tmp_path / "out.png")) is not None
 
