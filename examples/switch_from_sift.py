@@ -69,8 +69,10 @@ if H is None:
 print(f"inliers: {int(inlier_mask.sum())} of {len(good)}")
 print("H =\n" + np.array2string(H, precision=4, suppress_small=True))
 
-drawing = cv2.drawMatches(img1, kp1, img2, kp2, good, None, matchColor=(0, 255, 0),
-                          matchesMask=inlier_mask.ravel().tolist(), flags=cv2.DrawMatchesFlags_NOT_DRAW_SINGLE_POINTS)
+inliers = [m for m, keep in zip(good, inlier_mask.ravel()) if keep]
+shown = inliers[:: max(1, len(inliers) // 150)]  # about 150 lines keep the picture readable
+drawing = cv2.drawMatches(img1, kp1, img2, kp2, shown, None, matchColor=(0, 255, 0),
+                          flags=cv2.DrawMatchesFlags_NOT_DRAW_SINGLE_POINTS)
 cv2.imwrite(args.out, drawing)
 print(f"wrote {args.out}")
 
