@@ -66,17 +66,14 @@ def _check_shapes(
     return groups, offset_groups, out_h, out_w
 
 
-def bilinear_zero_padded(
-    image: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor
-) -> torch.Tensor:
-    """Sample ``image`` (B, G, C, H, W) at pixel positions ``ys``/``xs`` (B, G, P) -> (B, G, C, P).
+def sample_rows(table: torch.Tensor, height: int, width: int, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
+    """Bilinearly sample a map stored as rows, ``table`` (H*W, C), at pixel positions (P,) -> (P, C).
 
-    Bilinear with zeros outside: each corner contributes only when it lies inside the
-    image (the DCN convention; ``grid_sample(align_corners=True, padding_mode="zeros")``
-    in pixel units).
+    Zeros outside: each of the four corners contributes only when it lies inside the
+    map (the DCN convention, i.e. ``grid_sample(align_corners=True, padding_mode="zeros")``
+    in pixel units). Rows of a channels_last map are contiguous, so this gathers whole
+    feature vectors.
     """
-    batch, groups, channels, height, width = image.shape
-    flat = image.reshape(batch, groups, channels, height * width)
     y0, x0 = ys.floor(), xs.floor()
     wy1, wx1 = ys - y0, xs - x0
     wy0, wx0 = 1 - wy1, 1 - wx1
@@ -86,9 +83,8 @@ def bilinear_zero_padded(
         for dx, wx in ((0, wx0), (1, wx1)):
             y, x = y0 + dy, x0 + dx
             inside = (y >= 0) & (y < height) & (x >= 0) & (x < width)
-            index = (y.clamp(0, height - 1) * width + x.clamp(0, width - 1)).unsqueeze(2)
-            values = torch.gather(flat, 3, index.expand(-1, -1, channels, -1))
-            term = values * (wy * wx * inside).unsqueeze(2)
+            rows = table[y.clamp(0, height - 1) * width + x.clamp(0, width - 1)]
+            term = rows * (wy * wx * inside).unsqueeze(1)
             result = term if result is None else result + term
     return result
 
@@ -118,9 +114,16 @@ def deform_conv2d_reference(
     base_x = (kx[:, None, None] + ox[None, None, :]).expand(taps, out_h, out_w).reshape(taps, pixels)
     ys = (base_y + offset[:, :, :, 0]).reshape(batch, offset_groups, taps * pixels)
     xs = (base_x + offset[:, :, :, 1]).reshape(batch, offset_groups, taps * pixels)
-    grouped = input.reshape(batch, offset_groups, channels // offset_groups, height, width)
-    columns = bilinear_zero_padded(grouped, ys, xs)  # (B, OG, C/OG, taps * pixels)
-    columns = columns.reshape(batch, offset_groups, channels // offset_groups, taps, pixels)
+    group_size = channels // offset_groups
+    columns = torch.stack(
+        [
+            sample_rows(input[b, g * group_size : (g + 1) * group_size].reshape(group_size, -1).t(), height, width,
+                        ys[b, g], xs[b, g]).t()
+            for b in range(batch)
+            for g in range(offset_groups)
+        ]
+    )  # (B * OG, C/OG, taps * pixels)
+    columns = columns.reshape(batch, offset_groups, group_size, taps, pixels)
     if mask is not None:
         columns = columns * mask.reshape(batch, offset_groups, 1, taps, pixels)
     columns = columns.reshape(batch, groups, group_channels * taps, pixels)
