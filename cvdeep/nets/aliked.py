@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import Error
 from ..ops import softargmax
 from ..ops.deform import deform_conv2d, sample_rows
 from .base import Extractor, Features
@@ -201,7 +202,7 @@ class ALIKED(Extractor):
     def __init__(self, model: str = "aliked-n16") -> None:
         super().__init__()
         if model not in CONFIGS:
-            raise ValueError(f"unknown ALIKED model {model!r}; accepted: {', '.join(CONFIGS)}")
+            raise Error(f"unknown ALIKED model {model!r}; accepted: {', '.join(CONFIGS)}")
         c1, c2, c3, c4, dim, kernel, samples = CONFIGS[model]
         self.descriptor_size = dim
         self.block1 = ConvBlock(3, c1, deformable=False)
@@ -290,12 +291,13 @@ class ALIKED(Extractor):
         keypoints, _ = softargmax(refine_map, integer, radius, _SOFTARGMAX_TEMPERATURE)
         table = scores[0].permute(1, 2, 0).reshape(height * width, 1)
         values = sample_rows(table, height, width, keypoints[:, 1], keypoints[:, 0])[:, 0]
-        return keypoints, values
+        order = torch.argsort(values, descending=True, stable=True)  # the contract: best reported score first
+        return keypoints[order], values[order]
 
     def extract(self, image: torch.Tensor, valid: torch.Tensor, **config: Any) -> Features:
         options = {**self.default_config, **config}
         if int(options["nms_radius"]) < 0:
-            raise ValueError(f"nms_radius must be >= 0, got {options['nms_radius']}")
+            raise Error(f"nms_radius: got {options['nms_radius']}; expected an integer >= 0")
         features, scores = self(image)
         keypoints, values = self.detect(
             scores, valid, int(options["max_keypoints"]), float(options["threshold"]), int(options["nms_radius"])
