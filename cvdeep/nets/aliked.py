@@ -25,7 +25,7 @@ from torch import nn
 
 from ..errors import Error
 from ..ops import softargmax
-from ..ops.deform import deform_conv2d, sample_rows
+from ..ops.deform import bilinear_corners, deform_conv2d, sample_rows
 from .base import Extractor, Features
 
 # name -> (c1, c2, c3, c4, dim, SDDH kernel K, SDDH sample count M), from the official configs
@@ -109,6 +109,43 @@ class ResBlock(_ConvPair):
         return F.selu(out + self.downsample(x))
 
 
+class FeaturePyramid:
+    """ALIKED's feature map, read only where the descriptor head needs it.
+
+    The dense feature map is the L2-normalised concatenation of level 1 (full
+    resolution) and levels 2-4 upsampled bilinearly (align_corners) to the padded image
+    size, then cropped. This keeps the four upsampled levels apart (channels_last, so a
+    pixel's vector is a contiguous row) plus the per-pixel inverse norm: reading a pixel
+    concatenates and normalises only that pixel's rows, so the dense (H, W, dim)
+    concatenation and its per-pixel division are never built.
+    """
+
+    def __init__(self, levels: list[torch.Tensor], height: int, width: int, top: int, left: int) -> None:
+        size = levels[0].shape[-2:]
+        self.full = [levels[0]] + [F.interpolate(level, size=size, mode="bilinear", align_corners=True) for level in levels[1:]]
+        self.height, self.width, self.top, self.left = height, width, top, left
+        self.padded_width = size[1]
+        self.tables = [level[0].permute(1, 2, 0).reshape(-1, level.shape[1]) for level in self.full]
+        square = sum(torch.linalg.vector_norm(level[0], dim=0).square() for level in self.full)
+        self.inverse_norm = square.sqrt().clamp_min(1e-12).reciprocal().reshape(-1, 1)  # F.normalize's eps
+
+    def rows(self, index: torch.Tensor) -> torch.Tensor:
+        """Normalised feature vectors (P, dim) at pixels ``index`` (P,) = y * W + x of the cropped map."""
+        padded = (index // self.width + self.top) * self.padded_width + index % self.width + self.left
+        return torch.cat([table[padded] for table in self.tables], dim=1) * self.inverse_norm[padded]
+
+    def sample(self, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
+        """The feature map sampled bilinearly at pixel positions (P,) -> (P, dim), zeros outside."""
+        indices, weights = bilinear_corners(ys, xs, self.height, self.width)
+        rows = self.rows(indices.reshape(-1)).reshape(4, ys.shape[0], -1)
+        return (rows * weights.unsqueeze(2)).sum(0)
+
+    def dense(self) -> torch.Tensor:
+        """The whole feature map (1, dim, H, W), as the original computes it."""
+        stacked = F.normalize(torch.cat(self.full, dim=1), dim=1)
+        return stacked[..., self.top : self.top + self.height, self.left : self.left + self.width]
+
+
 class SDDH(nn.Module):
     """Sparse deformable descriptor head.
 
@@ -145,15 +182,14 @@ class SDDH(nn.Module):
         xs = cx[:, None, None] + steps[None, None, :]
         return (ys * width + xs).reshape(-1, k * k)
 
-    def forward(self, features: torch.Tensor, keypoints: torch.Tensor) -> torch.Tensor:
-        """Descriptors (N, D) at keypoints (N, 2), pixels, of a (1, C, H, W) feature map."""
-        _, channels, height, width = features.shape
+    def forward(self, features: FeaturePyramid, keypoints: torch.Tensor) -> torch.Tensor:
+        """Descriptors (N, D) at keypoints (N, 2), pixels of the feature map."""
         count = keypoints.shape[0]
-        table = features[0].permute(1, 2, 0).reshape(height * width, channels)  # free view when channels_last
         if count == 0:
-            return features.new_zeros((0, self.agg_weights.shape[-1]))
+            return keypoints.new_zeros((0, self.agg_weights.shape[-1]))
+        height, width = features.height, features.width
         first, _, second = self.offset_conv
-        patch = table[self.patch_rows(keypoints, height, width)]  # (N, K*K, C)
+        patch = features.rows(self.patch_rows(keypoints, height, width).reshape(-1))  # (N*K*K, C)
         first_weight = first.weight.permute(0, 2, 3, 1).reshape(first.out_channels, -1)
         hidden = F.selu(torch.addmm(first.bias, patch.reshape(count, -1), first_weight.t()))
         offsets = torch.addmm(second.bias, hidden, second.weight.reshape(second.out_channels, -1).t())
@@ -161,7 +197,8 @@ class SDDH(nn.Module):
         offsets = offsets.clamp_(-limit, limit).reshape(count, 2, self.samples)
         xs = keypoints[:, :1] + offsets[:, 0]
         ys = keypoints[:, 1:] + offsets[:, 1]
-        sampled = sample_rows(table, height, width, ys.reshape(-1), xs.reshape(-1))  # (N*M, C)
+        sampled = features.sample(ys.reshape(-1), xs.reshape(-1))  # (N*M, C)
+        channels = sampled.shape[1]
         sampled = F.selu(sampled @ self.sf_conv.weight.reshape(channels, channels).t())
         descriptors = sampled.reshape(count, -1) @ self.agg_weights.reshape(-1, self.agg_weights.shape[-1])
         return F.normalize(descriptors, dim=1)
@@ -192,6 +229,7 @@ class ALIKED(Extractor):
 
     input_channels = 3  # RGB in [0, 1], no normalisation
     stride = 1  # any size: the network pads to a multiple of 32 itself, as the original does
+    memory_format = torch.channels_last  # oneDNN's fast layout for these convs; the row gathers need it too
     keypoint_size = 5.0  # the 5x5 detection window of the default NMS radius; ALIKED estimates no scale
     default_config: dict[str, Any] = {
         "max_keypoints": 5000,  # the official n_limit
@@ -226,30 +264,39 @@ class ALIKED(Extractor):
 
     # --- network --------------------------------------------------------------------
 
-    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(1, 3, H, W) RGB in [0, 1] -> (feature map (1, dim, H, W), L2-normalised; score map (1, 1, H, W)).
+    def features_and_scores(self, image: torch.Tensor) -> tuple[FeaturePyramid, torch.Tensor]:
+        """The backbone: (1, 3, H, W) RGB in [0, 1] -> (feature pyramid, score map (1, 1, H, W)).
 
         The image is padded with replicated borders, centred, to a multiple of 32 and the
-        maps are cropped back, as the original does. Maps are channels_last.
+        maps are cropped back, as the original does. The score head's first layer, a 1x1
+        convolution of the concatenated levels, is applied to each level before its
+        upsampling (both are linear, so they commute): 8 channels are upsampled instead of
+        dim/4 per level, and no dense concatenation is built.
         """
         height, width = image.shape[-2:]
         pad_h, pad_w = -height % _PAD_MULTIPLE, -width % _PAD_MULTIPLE
         top, left = pad_h // 2, pad_w // 2
         x = F.pad(image, (left, pad_w - left, top, pad_h - top), mode="replicate") if pad_h or pad_w else image
-        x = x.contiguous(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=self.memory_format)
         x1 = self.block1(x)
         x2 = self.block2(F.avg_pool2d(x1, 2))
         x3 = self.block3(F.avg_pool2d(x2, 4))
         x4 = self.block4(F.avg_pool2d(x3, 4))
-        size = x1.shape[-2:]
-        parts = [F.selu(self.conv1(x1))]
-        for conv, level in ((self.conv2, x2), (self.conv3, x3), (self.conv4, x4)):
-            parts.append(F.interpolate(F.selu(conv(level)), size=size, mode="bilinear", align_corners=True))
-        stacked = torch.cat(parts, dim=1)
-        scores = torch.sigmoid(self.score_head(stacked))
-        features = F.normalize(stacked, dim=1)
-        crop = (..., slice(top, top + height), slice(left, left + width))
-        return features[crop], scores[crop]
+        levels = [F.selu(conv(level)) for conv, level in zip((self.conv1, self.conv2, self.conv3, self.conv4), (x1, x2, x3, x4))]
+        head = self.score_head
+        first = head[0].weight.split(levels[0].shape[1], dim=1)
+        score = F.conv2d(levels[0], first[0])
+        for level, weight in zip(levels[1:], first[1:]):
+            score = score + F.interpolate(F.conv2d(level, weight), size=score.shape[-2:], mode="bilinear", align_corners=True)
+        for layer in head[1:]:
+            score = layer(score)
+        scores = torch.sigmoid(score)[..., top : top + height, left : left + width]
+        return FeaturePyramid(levels, height, width, top, left), scores
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(1, 3, H, W) RGB in [0, 1] -> dense (feature map (1, dim, H, W), L2-normalised; score map (1, 1, H, W))."""
+        features, scores = self.features_and_scores(image)
+        return features.dense(), scores
 
     # --- post-processing ------------------------------------------------------------
 
@@ -298,7 +345,7 @@ class ALIKED(Extractor):
         options = {**self.default_config, **config}
         if int(options["nms_radius"]) < 0:
             raise Error(f"nms_radius: got {options['nms_radius']}; expected an integer >= 0")
-        features, scores = self(image)
+        features, scores = self.features_and_scores(image)
         keypoints, values = self.detect(
             scores, valid, int(options["max_keypoints"]), float(options["threshold"]), int(options["nms_radius"])
         )
@@ -313,5 +360,5 @@ class ALIKED(Extractor):
         angles: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """SDDH descriptors at any keypoints (pixels); sizes and angles are not used by ALIKED."""
-        features, _ = self(image)
-        return self.desc_head(features, keypoints.to(features.dtype))
+        features, scores = self.features_and_scores(image)
+        return self.desc_head(features, keypoints.to(scores.dtype))

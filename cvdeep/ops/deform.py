@@ -66,27 +66,37 @@ def _check_shapes(
     return groups, offset_groups, out_h, out_w
 
 
-def sample_rows(table: torch.Tensor, height: int, width: int, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
-    """Bilinearly sample a map stored as rows, ``table`` (H*W, C), at pixel positions (P,) -> (P, C).
+def bilinear_corners(
+    ys: torch.Tensor, xs: torch.Tensor, height: int, width: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row indices (4, P) into an (H*W)-row map and weights (4, P) of bilinear sampling at pixel positions.
 
-    Zeros outside: each of the four corners contributes only when it lies inside the
-    map (the DCN convention, i.e. ``grid_sample(align_corners=True, padding_mode="zeros")``
-    in pixel units). Rows of a channels_last map are contiguous, so this gathers whole
-    feature vectors.
+    Zeros outside: a corner outside the map gets weight 0 (and a clamped, valid index),
+    which is the DCN convention, i.e. ``grid_sample(align_corners=True,
+    padding_mode="zeros")`` in pixel units.
     """
     y0, x0 = ys.floor(), xs.floor()
     wy1, wx1 = ys - y0, xs - x0
-    wy0, wx0 = 1 - wy1, 1 - wx1
     y0, x0 = y0.long(), x0.long()
-    result = None
-    for dy, wy in ((0, wy0), (1, wy1)):
-        for dx, wx in ((0, wx0), (1, wx1)):
+    indices, weights = [], []
+    for dy, wy in ((0, 1 - wy1), (1, wy1)):
+        for dx, wx in ((0, 1 - wx1), (1, wx1)):
             y, x = y0 + dy, x0 + dx
             inside = (y >= 0) & (y < height) & (x >= 0) & (x < width)
-            rows = table[y.clamp(0, height - 1) * width + x.clamp(0, width - 1)]
-            term = rows * (wy * wx * inside).unsqueeze(1)
-            result = term if result is None else result + term
-    return result
+            indices.append(y.clamp(0, height - 1) * width + x.clamp(0, width - 1))
+            weights.append(wy * wx * inside)
+    return torch.stack(indices), torch.stack(weights)
+
+
+def sample_rows(table: torch.Tensor, height: int, width: int, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
+    """Bilinearly sample a map stored as rows, ``table`` (H*W, C), at pixel positions (P,) -> (P, C).
+
+    Zeros outside (see ``bilinear_corners``). Rows of a channels_last map are
+    contiguous, so this gathers whole feature vectors.
+    """
+    indices, weights = bilinear_corners(ys, xs, height, width)
+    rows = table[indices.reshape(-1)].reshape(4, -1, table.shape[1])
+    return (rows * weights.unsqueeze(2)).sum(0)
 
 
 def deform_conv2d_reference(
