@@ -1,11 +1,13 @@
 """ALIKED on the CPU: cvdeep against kornia 0.9 in the same run, plus what each optimisation buys.
 
-    PYTHONPATH=. python bench/bench_aliked.py [--model aliked-n16] [--size 640x480] [--runs 7]
+    PYTHONPATH=. python bench/bench_aliked.py [--model aliked-n16] [--size 640x480] [--runs 7] [--threads 2]
 
 Both run the same weights on the same image with the same settings (threshold 0.2,
 at most 5000 keypoints, NMS radius 2) on 2 threads; runs are interleaved and the
-median is reported, so a machine shared with other jobs affects both alike. The
-ablation rows turn off one optimisation at a time (channels_last layout, the compiled
+median is reported, so a machine shared with other jobs affects both alike. Both wall
+time and process CPU time are printed: on an overloaded machine every parallel region
+waits for its threads to be scheduled, which inflates wall time by the number of ops;
+with ``--threads 1`` the CPU time measures the work alone. The ablation rows turn off one optimisation at a time (channels_last layout, the compiled
 deformable-convolution kernel) and time the whole extraction again.
 """
 from __future__ import annotations
@@ -48,8 +50,9 @@ def main() -> None:
     parser.add_argument("--model", default="aliked-n16")
     parser.add_argument("--size", default="640x480")
     parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     width, height = (int(v) for v in args.size.split("x"))
     image = _image((width, height))
     valid = torch.ones((1, 1, height, width), dtype=torch.bool)
@@ -70,21 +73,23 @@ def main() -> None:
     }
     if compiled:
         variants["cvdeep, torch deform_conv2d reference"] = lambda: cvdeep_run(kernel=False)
-    times: dict[str, list[float]] = {name: [] for name in variants}
+    wall: dict[str, list[float]] = {name: [] for name in variants}
+    cpu: dict[str, list[float]] = {name: [] for name in variants}
     counts = {}
     with torch.inference_mode():
         for run in range(args.runs + 1):
             for name, call in variants.items():
-                start = time.perf_counter()
+                start, start_cpu = time.perf_counter(), time.process_time()
                 counts[name] = call()
                 if run:  # the first round warms up
-                    times[name].append(time.perf_counter() - start)
-    baseline = statistics.median(times["kornia 0.9"])
-    print(f"{args.model} at {width}x{height}, 2 threads, median of {args.runs} interleaved runs")
-    print(f"{'':40s} {'ms':>8s} {'x kornia':>9s} {'keypoints':>10s}")
-    for name, values in times.items():
-        median = statistics.median(values)
-        print(f"{name:40s} {1000 * median:8.1f} {median / baseline:9.2f} {counts[name]:10d}")
+                    wall[name].append(time.perf_counter() - start)
+                    cpu[name].append(time.process_time() - start_cpu)
+    base_wall, base_cpu = statistics.median(wall["kornia 0.9"]), statistics.median(cpu["kornia 0.9"])
+    print(f"{args.model} at {width}x{height}, {args.threads} thread(s), median of {args.runs} interleaved runs")
+    print(f"{'':40s} {'wall ms':>8s} {'x kornia':>9s} {'cpu ms':>8s} {'x kornia':>9s} {'keypoints':>10s}")
+    for name in variants:
+        w, c = statistics.median(wall[name]), statistics.median(cpu[name])
+        print(f"{name:40s} {1000 * w:8.1f} {w / base_wall:9.2f} {1000 * c:8.1f} {c / base_cpu:9.2f} {counts[name]:10d}")
 
 
 if __name__ == "__main__":

@@ -92,8 +92,8 @@ class ConvBlock(_ConvPair):
     """conv-BN-SELU twice (block 1)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.selu(self._conv(x, self.conv1, self.bn1))
-        return F.selu(self._conv(x, self.conv2, self.bn2))
+        x = F.selu(self._conv(x, self.conv1, self.bn1), inplace=True)  # in place: fresh tensors, no new allocation
+        return F.selu(self._conv(x, self.conv2, self.bn2), inplace=True)
 
 
 class ResBlock(_ConvPair):
@@ -104,9 +104,9 @@ class ResBlock(_ConvPair):
         self.downsample = nn.Conv2d(in_channels, out_channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.selu(self._conv(x, self.conv1, self.bn1))
+        out = F.selu(self._conv(x, self.conv1, self.bn1), inplace=True)
         out = self._conv(out, self.conv2, self.bn2)
-        return F.selu(out + self.downsample(x))
+        return F.selu(out.add_(self.downsample(x)), inplace=True)
 
 
 class FeaturePyramid:
@@ -115,9 +115,9 @@ class FeaturePyramid:
     The dense feature map is the L2-normalised concatenation of level 1 (full
     resolution) and levels 2-4 upsampled bilinearly (align_corners) to the padded image
     size, then cropped. This keeps the four upsampled levels apart (channels_last, so a
-    pixel's vector is a contiguous row) plus the per-pixel inverse norm: reading a pixel
-    concatenates and normalises only that pixel's rows, so the dense (H, W, dim)
-    concatenation and its per-pixel division are never built.
+    pixel's vector is a contiguous row): reading a pixel concatenates and normalises
+    only that pixel's rows, so the dense (H, W, dim) concatenation and its per-pixel
+    division are never built.
     """
 
     def __init__(self, levels: list[torch.Tensor], height: int, width: int, top: int, left: int) -> None:
@@ -126,19 +126,25 @@ class FeaturePyramid:
         self.height, self.width, self.top, self.left = height, width, top, left
         self.padded_width = size[1]
         self.tables = [level[0].permute(1, 2, 0).reshape(-1, level.shape[1]) for level in self.full]
-        square = sum(torch.linalg.vector_norm(level[0], dim=0).square() for level in self.full)
-        self.inverse_norm = square.sqrt().clamp_min(1e-12).reciprocal().reshape(-1, 1)  # F.normalize's eps
+
+    def _gather(self, index: torch.Tensor) -> list[torch.Tensor]:
+        """The four levels' unnormalised vectors (P, dim/4) at pixels ``index`` (P,) = y * W + x of the cropped map."""
+        padded = (index // self.width + self.top) * self.padded_width + index % self.width + self.left
+        return [table.index_select(0, padded) for table in self.tables]
 
     def rows(self, index: torch.Tensor) -> torch.Tensor:
         """Normalised feature vectors (P, dim) at pixels ``index`` (P,) = y * W + x of the cropped map."""
-        padded = (index // self.width + self.top) * self.padded_width + index % self.width + self.left
-        return torch.cat([table[padded] for table in self.tables], dim=1) * self.inverse_norm[padded]
+        return F.normalize(torch.cat(self._gather(index), dim=1), dim=1)
 
     def sample(self, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
         """The feature map sampled bilinearly at pixel positions (P,) -> (P, dim), zeros outside."""
         indices, weights = bilinear_corners(ys, xs, self.height, self.width)
-        rows = self.rows(indices.reshape(-1)).reshape(4, ys.shape[0], -1)
-        return (rows * weights.unsqueeze(2)).sum(0)
+        parts = self._gather(indices.reshape(-1))
+        # each corner is normalised (as the dense map is) and weighted by one scale per row;
+        # the levels are only concatenated after the four corners are summed
+        square = sum(torch.linalg.vector_norm(part, dim=1, keepdim=True).square_() for part in parts)
+        scale = weights.reshape(-1, 1) / square.sqrt_().clamp_min_(1e-12)  # F.normalize's eps
+        return torch.cat([part.mul_(scale).reshape(4, ys.shape[0], -1).sum(0) for part in parts], dim=1)
 
     def dense(self) -> torch.Tensor:
         """The whole feature map (1, dim, H, W), as the original computes it."""
@@ -214,7 +220,9 @@ def simple_nms(scores: torch.Tensor, radius: int) -> torch.Tensor:
     size = 2 * radius + 1
 
     def pool(x: torch.Tensor) -> torch.Tensor:
-        return F.max_pool2d(x, kernel_size=size, stride=1, padding=radius)
+        # the square window's maximum as a row pass then a column pass: 2k instead of k^2 reads
+        rows = F.max_pool2d(x, kernel_size=(1, size), stride=1, padding=(0, radius))
+        return F.max_pool2d(rows, kernel_size=(size, 1), stride=1, padding=(radius, 0))
 
     keep = scores == pool(scores)
     for _ in range(2):
@@ -282,15 +290,15 @@ class ALIKED(Extractor):
         x2 = self.block2(F.avg_pool2d(x1, 2))
         x3 = self.block3(F.avg_pool2d(x2, 4))
         x4 = self.block4(F.avg_pool2d(x3, 4))
-        levels = [F.selu(conv(level)) for conv, level in zip((self.conv1, self.conv2, self.conv3, self.conv4), (x1, x2, x3, x4))]
+        levels = [F.selu(conv(level), inplace=True) for conv, level in zip((self.conv1, self.conv2, self.conv3, self.conv4), (x1, x2, x3, x4))]
         head = self.score_head
         first = head[0].weight.split(levels[0].shape[1], dim=1)
         score = F.conv2d(levels[0], first[0])
         for level, weight in zip(levels[1:], first[1:]):
             score = score + F.interpolate(F.conv2d(level, weight), size=score.shape[-2:], mode="bilinear", align_corners=True)
         for layer in head[1:]:
-            score = layer(score)
-        scores = torch.sigmoid(score)[..., top : top + height, left : left + width]
+            score = F.selu(score, inplace=True) if isinstance(layer, nn.SELU) else layer(score)
+        scores = torch.sigmoid_(score)[..., top : top + height, left : left + width]
         return FeaturePyramid(levels, height, width, top, left), scores
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
