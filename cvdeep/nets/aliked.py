@@ -48,6 +48,21 @@ def _conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.T
     return conv.weight * scale.reshape(-1, 1, 1, 1), bias
 
 
+def _pointwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """A 1x1 convolution; on a channels_last batch of one it is a single GEMM over the pixel rows.
+
+    (torch sends these 1x1 convolutions to its slow im2col path on the CPU; the GEMM is
+    several times faster and its result is channels_last again.)
+    """
+    batch, channels, height, width = x.shape
+    if batch != 1 or not x.is_contiguous(memory_format=torch.channels_last):
+        return F.conv2d(x, weight, bias)
+    rows = x.permute(0, 2, 3, 1).reshape(height * width, channels)
+    kernel = weight.reshape(weight.shape[0], channels).t()
+    out = rows @ kernel if bias is None else torch.addmm(bias, rows, kernel)
+    return out.reshape(1, height, width, -1).permute(0, 3, 1, 2)
+
+
 class DeformableConv2d(nn.Module):
     """3x3 deformable convolution whose offsets come from a plain 3x3 convolution (DCNv1, no mask).
 
@@ -106,7 +121,7 @@ class ResBlock(_ConvPair):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.selu(self._conv(x, self.conv1, self.bn1), inplace=True)
         out = self._conv(out, self.conv2, self.bn2)
-        return F.selu(out.add_(self.downsample(x)), inplace=True)
+        return F.selu(out.add_(_pointwise(x, self.downsample.weight, self.downsample.bias)), inplace=True)
 
 
 class FeaturePyramid:
@@ -220,13 +235,21 @@ def simple_nms(scores: torch.Tensor, radius: int) -> torch.Tensor:
     size = 2 * radius + 1
 
     def pool(x: torch.Tensor) -> torch.Tensor:
-        # the square window's maximum as a row pass then a column pass: 2k instead of k^2 reads
-        rows = F.max_pool2d(x, kernel_size=(1, size), stride=1, padding=(0, radius))
-        return F.max_pool2d(rows, kernel_size=(size, 1), stride=1, padding=(radius, 0))
+        """max_pool2d(x, size, stride 1, padding radius) as a row pass then a column pass of
+        elementwise maxima over shifted views (max_pool2d also computes indices, and is slow on one channel)."""
+        height, width = x.shape[-2:]
+        padded = F.pad(x, (radius, radius, radius, radius), value=float("-inf"))
+        rows = padded[..., :, :width].clone()
+        for shift in range(1, size):
+            torch.maximum(rows, padded[..., :, shift : shift + width], out=rows)
+        out = rows[..., :height, :].clone()
+        for shift in range(1, size):
+            torch.maximum(out, rows[..., shift : shift + height, :], out=out)
+        return out
 
     keep = scores == pool(scores)
     for _ in range(2):
-        suppressed = pool(keep.float()) > 0
+        suppressed = pool(keep.to(scores.dtype)) > 0
         remaining = scores.masked_fill(suppressed, 0.0)
         keep |= (remaining == pool(remaining)) & ~suppressed
     return keep
@@ -290,12 +313,13 @@ class ALIKED(Extractor):
         x2 = self.block2(F.avg_pool2d(x1, 2))
         x3 = self.block3(F.avg_pool2d(x2, 4))
         x4 = self.block4(F.avg_pool2d(x3, 4))
-        levels = [F.selu(conv(level), inplace=True) for conv, level in zip((self.conv1, self.conv2, self.conv3, self.conv4), (x1, x2, x3, x4))]
+        convs = (self.conv1, self.conv2, self.conv3, self.conv4)
+        levels = [F.selu(_pointwise(level, conv.weight), inplace=True) for conv, level in zip(convs, (x1, x2, x3, x4))]
         head = self.score_head
         first = head[0].weight.split(levels[0].shape[1], dim=1)
-        score = F.conv2d(levels[0], first[0])
+        score = _pointwise(levels[0], first[0])
         for level, weight in zip(levels[1:], first[1:]):
-            score = score + F.interpolate(F.conv2d(level, weight), size=score.shape[-2:], mode="bilinear", align_corners=True)
+            score = score + F.interpolate(_pointwise(level, weight), size=score.shape[-2:], mode="bilinear", align_corners=True)
         for layer in head[1:]:
             score = F.selu(score, inplace=True) if isinstance(layer, nn.SELU) else layer(score)
         scores = torch.sigmoid_(score)[..., top : top + height, left : left + width]
