@@ -6,7 +6,8 @@
 // column matrix; cuBLAS (through at::mm) multiplies it with the weights. Inference only.
 #include <torch/library.h>
 #include <ATen/ATen.h>
-#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAGuard.h>
 
 namespace cvdeep {
@@ -103,7 +104,7 @@ at::Tensor deform_conv2d_cuda(const at::Tensor& input, const at::Tensor& offset,
   const int64_t work = pixels * g.offset_groups * taps;
   const int threads = 256;
   const int blocks = static_cast<int>(std::min<int64_t>((work + threads - 1) / threads, 65535));
-  auto stream = at::cuda::getCurrentCUDAStream();
+  auto stream = c10::cuda::getCurrentCUDAStream();
   for (int64_t b = 0; b < batch; ++b) {
     AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "deform_conv2d_cuda", [&] {
       gather_columns_kernel<scalar_t><<<blocks, threads, 0, stream>>>(
