@@ -94,10 +94,10 @@ _SUPERPOINT_OPEN = _weights(
     name="superpoint-open", filename="superpoint/superpoint_v6_from_tf.pth", sha256=None, license="MIT",
     source="rpautrat/SuperPoint weights/superpoint_v6_from_tf.pth",
     urls=("https://github.com/rpautrat/SuperPoint/raw/master/weights/superpoint_v6_from_tf.pth",))
-register_model(ModelSpec("superpoint-v1", "superpoint", "cvdeep.nets.superpoint:SuperPoint", {"layout": "magicleap"},
+register_model(ModelSpec("superpoint-v1", "superpoint", "cvdeep.nets.superpoint:SuperPointMagicLeap", {},
                          _SUPERPOINT_V1, "SuperPoint, Magic Leap's released model (non-commercial)",
                          "DeTone et al., SuperPoint, CVPRW 2018"))
-register_model(ModelSpec("superpoint-open", "superpoint", "cvdeep.nets.superpoint:SuperPoint", {"layout": "rpautrat"},
+register_model(ModelSpec("superpoint-open", "superpoint", "cvdeep.nets.superpoint:SuperPointOpen", {},
                          _SUPERPOINT_OPEN, "SuperPoint re-trained by R. Pautrat (TF v6 port, BatchNorm), MIT",
                          "DeTone et al., SuperPoint, CVPRW 2018"))
 
