@@ -108,7 +108,7 @@ class D2Net(Extractor):
         step_j = -(-dij * di + dii * dj) / det
         return is_channel_max & is_local_max & is_not_edge, torch.stack([step_i, step_j])
 
-    def _level(self, features: torch.Tensor, detected: torch.Tensor, steps: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def refine(self, features: torch.Tensor, detected: torch.Tensor, steps: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Refined feature-map keypoints (x, y), their channel activations and descriptors."""
         channel, i, j = torch.nonzero(detected, as_tuple=True)
         step = steps[:, channel, i, j]
@@ -149,7 +149,7 @@ class D2Net(Extractor):
                 banned |= detected.any(dim=0, keepdim=True)
             else:
                 banned = detected.any(dim=0, keepdim=True)
-            xy, activation, level_descriptors = self._level(features, detected, steps)
+            xy, activation, level_descriptors = self.refine(features, detected, steps)
             level_h, level_w = level.shape[-2:]
             # level -> working image (resized with align_corners=True) -> input image (align_corners=False)
             on_work = feature_to_image(xy) * xy.new_tensor([(work_w - 1) / max(level_w - 1, 1), (work_h - 1) / max(level_h - 1, 1)])

@@ -106,9 +106,11 @@ class R2D2(Extractor):
     @staticmethod
     def pyramid(image: torch.Tensor, scale_factor: float, min_size: int, max_size: int) -> Iterator[tuple[float, torch.Tensor]]:
         """(scale, level) of naver/r2d2's extract_multiscale: s = scale_factor^-k, kept while the longest
-        side s * L lies in [min_size, max_size] and s <= 1; each level is resized from the previous one."""
+        side s * L lies in [min_size, max_size] and s <= 1; each level is resized from the previous one.
+        An image smaller than min_size still gets its full-resolution level (the reference gives none)."""
         height, width = image.shape[-2:]
         longest = max(height, width)
+        min_size = min(min_size, longest)
         scale, level = 1.0, image
         while scale + 0.001 >= min_size / longest:
             if scale - 0.001 <= min(1.0, max_size / longest):

@@ -9,7 +9,7 @@ Two official layouts load unchanged:
   the last conv of each head without ReLU.
 
 Post-processing as published: 65-way softmax per 8x8 cell, dustbin dropped, cells unfolded to
-pixels; hard NMS (radius 4), threshold 0.005, 4-pixel border; descriptors sampled bilinearly
+pixels; the official iterative max-pool NMS (radius 4), threshold 0.005, 4-pixel border; descriptors sampled bilinearly
 from the L2-normalised dense map and normalised again.
 """
 from __future__ import annotations
@@ -44,6 +44,22 @@ def cell_logits_to_scores(logits: torch.Tensor) -> torch.Tensor:
     return F.pixel_shuffle(probabilities, _CELL)
 
 
+def suppress_non_maxima(scores: torch.Tensor, radius: int, iterations: int = 2) -> torch.Tensor:
+    """The official PyTorch NMS (``simple_nms``): keep the maxima of (2r+1)^2 windows, then, twice,
+    also the maxima among pixels no kept maximum covers, which approximates greedy NMS (a point
+    suppressed only by a suppressed point comes back). Other pixels are set to 0."""
+
+    def window_max(x: torch.Tensor) -> torch.Tensor:
+        return F.max_pool2d(x, kernel_size=2 * radius + 1, stride=1, padding=radius)
+
+    keep = scores == window_max(scores)
+    for _ in range(iterations):
+        covered = window_max(keep.float()) > 0
+        uncovered = scores.masked_fill(covered, 0.0)
+        keep |= (uncovered == window_max(uncovered)) & ~covered
+    return scores.masked_fill(~keep, 0.0)
+
+
 class SuperPoint(Extractor):
     """What both layouts share: heads -> dense maps, detection, description. ``_heads`` is the network."""
 
@@ -72,9 +88,10 @@ class SuperPoint(Extractor):
     def detect(self, scores: torch.Tensor, valid: torch.Tensor, **config: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """Published detection on a (1, 1, H, W) score map: NMS, threshold, border, top-k."""
         cfg = {**self.default_config, **config}
+        kept = suppress_non_maxima(mask_scores(scores, valid, 0.0), int(cfg["nms_radius"]))
         keypoints, values = ops.nms(
-            mask_scores(scores, valid),
-            int(cfg["nms_radius"]),
+            kept,
+            0,  # suppression is done; ops.nms thresholds, removes the border, sorts and truncates
             float(cfg["detection_threshold"]),
             int(cfg["max_keypoints"]),
             int(cfg["remove_borders"]),
