@@ -90,7 +90,9 @@ def checkpoint_file(request, tmp_path):
 
 def test_official_key_sets_load_strictly(checkpoint_file):
     model, path = checkpoint_file
-    network = build_model(model, weights=path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NonCommercialWeightsWarning)
+        network = build_model(model, weights=path)
     expected = magicleap_keys() if MODELS[model] == "magicleap" else rpautrat_keys()
     assert {k: tuple(v.shape) for k, v in network.state_dict().items()} == expected
 
@@ -158,13 +160,15 @@ def test_full_pipeline_finds_the_analytic_keypoints(checkpoint_file):
     assert detector.descriptorSize() == 256
 
 
-def test_weights_names_select_the_model():
-    detector = cvdeep.SuperPoint.__new__(cvdeep.SuperPoint)
-    detector._values = dict(cvdeep.SuperPoint._params)
-    detector._extractor = None
-    detector._lock = __import__("threading").Lock()
-    detector.setParams(weights="superpoint-open")
+def test_weights_names_select_the_model(tmp_path, monkeypatch):
+    """weights="superpoint-open" picks the registered model; its file is found through $CVDEEP_WEIGHTS_DIR."""
+    (tmp_path / "superpoint").mkdir()
+    torch.save(crafted_checkpoint("rpautrat"), tmp_path / "superpoint" / "superpoint_v6_from_tf.pth")
+    monkeypatch.setenv("CVDEEP_WEIGHTS_DIR", str(tmp_path))
+    monkeypatch.setenv("CVDEEP_OFFLINE", "1")
+    detector = cvdeep.SuperPoint_create(weights="superpoint-open", device="cpu")
     assert detector.getParams()["model"] == "superpoint-open" and detector.getParams()["weights"] is None
+    assert len(detector.detect(np.full((64, 64), 128, np.uint8))) > 0
 
 
 def test_v1_is_marked_noncommercial_and_open_is_mit(tmp_path):
