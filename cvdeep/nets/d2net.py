@@ -24,6 +24,7 @@ from torch import nn
 
 from .. import ops
 from .base import Extractor, Features
+from .multiscale import merge_levels
 
 _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 _MULTISCALE = (0.5, 1.0, 2.0)
@@ -132,7 +133,7 @@ class D2Net(Extractor):
             valid = F.interpolate(valid.float(), size=size, mode="nearest-exact") > 0.5
         work_h, work_w = image.shape[-2:]
         scales = _MULTISCALE if cfg["multiscale"] else (1.0,)
-        keypoints, scores, descriptors, sizes, octaves = [], [], [], [], []
+        levels = []
         previous, banned = None, None
         for index, scale in enumerate(scales):
             level = image if scale == 1.0 else F.interpolate(image, scale_factor=scale, mode="bilinear", align_corners=True)
@@ -153,23 +154,15 @@ class D2Net(Extractor):
             level_h, level_w = level.shape[-2:]
             # level -> working image (resized with align_corners=True) -> input image (align_corners=False)
             on_work = feature_to_image(xy) * xy.new_tensor([(work_w - 1) / max(level_w - 1, 1), (work_h - 1) / max(level_h - 1, 1)])
-            keypoints.append((on_work + 0.5) * xy.new_tensor([width / work_w, height / work_h]) - 0.5)
-            scores.append(activation / (index + 1))
-            descriptors.append(level_descriptors)
-            sizes.append(torch.full_like(activation, self.keypoint_size / (scale * shrink)))
-            octaves.append(torch.full((len(xy),), index, dtype=torch.int32, device=xy.device))
+            levels.append({
+                "keypoints": (on_work + 0.5) * xy.new_tensor([width / work_w, height / work_h]) - 0.5,
+                "scores": activation / (index + 1),
+                "descriptors": level_descriptors,
+                "sizes": torch.full_like(activation, self.keypoint_size / (scale * shrink)),
+                "octaves": torch.full((len(xy),), index, dtype=torch.int32, device=xy.device),
+            })
             previous = features
-        all_scores = torch.cat(scores)
-        order = torch.argsort(all_scores, descending=True, stable=True)
-        if int(cfg["max_keypoints"]) > 0:
-            order = order[: int(cfg["max_keypoints"])]
-        return {
-            "keypoints": torch.cat(keypoints)[order],
-            "scores": all_scores[order],
-            "descriptors": torch.cat(descriptors)[order],
-            "sizes": torch.cat(sizes)[order],
-            "octaves": torch.cat(octaves)[order],
-        }
+        return merge_levels(levels, int(cfg["max_keypoints"]))
 
     def describe(
         self,

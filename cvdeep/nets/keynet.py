@@ -20,6 +20,7 @@ from torch import nn
 
 from .. import ops
 from .base import Extractor, Features, mask_scores
+from .multiscale import merge_levels
 
 _SOBEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]) / 8.0
 _BINOMIAL_5 = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0]) / 16.0
@@ -139,11 +140,11 @@ class KeyNet(Extractor):
         cfg = {**self.default_config, **config}
         factor, up_levels = float(cfg["scale_factor"]), int(cfg["up_levels"])
         limit = int(cfg["max_keypoints"])
-        levels = up_levels + int(cfg["pyramid_levels"]) + 1
-        budgets = self.level_budgets(limit, levels, up_levels, factor) if limit > 0 else [-1] * levels
+        level_count = up_levels + int(cfg["pyramid_levels"]) + 1
+        budgets = self.level_budgets(limit, level_count, up_levels, factor) if limit > 0 else [-1] * level_count
         height, width = image.shape[-2:]
 
-        # Level images, upper levels first: (image, level index relative to the input, octave).
+        # Level images, upper levels first; level index - up_levels is the octave.
         pyramid = []
         for index in range(up_levels, 0, -1):
             up = factor**index
@@ -154,31 +155,24 @@ class KeyNet(Extractor):
             level = blur_and_shrink(level, factor)
             pyramid.append(level)
 
-        keypoints, scores, sizes, octaves = [], [], [], []
-        granted = 0
+        levels: list[Features] = []
+        granted = found = 0
         for index, level in enumerate(pyramid):
             xy, response = self._detect_level(level, valid, int(cfg["nms_size"]))
             if limit > 0:
                 # Budget left unused by earlier levels carries over, as in the official extractor.
                 granted += budgets[index]
-                take = max(granted - sum(len(s) for s in scores), 0) if index >= up_levels else budgets[index]
+                take = max(granted - found, 0) if index >= up_levels else budgets[index]
                 xy, response = xy[:take], response[:take]
+            found += len(response)
             octave = index - up_levels
             level_h, level_w = level.shape[-2:]
             # Level pixel centres -> input pixel centres (bilinear resizes keep pixel centres aligned).
             scale_xy = xy.new_tensor([width / level_w, height / level_h], dtype=torch.float32)
-            keypoints.append((xy.float() + 0.5) * scale_xy - 0.5)
-            scores.append(response)
-            sizes.append(torch.full_like(response, self.patch_scale * factor**octave))
-            octaves.append(torch.full((len(response),), octave, dtype=torch.int32, device=image.device))
-
-        scores_all = torch.cat(scores)
-        order = torch.argsort(scores_all, descending=True, stable=True)
-        if limit > 0:
-            order = order[:limit]
-        return {
-            "keypoints": torch.cat(keypoints)[order],
-            "scores": scores_all[order],
-            "sizes": torch.cat(sizes)[order],
-            "octaves": torch.cat(octaves)[order],
-        }
+            levels.append({
+                "keypoints": (xy.float() + 0.5) * scale_xy - 0.5,
+                "scores": response,
+                "sizes": torch.full_like(response, self.patch_scale * factor**octave),
+                "octaves": torch.full((len(response),), octave, dtype=torch.int32, device=image.device),
+            })
+        return merge_levels(levels, limit)

@@ -21,6 +21,7 @@ from torch import nn
 
 from .. import ops
 from .base import Extractor, Features
+from .multiscale import merge_levels
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -132,31 +133,23 @@ class R2D2(Extractor):
         cfg = {**self.default_config, **config}
         height, width = image.shape[-2:]
         pyramid = self.pyramid(image, float(cfg["scale_factor"]), int(cfg["min_size"]), int(cfg["max_size"]))
-        keypoints, scores, descriptors, sizes, octaves = [], [], [], [], []
+        levels = []
         for octave, (scale, level) in enumerate(pyramid):
             size = tuple(level.shape[-2:])
             maps = self(level)
             level_valid = F.interpolate(valid.float(), size=size, mode="nearest-exact") > 0.5
             xy = self._detect(maps, level_valid, float(cfg["reliability_threshold"]), float(cfg["repeatability_threshold"]))
             x, y = xy[:, 0], xy[:, 1]
-            scores.append(maps["reliability"][0, 0, y, x] * maps["repeatability"][0, 0, y, x])
-            descriptors.append(maps["descriptors"][0, :, y, x].t())
             # Level pixel centres -> input pixel centres.
             ratio = xy.new_tensor([width / size[1], height / size[0]], dtype=torch.float32)
-            keypoints.append((xy.float() + 0.5) * ratio - 0.5)
-            sizes.append(torch.full((len(xy),), self.base_keypoint_size / scale, device=image.device))
-            octaves.append(torch.full((len(xy),), octave, dtype=torch.int32, device=image.device))
-        all_scores = torch.cat(scores)
-        order = torch.argsort(all_scores, descending=True, stable=True)
-        if int(cfg["max_keypoints"]) > 0:
-            order = order[: int(cfg["max_keypoints"])]
-        return {
-            "keypoints": torch.cat(keypoints)[order],
-            "scores": all_scores[order],
-            "descriptors": torch.cat(descriptors)[order],
-            "sizes": torch.cat(sizes)[order],
-            "octaves": torch.cat(octaves)[order],
-        }
+            levels.append({
+                "keypoints": (xy.float() + 0.5) * ratio - 0.5,
+                "scores": maps["reliability"][0, 0, y, x] * maps["repeatability"][0, 0, y, x],
+                "descriptors": maps["descriptors"][0, :, y, x].t(),
+                "sizes": torch.full((len(xy),), self.base_keypoint_size / scale, device=image.device),
+                "octaves": torch.full((len(xy),), octave, dtype=torch.int32, device=image.device),
+            })
+        return merge_levels(levels, int(cfg["max_keypoints"]))
 
     def describe(
         self,
