@@ -84,3 +84,77 @@ class ALIKED(Feature2D):
 
 
 __all__ += ["ALIKED"]
+
+
+class SuperPoint(Feature2D):
+    """SuperPoint (DeTone et al., CVPRW 2018): self-supervised interest points and 256-D descriptors.
+
+    ``weights`` picks the file: ``"superpoint-v1"`` (Magic Leap's release, non-commercial),
+    ``"superpoint-open"`` (R. Pautrat's MIT re-training) or a path to a checkpoint. A model
+    name given as ``weights`` is stored as ``model`` (so ``getWeights()`` is then None); a
+    path keeps the current ``model``, which names the file's layout (``model="superpoint-open"``
+    for a file in the re-trained layout).
+    """
+
+    _family, _name = "superpoint", "SuperPoint"
+    _params = {"model": "superpoint-v1", "nfeatures": -1, "detection_threshold": 0.005, "nms_radius": 4,
+               "remove_borders": 4, "weights": None}
+
+    def setParams(self, **params: object) -> None:
+        from .models import list_models
+
+        weights = params.get("weights")
+        if isinstance(weights, str) and weights in list_models(self._family):
+            params["model"], params["weights"] = weights, None
+        super().setParams(**params)
+
+
+class D2Net(Feature2D):
+    """D2-Net (Dusmanu et al., CVPR 2019): describe-and-detect on VGG16 conv4_3 features.
+
+    ``multiscale=True`` runs the paper's [0.5, 1, 2] pyramid with accumulated feature maps.
+    """
+
+    _family, _name = "d2net", "D2Net"
+    _params = {"model": "d2net", "multiscale": False, "nfeatures": -1, "max_edge": 1600, "max_sum_edges": 2800,
+               "weights": None}
+
+
+class R2D2(Feature2D):
+    """R2D2 (Revaud et al., NeurIPS 2019): repeatable and reliable multi-scale detector/descriptor.
+
+    ``model``: ``"r2d2"`` (WASF N16, the default), ``"r2d2-waf-n16"``, ``"r2d2-wasf-n8-big"``
+    or ``"faster2d2"``. All official weights are CC BY-NC-SA 3.0 (non-commercial).
+    """
+
+    _family, _name = "r2d2", "R2D2"
+    _params = {"model": "r2d2", "nfeatures": 5000, "reliability_threshold": 0.7, "repeatability_threshold": 0.7,
+               "min_size": 256, "max_size": 1024, "weights": None}
+
+
+class KeyNet(Feature2D):
+    """Key.Net (Barroso-Laguna et al., ICCV 2019): a multi-scale keypoint detector only.
+
+    ``detect`` works as with any OpenCV detector; to describe its keypoints, pass them to a
+    patch descriptor (HardNet, HyNet: ``desc.compute(image, keynet.detect(image))``), the
+    pairing of the paper.
+    """
+
+    _family, _name = "keynet", "KeyNet"
+    _params = {"model": "keynet", "nfeatures": 5000, "nms_size": 15, "pyramid_levels": 4, "up_levels": 1,
+               "weights": None}
+
+    def compute(self, image: object, keypoints: object, descriptors: object = None) -> tuple[object, object]:
+        from .errors import Error
+
+        raise Error(
+            "KeyNet is a detector only: it computes no descriptors. Describe its keypoints with a patch "
+            "descriptor (HyNet, the paper's pairing, or HardNet): descriptor.compute(image, keynet.detect(image))"
+        )
+
+    def detectAndCompute(self, image: object, mask: object = None, descriptors: object = None,
+                         useProvidedKeypoints: bool = False, keypoints: object = None) -> tuple[object, object]:
+        return self.compute(image, keypoints)
+
+
+__all__ += ["SuperPoint", "D2Net", "R2D2", "KeyNet"]
