@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .patch_descriptor import PatchDescriptor
+from .patch_descriptor import SIFT_SCALE_FACTOR, PatchDescriptor
 from .torch7 import t7_state_dict
 
 
@@ -49,7 +49,7 @@ class DeepDesc(PatchDescriptor):
 
     patch_size = 64
 
-    def __init__(self, scale_factor: float = 3.0) -> None:
+    def __init__(self, scale_factor: float = SIFT_SCALE_FACTOR) -> None:
         super().__init__(scale_factor=scale_factor, intensity_scale=255.0)
         self.register_buffer("mean", torch.full((1, 64, 64), 128.0))
         self.register_buffer("std", torch.full((1, 64, 64), 64.0))

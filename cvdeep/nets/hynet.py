@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from .l2net import l2_normalize
-from .patch_descriptor import PatchDescriptor
+from .patch_descriptor import SIFT_SCALE_FACTOR, PatchDescriptor
 
 
 class FilterResponseNorm(nn.Module):
@@ -54,7 +54,7 @@ def _conv_frn_tlu(cin: int, cout: int, stride: int = 1) -> list[nn.Module]:
 class HyNet(PatchDescriptor):
     """HyNet / SDGMNet: (N, 1, 32, 32) -> (N, 128); ``intensity_scale`` 255 (HyNet) or 1 (SDGMNet)."""
 
-    def __init__(self, intensity_scale: float = 255.0, scale_factor: float = 6.0) -> None:
+    def __init__(self, intensity_scale: float = 255.0, scale_factor: float = SIFT_SCALE_FACTOR) -> None:
         super().__init__(scale_factor=scale_factor, intensity_scale=intensity_scale)
         self.layer1 = nn.Sequential(FilterResponseNorm(1), ThresholdedLinearUnit(1), *_conv_frn_tlu(1, 32))
         self.layer2 = nn.Sequential(*_conv_frn_tlu(32, 32))

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .patch_descriptor import PatchDescriptor
+from .patch_descriptor import SIFT_SCALE_FACTOR, PatchDescriptor
 
 L2_EPS = 1e-10
 
@@ -61,7 +61,7 @@ class L2NetTower(nn.Module):
 class L2Net(PatchDescriptor):
     """L2-Net descriptor: (N, 1, 32, 32) -> (N, 128), or CS: (N, 1, 64, 64) -> (N, 256)."""
 
-    def __init__(self, central_surround: bool = False, scale_factor: float = 6.0) -> None:
+    def __init__(self, central_surround: bool = False, scale_factor: float = SIFT_SCALE_FACTOR) -> None:
         super().__init__(scale_factor=scale_factor, intensity_scale=255.0)
         self.central_surround = central_surround
         self.tower = L2NetTower()

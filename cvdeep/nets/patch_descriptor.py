@@ -11,6 +11,12 @@ import torch
 from ..ops.patches import extract_patches
 from .base import Extractor
 
+SIFT_SCALE_FACTOR = 6.0
+"""Patch side in units of ``KeyPoint.size`` for SIFT keypoints: kornia's convention for its
+HardNet/SOSNet/HyNet/TFeat pipelines (a frame of half-side 6 sigma, ``mr_size=6``), with
+OpenCV's SIFT ``size`` = 2 sigma. All seven networks were trained on patches of the same
+Brown/HPatches geometry, so they share it; each model may override it in its config."""
+
 
 class PatchDescriptor(Extractor):
     """Base of the patch descriptors: a network on square patches plus its patch geometry."""

@@ -10,13 +10,13 @@ import torch
 from torch import nn
 
 from .l2net import l2_normalize, l2net_layers
-from .patch_descriptor import PatchDescriptor
+from .patch_descriptor import SIFT_SCALE_FACTOR, PatchDescriptor
 
 
 class SOSNet(PatchDescriptor):
     """SOSNet: (N, 1, 32, 32) -> (N, 128)."""
 
-    def __init__(self, scale_factor: float = 6.0) -> None:
+    def __init__(self, scale_factor: float = SIFT_SCALE_FACTOR) -> None:
         super().__init__(scale_factor=scale_factor, intensity_scale=255.0)
         self.layers = nn.Sequential(nn.InstanceNorm2d(1, affine=False), *l2net_layers(dropout=0.1))
 
