@@ -88,3 +88,12 @@ def test_command_line_reports_bad_input(oxford_root: Path, capsys: pytest.Captur
         main(["--dataset", "oxford", "--root", str(oxford_root), "--features", "nosuchfeature", "--quiet"])
     assert exit_info.value.code == 2
     assert "nosuchfeature" in capsys.readouterr().err
+
+
+def test_detector_plus_descriptor_composes_two_features(oxford_root: Path) -> None:
+    image = load_oxford(oxford_root, ["graf"])[0].read_image(0)
+    composed = build_feature("orb+sift", 300)
+    extraction = extract(composed, image, 300)
+    assert composed.defaultNorm() == cv2.NORM_L2
+    assert 0 < len(extraction.points) <= 300
+    assert extraction.descriptors.shape == (len(extraction.points), 128)

@@ -59,10 +59,32 @@ class BenchConfig:
     thresholds: list[int] = field(default_factory=lambda: list(metrics.MMA_THRESHOLDS))
 
 
+class DetectThenDescribe:
+    """``detector+descriptor``: keypoints of one feature described by another (``sift+hardnet``),
+    the usual way to benchmark patch descriptors on HPatches."""
+
+    def __init__(self, detector: Any, descriptor: Any) -> None:
+        self.detector, self.descriptor = detector, descriptor
+
+    def detectAndCompute(self, image: np.ndarray, mask: np.ndarray | None) -> tuple[Any, Any]:
+        return self.descriptor.compute(image, self.detector.detect(image, mask))
+
+    def defaultNorm(self) -> int:
+        return self.descriptor.defaultNorm()
+
+    def descriptorSize(self) -> int:
+        return self.descriptor.descriptorSize()
+
+
 def build_feature(name: str, max_keypoints: int, device: str = "auto") -> Any:
     """``cvdeep.features.create(name)`` limited to ``max_keypoints`` where the method has such a
     parameter (cv2.SIFT ``nfeatures``, cv2.ORB ``maxFeatures``, every cvdeep ``nfeatures``).
-    ``device`` applies to cvdeep features only. Others are capped after detection (``extract``)."""
+    ``device`` applies to cvdeep features only. Others are capped after detection (``extract``).
+    ``"a+b"`` detects with ``a`` and describes with ``b``."""
+    if "+" in name:
+        detector_name, _, descriptor_name = name.partition("+")
+        return DetectThenDescribe(build_feature(detector_name, max_keypoints, device),
+                                  build_feature(descriptor_name, -1, device))
     feature = create(name)
     if device != "auto" and hasattr(feature, "getParams") and "device" in feature.getParams():
         feature.setParams(device=device)
@@ -174,8 +196,8 @@ def run_feature(name: str, sequences: list[Sequence], config: BenchConfig, match
     for group, names in _groups(sequences).items():
         summaries[group] = summarize([p for p in pairs if p["sequence"] in names],
                                      [i for i in images if i["sequence"] in names])
-    device = str(feature.device) if hasattr(feature, "device") else "cpu (OpenCV)"
-    return {"feature": name, "device": device, "descriptor_norm": int(norm),
+    device = getattr(getattr(feature, "descriptor", feature), "device", "cpu (OpenCV)")
+    return {"feature": name, "device": str(device), "descriptor_norm": int(norm),
             "summary": summaries, "pairs": pairs, "images": images}
 
 
@@ -305,7 +327,8 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("--root", default=None,
                         help="dataset folder (for shared: defaults to $CVDEEP_SHARED/data or ../shared/data)")
     parser.add_argument("--features", type=_names, default=["sift", "orb"],
-                        help="comma-separated names accepted by cvdeep.features.create (default: sift,orb)")
+                        help="comma-separated names accepted by cvdeep.features.create, or detector+descriptor "
+                             "(e.g. sift+hardnet); default: sift,orb")
     parser.add_argument("--matcher", default="mutual", help=f"descriptor matcher: {', '.join(sorted(MATCHERS))} "
                                                              "(default mutual: mutual nearest neighbours, D2-Net)")
     parser.add_argument("--ratio", type=float, default=LOWE_RATIO, help="ratio of the 'ratio' matcher (default 0.8)")
