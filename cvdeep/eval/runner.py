@@ -287,8 +287,12 @@ def plot_mma(results: dict[str, Any], path: Path) -> bool:
         return False
     groups = list(results["results"][0]["summary"])
     thresholds = results["config"]["thresholds"]
-    fig, axes = plt.subplots(1, len(groups), figsize=(3.2 * len(groups), 3.4), sharey=True, squeeze=False)
-    for axis, group in zip(axes[0], groups):
+    columns = min(4, len(groups))
+    rows = math.ceil(len(groups) / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 3.0 * rows), sharey=True, squeeze=False)
+    for axis in axes.ravel()[len(groups):]:
+        axis.set_visible(False)
+    for axis, group in zip(axes.ravel(), groups):
         for entry in results["results"]:
             axis.plot(thresholds, entry["summary"][group]["mma"], marker="o", markersize=3, label=entry["feature"])
         axis.set_title(f"{group} ({results['results'][0]['summary'][group]['pairs']} pairs)", fontsize=9)
@@ -296,8 +300,9 @@ def plot_mma(results: dict[str, Any], path: Path) -> bool:
         axis.set_xlim(thresholds[0], thresholds[-1])
         axis.set_ylim(0, 1)
         axis.grid(alpha=0.3)
-    axes[0][0].set_ylabel("MMA")
-    axes[0][-1].legend(fontsize=8, loc="lower right")
+    for row in axes:
+        row[0].set_ylabel("MMA")
+    axes[0][0].legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
