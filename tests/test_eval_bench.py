@@ -97,3 +97,13 @@ def test_detector_plus_descriptor_composes_two_features(oxford_root: Path) -> No
     assert composed.defaultNorm() == cv2.NORM_L2
     assert 0 < len(extraction.points) <= 300
     assert extraction.descriptors.shape == (len(extraction.points), 128)
+
+
+def test_a_pair_without_keypoints_scores_zero_without_failing() -> None:
+    blank = np.full((120, 160, 3), 127, np.uint8)
+    sift = build_feature("sift", 100)
+    empty = extract(sift, blank, 100)
+    assert len(empty.points) == 0 and empty.descriptors.shape == (0, 128)
+    result = evaluate_pair(empty, empty, np.eye(3), mutual_nearest_neighbours, cv2.NORM_L2)
+    assert result["matches"] == 0 and max(result["mma"]) == 0.0
+    assert result["corner_error"] == float("inf") and result["repeatability"] == 0.0
