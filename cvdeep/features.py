@@ -5,7 +5,7 @@ post-processing live in nets/. Parameter order is the positional order of ``crea
 """
 from __future__ import annotations
 
-from .feature2d import Feature2D
+from .feature2d import Feature2D, PatchFeature2D
 
 __all__: list[str] = []
 
@@ -161,7 +161,6 @@ __all__ += ["SuperPoint", "D2Net", "R2D2", "KeyNet"]
 
 
 # --- patch descriptors: compute() on any keypoints, detect() through detector= (default SIFT) ---
-from .feature2d import PatchFeature2D  # noqa: E402
 
 
 class DeepDesc(PatchFeature2D):
