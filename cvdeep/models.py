@@ -309,11 +309,14 @@ for _set, _tag in (("liberty", "li"), ("notredame", "no"), ("yosemite", "yo")):
         "Deng et al., SDGMNet: Statistic-based Dynamic Gradient Modulation for Local Descriptor Learning, 2022",
     ))
 
-for _name, _cs, _file in (("l2net", False, "L2Net-HP+.pth"), ("l2net-cs", True, "L2Net-HP+-CS.pth")):
+for _name, _cs in (("l2net", False), ("l2net-cs", True)):
+    # One official file holds both towers: "l2net" uses the first, "l2net-cs" both.
     register_model(ModelSpec(
         _name, "l2net", "cvdeep.nets.l2net:L2Net", {"central_surround": _cs},
-        _weights(name=_name, filename=f"l2net/{_file}", license=_NO_LICENSE,
-                 source="yuruntian/L2-Net (MatConvNet L2Net-HP+.mat, converted to cvdeep's L2Net state_dict keys)"),
+        _weights(name="l2net-lib-aug", filename="l2net/L2Net-LIB+.mat", license=_NO_LICENSE,
+                 reader="cvdeep.nets.l2net:read_checkpoint",
+                 source="yuruntian/L2-Net matlab/L2Net-LIB+.mat (MatConvNet; trained on Liberty with augmentation)",
+                 urls=("https://github.com/yuruntian/L2-Net/raw/master/matlab/L2Net-LIB+.mat",)),
         "L2-Net" + (" central-surround, 256-D on 64x64 patches" if _cs else ", 128-D on 32x32 patches"),
         "Tian et al., L2-Net: Deep Learning of Discriminative Patch Descriptor in Euclidean Space, CVPR 2017",
     ))

@@ -2,7 +2,8 @@
 
 DeepDesc and TFeat run with their official weights. HardNet, SOSNet, HyNet, SDGMNet and
 L2-Net weights are not obtainable offline: they are checked with random weights saved in
-their official key layouts (HardNet, SOSNet, HyNet, TFeat against kornia's own modules).
+their official layouts (HardNet, SOSNet, HyNet, TFeat against kornia's own modules; L2-Net
+as a MatConvNet .mat against a re-implementation of the authors' MATLAB test code).
 """
 from __future__ import annotations
 
@@ -141,6 +142,78 @@ def test_l2net_central_surround_towers(graf_sift):
         assert plain(patches[..., 16:48, 16:48]).shape == (len(patches), 128)
 
 
+# --- L2-Net: the official MatConvNet layout, converted ---
+
+L2NET_CONVS = ((3, 1, 32, 1), (3, 32, 32, 1), (3, 32, 64, 2), (3, 64, 64, 1), (3, 64, 128, 2), (3, 128, 128, 1), (8, 128, 128, 1))
+
+
+def _simplenn_tower(rng: np.random.Generator) -> tuple[dict, list]:
+    """A random L2-Net tower as MatConvNet's simplenn stores it, plus its raw arrays."""
+    layers, raw = [], []
+    for index, (k, cin, cout, stride) in enumerate(L2NET_CONVS):
+        filters = rng.normal(0, (2 / (k * k * cin)) ** 0.5, (k, k, cin, cout)).astype(np.float32)
+        biases = rng.normal(0, 0.1, (cout, 1)).astype(np.float32)
+        multipliers = rng.uniform(0.5, 1.5, (cout, 1)).astype(np.float32)
+        shifts = rng.normal(0, 0.1, (cout, 1)).astype(np.float32)
+        moments = np.stack([rng.normal(0, 0.2, cout), rng.uniform(0.5, 2.0, cout)], axis=1).astype(np.float32)
+        weights = np.empty((1, 2), object)
+        weights[0, 0], weights[0, 1] = filters, biases
+        layers.append({"type": "conv", "weights": weights, "stride": np.array([stride, stride], float),
+                       "pad": np.array([k // 2 if k == 3 else 0] * 4, float)})
+        bn_weights = np.empty((1, 3), object)
+        bn_weights[0, 0], bn_weights[0, 1], bn_weights[0, 2] = multipliers, shifts, moments
+        layers.append({"type": "bnorm", "weights": bn_weights})
+        if index < 6:
+            layers.append({"type": "relu"})
+        raw.append((filters, biases, multipliers, shifts, moments, stride, k // 2 if k == 3 else 0))
+    cell = np.empty((1, len(layers)), object)
+    for i, layer in enumerate(layers):
+        cell[0, i] = layer
+    return {"layers": cell}, raw
+
+
+def write_l2net_mat(path: Path, rng: np.random.Generator) -> dict:
+    """An .mat with the variables the authors' cal_L2Net_des.m loads: net, netCen, pixMean, pixMeanCen."""
+    scipy_io = pytest.importorskip("scipy.io")
+    net, raw = _simplenn_tower(rng)
+    net_cen, raw_cen = _simplenn_tower(rng)
+    means = rng.uniform(80, 160, (32, 32)).astype(np.float32), rng.uniform(80, 160, (32, 32)).astype(np.float32)
+    scipy_io.savemat(str(path), {"net": net, "netCen": net_cen, "pixMean": means[0], "pixMeanCen": means[1]})
+    return {"tower": (raw, means[0]), "center": (raw_cen, means[1])}
+
+
+def matconvnet_tower(patches: torch.Tensor, raw: list, pixel_mean: np.ndarray) -> torch.Tensor:
+    """The authors' test-time computation, written from cal_L2Net_des.m and MatConvNet's layer definitions."""
+    x = patches - torch.from_numpy(pixel_mean)
+    flat = x.flatten(1)
+    x = ((flat - flat.mean(1, keepdim=True)) / (flat.std(1, keepdim=True) + 1e-12)).view_as(x)
+    for index, (filters, biases, multipliers, shifts, moments, stride, pad) in enumerate(raw):
+        weight = torch.from_numpy(filters).permute(3, 2, 0, 1)
+        x = torch.nn.functional.conv2d(x, weight, torch.from_numpy(biases[:, 0]), stride=stride, padding=pad)
+        view = lambda a: torch.from_numpy(np.ascontiguousarray(a)).view(1, -1, 1, 1)  # noqa: E731
+        x = view(multipliers[:, 0]) * (x - view(moments[:, 0])) / view(moments[:, 1]) + view(shifts[:, 0])
+        if index < 6:
+            x = torch.relu(x)
+    x = x.flatten(1)
+    return x / x.norm(dim=1, keepdim=True)
+
+
+def test_l2net_mat_converts_to_the_authors_computation(tmp_path, graf_sift):
+    path = tmp_path / "L2Net-LIB+.mat"
+    raw = write_l2net_mat(path, np.random.default_rng(21))
+    patches = _real_patches(graf_sift[0], graf_sift[1], patch_size=64) * 255.0
+    cs = build_model("l2net-cs", weights=path)
+    plain = build_model("l2net", weights=path)
+    with torch.no_grad():
+        surround = torch.nn.functional.avg_pool2d(patches, 2)
+        expected_plain = matconvnet_tower(surround, *raw["tower"])
+        expected_center = matconvnet_tower(patches[..., 16:48, 16:48], *raw["center"])
+        assert (plain(surround) - expected_plain).abs().max() < 1e-4
+        assert (cs(patches) - torch.cat([expected_plain, expected_center], 1)).abs().max() < 1e-4
+    with pytest.raises(cvdeep.Error):
+        build_model("l2net", weights=tmp_path / "missing.mat")
+
+
 # --- the Feature2D contract ---------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -157,10 +230,8 @@ def random_weight_files(tmp_path_factory) -> dict[str, Path]:
     torch.save(_randomize(HyNet(), 13).state_dict(), files["HyNet"])
     files["SDGMNet"] = folder / "sdgmnet.pt"
     torch.save({"model_state_dict": _randomize(HyNet(intensity_scale=1.0), 14).state_dict()}, files["SDGMNet"])
-    files["L2Net"] = folder / "l2net.pth"
-    torch.save(_randomize(L2Net(), 15).state_dict(), files["L2Net"])
-    files["L2Net-CS"] = folder / "l2net-cs.pth"
-    torch.save(_randomize(L2Net(central_surround=True), 16).state_dict(), files["L2Net-CS"])
+    files["L2Net"] = files["L2Net-CS"] = folder / "L2Net-LIB+.mat"
+    write_l2net_mat(files["L2Net"], np.random.default_rng(15))
     return files
 
 
@@ -187,7 +258,7 @@ def test_compute_on_sift_keypoints(name, random_weight_files, churchill_pair, sh
 @pytest.mark.filterwarnings("ignore::cvdeep.NonCommercialWeightsWarning")
 def test_l2net_cs_is_256d(random_weight_files, graf_sift):
     image, keypoints = graf_sift
-    feature = cvdeep.L2Net_create(model="l2net-cs", weights=str(random_weight_files["L2Net-CS"]), device="cpu")
+    feature = cvdeep.L2Net_create(model="l2net-cs", weights=str(random_weight_files["L2Net"]), device="cpu")
     _, descriptors = feature.compute(image, keypoints)
     assert descriptors.shape == (len(keypoints), 256) and feature.descriptorSize() == 256
 

@@ -48,6 +48,7 @@ class DeepDesc(PatchDescriptor):
     """DeepDesc CNN3: (N, 1, 64, 64) in 0..255 -> (N, 128)."""
 
     patch_size = 64
+    chunk = 256  # its first layer keeps 32 x 58 x 58 floats per patch
 
     def __init__(self, scale_factor: float = SIFT_SCALE_FACTOR) -> None:
         super().__init__(scale_factor=scale_factor, intensity_scale=255.0)

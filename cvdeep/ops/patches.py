@@ -86,12 +86,10 @@ def extract_patches(
     else:
         cos, sin = torch.ones_like(step), torch.zeros_like(step)
 
+    # Patch pixel (u, v), offsets from the patch centre, as rows (u, v, 1).
     offsets = torch.arange(patch_size, device=xy.device, dtype=dtype) - (patch_size - 1) / 2.0
-    v, u = torch.meshgrid(offsets, offsets, indexing="ij")  # (P, P): row offset, column offset
-    u, v = u.reshape(1, -1), v.reshape(1, -1)
-    scaled_cos, scaled_sin = (step * cos)[:, None], (step * sin)[:, None]
-    sample_x = xy[:, :1] + scaled_cos * u - scaled_sin * v  # (N, P*P) input pixels
-    sample_y = xy[:, 1:] + scaled_sin * u + scaled_cos * v
+    v, u = torch.meshgrid(offsets, offsets, indexing="ij")
+    uv1 = torch.stack((u.reshape(-1), v.reshape(-1), torch.ones_like(u).reshape(-1)), dim=1)  # (P*P, 3)
 
     # Pyramid level per keypoint: the largest 2^l not above the sampling step.
     wanted = torch.floor(torch.log2(step.clamp(min=1.0))).long()
@@ -101,11 +99,22 @@ def extract_patches(
         chosen = torch.nonzero(level_of == level).squeeze(1)
         if chosen.numel() == 0:
             continue
+        # Image pixel x = cx + step (cos u - sin v) is pixel (x - (f - 1) / 2) / f of this level,
+        # and grid_sample (align_corners=False) reads pixel x of a width-W map at (2x + 1) / W - 1.
         factor = float(2**level)
         height, width = source.shape[-2:]
-        x = (sample_x[chosen] - (factor - 1) / 2) / factor
-        y = (sample_y[chosen] - (factor - 1) / 2) / factor
-        grid = torch.stack(((2 * x + 1) / width - 1, (2 * y + 1) / height - 1), dim=-1).unsqueeze(0)
+        sx, sy = 2.0 / (factor * width), 2.0 / (factor * height)
+        c, s, k = (step * cos)[chosen], (step * sin)[chosen], (factor - 1) / 2
+        x0, y0 = xy[chosen, 0], xy[chosen, 1]
+        affine = torch.stack((
+            torch.stack((sx * c, -sx * s, sx * (x0 - k) + 1.0 / width - 1.0), dim=1),
+            torch.stack((sy * s, sy * c, sy * (y0 - k) + 1.0 / height - 1.0), dim=1),
+        ), dim=1)  # (n, 2, 3): (u, v, 1) -> normalised (x, y)
+        # One matrix product for all keypoints: grid[p, i] = affine[i] @ uv1[p], laid out (1, P*P, n, 2).
+        grid = torch.mm(uv1, affine.reshape(-1, 3).t()).view(1, -1, chosen.numel(), 2)
         sampled = F.grid_sample(source, grid, mode="bilinear", padding_mode="border", align_corners=False)
-        patches[chosen] = sampled[0].permute(1, 0, 2).reshape(-1, channels, patch_size, patch_size).to(patches.dtype)
+        sampled = sampled[0].permute(2, 0, 1).reshape(-1, channels, patch_size, patch_size)  # (n, C, P, P)
+        if chosen.numel() == count:
+            return sampled.to(patches.dtype)
+        patches.index_copy_(0, chosen, sampled.to(patches.dtype))
     return patches
