@@ -6,6 +6,7 @@ entry's weights strictly through the weights hub.
 """
 from __future__ import annotations
 
+import argparse
 import importlib
 import os
 from dataclasses import dataclass, field
@@ -102,14 +103,15 @@ register_model(ModelSpec("superpoint-open", "superpoint", "cvdeep.nets.superpoin
                          "DeTone et al., SuperPoint, CVPRW 2018"))
 
 # --- d2net (cvdeep/nets/d2net.py) ---
+# d2-net's train.py saves {"args": argparse.Namespace, "model", "optimizer", ...}: allow the Namespace.
 _D2NET_TF = _weights(
     name="d2net-tf", filename="d2net/d2_tf.pth", sha256=None, license="Clear BSD",
     source="mihaidusmanu/d2-net (README: models/d2_tf.pth, hosted on the author's site)",
-    urls=("https://dusmanu.com/files/d2-net/d2_tf.pth",))
+    urls=("https://dusmanu.com/files/d2-net/d2_tf.pth",), safe_globals=(argparse.Namespace,))
 _D2NET_OTS = _weights(
     name="d2net-ots", filename="d2net/d2_ots.pth", sha256=None, license="Clear BSD",
     source="mihaidusmanu/d2-net (README: models/d2_ots.pth, hosted on the author's site)",
-    urls=("https://dusmanu.com/files/d2-net/d2_ots.pth",))
+    urls=("https://dusmanu.com/files/d2-net/d2_ots.pth",), safe_globals=(argparse.Namespace,))
 register_model(ModelSpec("d2net", "d2net", "cvdeep.nets.d2net:D2Net", {}, _D2NET_TF,
                          "D2-Net fine-tuned on MegaDepth (d2_tf.pth)", "Dusmanu et al., D2-Net, CVPR 2019"))
 register_model(ModelSpec("d2net-ots", "d2net", "cvdeep.nets.d2net:D2Net", {}, _D2NET_OTS,
