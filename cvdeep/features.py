@@ -5,7 +5,7 @@ post-processing live in nets/. Parameter order is the positional order of ``crea
 """
 from __future__ import annotations
 
-from .feature2d import Feature2D
+from .feature2d import Feature2D, PatchFeature2D
 
 __all__: list[str] = []
 
@@ -41,6 +41,49 @@ def create(name: str, **params: object) -> object:
                 return cls(model=key, **params)
     accepted = sorted(list(_OPENCV_BASELINES) + list(classes) + list_models())
     raise Error(f"unknown feature {name!r}; accepted: {', '.join(accepted)}")
+
+
+class XFeat(Feature2D):
+    """XFeat (Potje et al., CVPR 2024): a very light CNN, 64-D float descriptors.
+
+    Defaults are the authors' ``detectAndCompute``: top 4096 keypoints, heatmap
+    threshold 0.05, 5x5 NMS (radius 2).
+    """
+
+    _family, _name = "xfeat", "XFeat"
+    _params = {"model": "xfeat", "nfeatures": 4096, "detection_threshold": 0.05, "nms_radius": 2, "weights": None}
+
+
+__all__ += ["XFeat"]
+
+
+class DISK(Feature2D):
+    """DISK (Tyszkiewicz et al., NeurIPS 2020): a U-Net trained with policy gradient, 128-D descriptors.
+
+    Defaults are the authors' ``detect.py``: every 5x5 NMS maximum (radius 2) whose
+    logit is above 0, no keypoint limit (``nfeatures=0``, as ``cv2.SIFT``).
+    """
+
+    _family, _name = "disk", "DISK"
+    _params = {"model": "disk", "nfeatures": 0, "detection_threshold": 0.0, "nms_radius": 2, "weights": None}
+
+
+__all__ += ["DISK"]
+
+
+class ALIKED(Feature2D):
+    """ALIKED (Zhao et al., IEEE TIM 2023): light detector + deformable descriptor, sub-pixel keypoints.
+
+    ``threshold > 0`` keeps the NMS maxima scoring above it (at most ``nfeatures``);
+    ``threshold <= 0`` keeps the ``nfeatures`` best maxima. Defaults are the official ones
+    (scores_th 0.2, n_limit 5000, radius 2).
+    """
+
+    _family, _name = "aliked", "ALIKED"
+    _params = {"model": "aliked-n16", "nfeatures": 5000, "threshold": 0.2, "nms_radius": 2, "weights": None}
+
+
+__all__ += ["ALIKED"]
 
 
 class SuperPoint(Feature2D):
@@ -115,3 +158,61 @@ class KeyNet(Feature2D):
 
 
 __all__ += ["SuperPoint", "D2Net", "R2D2", "KeyNet"]
+
+
+# --- patch descriptors: compute() on any keypoints, detect() through detector= (default SIFT) ---
+
+
+class DeepDesc(PatchFeature2D):
+    """DeepDesc (Simo-Serra et al., ICCV 2015): CNN3 on 64x64 patches, 128-D.
+    Weights CC BY-NC-SA 4.0 (non-commercial; a warning is emitted)."""
+
+    _family, _name = "deepdesc", "DeepDesc"
+    _params = {"model": "deepdesc-split4", "weights": None}
+
+
+class TFeat(PatchFeature2D):
+    """TFeat (Balntas et al., BMVC 2016): shallow triplet network on 32x32 patches, 128-D (MIT)."""
+
+    _family, _name = "tfeat", "TFeat"
+    _params = {"model": "tfeat-liberty", "weights": None}
+
+
+class HardNet(PatchFeature2D):
+    """HardNet (Mishchuk et al., NeurIPS 2017): L2-Net body, hardest-negative loss, 128-D (MIT)."""
+
+    _family, _name = "hardnet", "HardNet"
+    _params = {"model": "hardnet-liberty-aug", "weights": None}
+
+
+class SOSNet(PatchFeature2D):
+    """SOSNet (Tian et al., CVPR 2019): L2-Net body with second-order similarity, 128-D
+    (no license stated upstream)."""
+
+    _family, _name = "sosnet", "SOSNet"
+    _params = {"model": "sosnet-liberty", "weights": None}
+
+
+class HyNet(PatchFeature2D):
+    """HyNet (Tian et al., NeurIPS 2020): FRN/TLU network with hybrid similarity loss, 128-D (MIT)."""
+
+    _family, _name = "hynet", "HyNet"
+    _params = {"model": "hynet-liberty", "weights": None}
+
+
+class SDGMNet(PatchFeature2D):
+    """SDGMNet (Deng et al., 2022): HyNet architecture on 0..1 patches, 128-D (no license stated upstream)."""
+
+    _family, _name = "sdgmnet", "SDGMNet"
+    _params = {"model": "sdgmnet-liberty", "weights": None}
+
+
+class L2Net(PatchFeature2D):
+    """L2-Net (Tian et al., CVPR 2017): 128-D, or 256-D central-surround with model="l2net-cs"
+    (no license stated upstream)."""
+
+    _family, _name = "l2net", "L2Net"
+    _params = {"model": "l2net", "weights": None}
+
+
+__all__ += ["DeepDesc", "TFeat", "HardNet", "SOSNet", "HyNet", "SDGMNet", "L2Net"]

@@ -15,3 +15,7 @@ def backend() -> str:
 
 
 __all__ = ["backend", "l2_match", "nms", "sample_descriptors", "soft_nms", "softargmax"]
+
+from .patches import extract_patches  # noqa: E402
+
+__all__ += ["extract_patches"]
