@@ -8,7 +8,8 @@ import torch
 
 import cvdeep
 from cvdeep.models import build_model
-from classic_helpers import inside, keypoint_xy, project, shrink_pair
+from cvdeep.eval.metrics import repeatability
+from classic_helpers import keypoint_xy, shrink_pair
 
 kornia_feature = pytest.importorskip("kornia.feature")
 
@@ -79,23 +80,8 @@ def test_multiscale_detections_match_kornia(keynet_net, graf_small):
 
 
 def _unique(keypoints):
+    """One keypoint per location (SIFT repeats a location for each dominant orientation)."""
     return list({(round(kp.pt[0], 2), round(kp.pt[1], 2)): kp for kp in keypoints}.values())
-
-
-def repeatability(keypoints1, keypoints2, homography, shape1, shape2, threshold: float = 3.0) -> float:
-    """Repeatability as in the SuperPoint paper's evaluation: the keypoints of each image seen in the
-    other, counted when a keypoint of the other lies within ``threshold`` px after projection,
-    (count1 + count2) / (N1 + N2)."""
-    xy1, xy2 = keypoint_xy(_unique(keypoints1)), keypoint_xy(_unique(keypoints2))
-    projected1 = project(homography, xy1)
-    seen1 = projected1[inside(projected1, shape2)]
-    seen2 = xy2[inside(project(np.linalg.inv(homography), xy2), shape1)]
-    if len(seen1) == 0 or len(seen2) == 0:
-        return 0.0
-    distances = np.linalg.norm(seen1[:, None] - seen2[None], axis=2)
-    count1 = int((distances.min(axis=1) <= threshold).sum())
-    count2 = int((distances.min(axis=0) <= threshold).sum())
-    return (count1 + count2) / (len(seen1) + len(seen2))
 
 
 @pytest.mark.parametrize("sequence", ["graf", "wall"])
@@ -110,7 +96,8 @@ def test_repeatability_at_least_sift(data_dir, sequence):
     for name, detector in (("keynet", keynet), ("sift", sift)):
         kp1, kp2 = detector.detect(image1, None), detector.detect(image2, None)
         assert 0.5 * BUDGET <= len(_unique(kp1)) <= BUDGET + 50, (name, len(kp1))
-        scores[name] = repeatability(kp1, kp2, homography, image1.shape, image2.shape)
+        xy1, xy2 = keypoint_xy(_unique(kp1)), keypoint_xy(_unique(kp2))
+        scores[name] = repeatability(xy1, xy2, homography, image1.shape, image2.shape, threshold=3.0)[0]
     print(f"{sequence} 1->2 repeatability@3px, {BUDGET} keypoints: {scores}")
     assert scores["keynet"] >= scores["sift"]
 
