@@ -8,6 +8,7 @@ import torch
 
 import cvdeep
 from cvdeep.models import build_model
+from cvdeep.nets.patch_descriptor import SIFT_SCALE_FACTOR
 from cvdeep.eval.metrics import repeatability
 from classic_helpers import keypoint_xy, shrink_pair
 
@@ -76,7 +77,9 @@ def test_multiscale_detections_match_kornia(keynet_net, graf_small):
     distances = torch.cdist(theirs_xy, ours_xy).min(dim=1).values
     assert float((distances < 0.05).float().mean()) > 0.99
     ours_sizes = ours["sizes"][: len(top)].double()
-    torch.testing.assert_close(ours_sizes.sort().values, (22.0 * factors[:, 0]).sort().values, rtol=0.02, atol=0.0)
+    # kornia's LAF scale is the patch half-side; cvdeep's patch side is SIFT_SCALE_FACTOR x KeyPoint.size
+    half_sides = ours_sizes * SIFT_SCALE_FACTOR / 2
+    torch.testing.assert_close(half_sides.sort().values, (22.0 * factors[:, 0]).sort().values, rtol=0.02, atol=0.0)
 
 
 def _unique(keypoints):
@@ -107,8 +110,10 @@ def test_detect_only(graf_small):
     keypoints = keynet.detect(graf_small[0])
     assert 150 <= len(keypoints) <= 300
     assert len({kp.octave for kp in keypoints}) >= 3  # detections come from several pyramid levels
-    sizes = {round(kp.size, 3) for kp in keypoints}
-    assert min(sizes) == pytest.approx(22.0 / np.sqrt(2), rel=1e-3) or min(sizes) == pytest.approx(22.0, rel=1e-3)
+    sizes = np.array([kp.size for kp in keypoints])
+    # half-side 22 px x level scale for the patch descriptor: size = 44 / 6 px at the input's scale
+    expected = 44.0 / 6.0 * np.sqrt(2) ** np.array([kp.octave for kp in keypoints])
+    np.testing.assert_allclose(sizes, expected, rtol=1e-5)
     responses = [kp.response for kp in keypoints]
     assert responses == sorted(responses, reverse=True)
     with pytest.raises(cvdeep.Error, match="patch descriptor"):
