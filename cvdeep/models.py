@@ -6,6 +6,7 @@ entry's weights strictly through the weights hub.
 """
 from __future__ import annotations
 
+import argparse
 import importlib
 import os
 from dataclasses import dataclass, field
@@ -175,14 +176,15 @@ register_model(ModelSpec("superpoint-open", "superpoint", "cvdeep.nets.superpoin
                          "DeTone et al., SuperPoint, CVPRW 2018"))
 
 # --- d2net (cvdeep/nets/d2net.py) ---
+# d2-net's train.py saves {"args": argparse.Namespace, "model", "optimizer", ...}: allow the Namespace.
 _D2NET_TF = _weights(
     name="d2net-tf", filename="d2net/d2_tf.pth", sha256=None, license="Clear BSD",
     source="mihaidusmanu/d2-net (README: models/d2_tf.pth, hosted on the author's site)",
-    urls=("https://dusmanu.com/files/d2-net/d2_tf.pth",))
+    urls=("https://dusmanu.com/files/d2-net/d2_tf.pth",), safe_globals=(argparse.Namespace,))
 _D2NET_OTS = _weights(
     name="d2net-ots", filename="d2net/d2_ots.pth", sha256=None, license="Clear BSD",
     source="mihaidusmanu/d2-net (README: models/d2_ots.pth, hosted on the author's site)",
-    urls=("https://dusmanu.com/files/d2-net/d2_ots.pth",))
+    urls=("https://dusmanu.com/files/d2-net/d2_ots.pth",), safe_globals=(argparse.Namespace,))
 register_model(ModelSpec("d2net", "d2net", "cvdeep.nets.d2net:D2Net", {}, _D2NET_TF,
                          "D2-Net fine-tuned on MegaDepth (d2_tf.pth)", "Dusmanu et al., D2-Net, CVPR 2019"))
 register_model(ModelSpec("d2net-ots", "d2net", "cvdeep.nets.d2net:D2Net", {}, _D2NET_OTS,
@@ -190,16 +192,6 @@ register_model(ModelSpec("d2net-ots", "d2net", "cvdeep.nets.d2net:D2Net", {}, _D
 
 # --- r2d2 (cvdeep/nets/r2d2.py) ---
 _R2D2_LICENSE = "CC BY-NC-SA 3.0 (non-commercial)"
-
-
-def _defaultdict_as_dict(default_factory: Any = None, /, *args: Any, **kwargs: Any) -> dict:
-    """Stand-in for collections.defaultdict when unpickling: torch's weights-only loader can
-    fill only plain dicts, and the training-loss log that holds them is never used."""
-    return dict(*args, **kwargs)
-
-
-# faster2d2's file pickles its training losses as collections.defaultdict(list)
-_FASTER2D2_SAFE_GLOBALS = ((_defaultdict_as_dict, "collections.defaultdict"), list)
 _R2D2_FILES = {
     # model name: (file, sha256, network config)
     "r2d2": ("r2d2_WASF_N16.pt", "9ae90e02a9a133d100ca7aeaa32f4d4d7736a6dd222a530a25c8f7da5e508528", {}),
@@ -212,7 +204,8 @@ for _name, (_file, _sha, _config) in _R2D2_FILES.items():
         name=_name, filename=f"r2d2/{_file}", sha256=_sha, license=_R2D2_LICENSE,
         source=f"naver/r2d2 models/{_file}", urls=(f"https://github.com/naver/r2d2/raw/master/models/{_file}",),
         noncommercial=True,
-        safe_globals=_FASTER2D2_SAFE_GLOBALS if _config.get("fast") else ())
+        # faster2d2's file pickles its training losses as collections.defaultdict(list)
+        safe_globals=hub.DEFAULTDICT_ALLOWLIST if _config.get("fast") else ())
     register_model(ModelSpec(_name, "r2d2", "cvdeep.nets.r2d2:R2D2", _config, _spec,
                              f"R2D2 {_file} (non-commercial)", "Revaud et al., R2D2, NeurIPS 2019"))
 

@@ -1,4 +1,4 @@
-"""Geometry helpers shared by the SuperPoint / D2-Net / R2D2 / Key.Net tests (until cvdeep.eval exists)."""
+"""Helpers of the R2D2 / Key.Net tests: shrinking real image pairs with their homography."""
 from __future__ import annotations
 
 import cv2
@@ -22,15 +22,5 @@ def shrink_pair(image1: np.ndarray, image2: np.ndarray, homography: np.ndarray, 
     return small1, small2, s2 @ homography @ np.linalg.inv(s1)
 
 
-def project(homography: np.ndarray, xy: np.ndarray) -> np.ndarray:
-    points = np.concatenate([xy, np.ones((len(xy), 1))], axis=1) @ homography.T
-    return points[:, :2] / points[:, 2:]
-
-
 def keypoint_xy(keypoints) -> np.ndarray:
     return np.array([kp.pt for kp in keypoints], dtype=np.float64).reshape(-1, 2)
-
-
-def inside(xy: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    height, width = shape[:2]
-    return (xy[:, 0] >= 0) & (xy[:, 0] <= width - 1) & (xy[:, 1] >= 0) & (xy[:, 1] <= height - 1)

@@ -5,6 +5,8 @@ The official weights (d2_tf.pth) are not reachable here, so nothing below claims
 """
 from __future__ import annotations
 
+import argparse
+
 import numpy as np
 import pytest
 import torch
@@ -31,8 +33,14 @@ def official_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
 
 @pytest.fixture(scope="module")
 def checkpoint_path(tmp_path_factory):
+    """A checkpoint as d2-net's train.py writes it: the state dict under "model", beside the
+    training arguments (an argparse.Namespace), the optimizer state and the loss history."""
     path = tmp_path_factory.mktemp("d2net") / "d2_tf.pth"
-    torch.save({"model": official_state_dict()}, path)
+    state = official_state_dict()
+    optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(2))])
+    checkpoint = {"args": argparse.Namespace(lr=1e-3, dataset_path="megadepth"), "epoch_idx": 10, "model": state,
+                  "optimizer": optimizer.state_dict(), "train_loss_history": [1.0, 0.5]}
+    torch.save(checkpoint, path)
     return path
 
 

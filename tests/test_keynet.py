@@ -8,7 +8,9 @@ import torch
 
 import cvdeep
 from cvdeep.models import build_model
-from classic_helpers import inside, keypoint_xy, project, shrink_pair
+from cvdeep.nets.patch_descriptor import SIFT_SCALE_FACTOR
+from cvdeep.eval.metrics import repeatability
+from classic_helpers import keypoint_xy, shrink_pair
 
 kornia_feature = pytest.importorskip("kornia.feature")
 
@@ -75,27 +77,14 @@ def test_multiscale_detections_match_kornia(keynet_net, graf_small):
     distances = torch.cdist(theirs_xy, ours_xy).min(dim=1).values
     assert float((distances < 0.05).float().mean()) > 0.99
     ours_sizes = ours["sizes"][: len(top)].double()
-    torch.testing.assert_close(ours_sizes.sort().values, (22.0 * factors[:, 0]).sort().values, rtol=0.02, atol=0.0)
+    # kornia's LAF scale is the patch half-side; cvdeep's patch side is SIFT_SCALE_FACTOR x KeyPoint.size
+    half_sides = ours_sizes * SIFT_SCALE_FACTOR / 2
+    torch.testing.assert_close(half_sides.sort().values, (22.0 * factors[:, 0]).sort().values, rtol=0.02, atol=0.0)
 
 
 def _unique(keypoints):
+    """One keypoint per location (SIFT repeats a location for each dominant orientation)."""
     return list({(round(kp.pt[0], 2), round(kp.pt[1], 2)): kp for kp in keypoints}.values())
-
-
-def repeatability(keypoints1, keypoints2, homography, shape1, shape2, threshold: float = 3.0) -> float:
-    """Repeatability as in the SuperPoint paper's evaluation: the keypoints of each image seen in the
-    other, counted when a keypoint of the other lies within ``threshold`` px after projection,
-    (count1 + count2) / (N1 + N2)."""
-    xy1, xy2 = keypoint_xy(_unique(keypoints1)), keypoint_xy(_unique(keypoints2))
-    projected1 = project(homography, xy1)
-    seen1 = projected1[inside(projected1, shape2)]
-    seen2 = xy2[inside(project(np.linalg.inv(homography), xy2), shape1)]
-    if len(seen1) == 0 or len(seen2) == 0:
-        return 0.0
-    distances = np.linalg.norm(seen1[:, None] - seen2[None], axis=2)
-    count1 = int((distances.min(axis=1) <= threshold).sum())
-    count2 = int((distances.min(axis=0) <= threshold).sum())
-    return (count1 + count2) / (len(seen1) + len(seen2))
 
 
 @pytest.mark.parametrize("sequence", ["graf", "wall"])
@@ -110,7 +99,8 @@ def test_repeatability_at_least_sift(data_dir, sequence):
     for name, detector in (("keynet", keynet), ("sift", sift)):
         kp1, kp2 = detector.detect(image1, None), detector.detect(image2, None)
         assert 0.5 * BUDGET <= len(_unique(kp1)) <= BUDGET + 50, (name, len(kp1))
-        scores[name] = repeatability(kp1, kp2, homography, image1.shape, image2.shape)
+        xy1, xy2 = keypoint_xy(_unique(kp1)), keypoint_xy(_unique(kp2))
+        scores[name] = repeatability(xy1, xy2, homography, image1.shape, image2.shape, threshold=3.0)[0]
     print(f"{sequence} 1->2 repeatability@3px, {BUDGET} keypoints: {scores}")
     assert scores["keynet"] >= scores["sift"]
 
@@ -120,8 +110,10 @@ def test_detect_only(graf_small):
     keypoints = keynet.detect(graf_small[0])
     assert 150 <= len(keypoints) <= 300
     assert len({kp.octave for kp in keypoints}) >= 3  # detections come from several pyramid levels
-    sizes = {round(kp.size, 3) for kp in keypoints}
-    assert min(sizes) == pytest.approx(22.0 / np.sqrt(2), rel=1e-3) or min(sizes) == pytest.approx(22.0, rel=1e-3)
+    sizes = np.array([kp.size for kp in keypoints])
+    # half-side 22 px x level scale for the patch descriptor: size = 44 / 6 px at the input's scale
+    expected = 44.0 / 6.0 * np.sqrt(2) ** np.array([kp.octave for kp in keypoints])
+    np.testing.assert_allclose(sizes, expected, rtol=1e-5)
     responses = [kp.response for kp in keypoints]
     assert responses == sorted(responses, reverse=True)
     with pytest.raises(cvdeep.Error, match="patch descriptor"):

@@ -21,6 +21,7 @@ from torch import nn
 from .. import ops
 from .base import Extractor, Features, mask_scores
 from .multiscale import merge_levels
+from .patch_descriptor import SIFT_SCALE_FACTOR
 
 _SOBEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]) / 8.0
 _BINOMIAL_5 = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0]) / 16.0
@@ -96,7 +97,8 @@ class KeyNet(Extractor):
         "up_levels": 1,
         "scale_factor": math.sqrt(2.0),
     }
-    # The official extractor cuts s_mult x level-scale pixel patches around each keypoint for HyNet.
+    # The official extractor hands HyNet the square of half-side s_mult x level scale around a keypoint;
+    # KeyPoint.size is set so that cvdeep's patch descriptors (side = SIFT_SCALE_FACTOR x size) crop it.
     patch_scale = 22.0
     internal_levels_factor = 1.2
 
@@ -172,7 +174,7 @@ class KeyNet(Extractor):
             levels.append({
                 "keypoints": (xy.float() + 0.5) * scale_xy - 0.5,
                 "scores": response,
-                "sizes": torch.full_like(response, self.patch_scale * factor**octave),
+                "sizes": torch.full_like(response, 2 * self.patch_scale * factor**octave / SIFT_SCALE_FACTOR),
                 "octaves": torch.full((len(response),), octave, dtype=torch.int32, device=image.device),
             })
         return merge_levels(levels, limit)

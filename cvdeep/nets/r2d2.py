@@ -13,6 +13,7 @@ State-dict keys are naver/r2d2's ``ops.N``, ``clf``, ``sal``; its checkpoints ar
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Iterator
 
 import torch
@@ -134,7 +135,8 @@ class R2D2(Extractor):
         height, width = image.shape[-2:]
         pyramid = self.pyramid(image, float(cfg["scale_factor"]), int(cfg["min_size"]), int(cfg["max_size"]))
         levels = []
-        for octave, (scale, level) in enumerate(pyramid):
+        for scale, level in pyramid:
+            octave = round(math.log(1.0 / scale) / math.log(float(cfg["scale_factor"])))  # scale = factor^-octave
             size = tuple(level.shape[-2:])
             maps = self(level)
             level_valid = F.interpolate(valid.float(), size=size, mode="nearest-exact") > 0.5
