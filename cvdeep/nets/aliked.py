@@ -319,7 +319,7 @@ class ALIKED(Extractor):
         first = head[0].weight.split(levels[0].shape[1], dim=1)
         score = _pointwise(levels[0], first[0])
         for level, weight in zip(levels[1:], first[1:]):
-            score = score + F.interpolate(_pointwise(level, weight), size=score.shape[-2:], mode="bilinear", align_corners=True)
+            score.add_(F.interpolate(_pointwise(level, weight), size=score.shape[-2:], mode="bilinear", align_corners=True))
         for layer in head[1:]:
             score = F.selu(score, inplace=True) if isinstance(layer, nn.SELU) else layer(score)
         scores = torch.sigmoid_(score)[..., top : top + height, left : left + width]
