@@ -24,8 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import Error
-from ..ops import softargmax
-from ..ops.deform import bilinear_corners, deform_conv2d, sample_rows
+from ..ops import deform_conv2d, softargmax
+from ..ops.deform import bilinear_corners, sample_rows
 from .base import Extractor, Features
 
 # name -> (c1, c2, c3, c4, dim, SDDH kernel K, SDDH sample count M), from the official configs

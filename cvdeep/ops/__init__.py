@@ -6,6 +6,7 @@ process). ``backend()`` says which path is live.
 """
 from __future__ import annotations
 
+from .deform import deform_conv2d
 from .reference import l2_match, nms, sample_descriptors, soft_nms, softargmax
 
 
@@ -14,4 +15,4 @@ def backend() -> str:
     return "reference"
 
 
-__all__ = ["backend", "l2_match", "nms", "sample_descriptors", "soft_nms", "softargmax"]
+__all__ = ["backend", "deform_conv2d", "l2_match", "nms", "sample_descriptors", "soft_nms", "softargmax"]
