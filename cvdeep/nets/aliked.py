@@ -24,8 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import Error
-from ..ops import softargmax
-from ..ops.deform import bilinear_corners, deform_conv2d, sample_rows
+from ..ops import deform_conv2d, softargmax
+from ..ops.deform import bilinear_corners, sample_rows
 from .base import Extractor, Features
 
 # name -> (c1, c2, c3, c4, dim, SDDH kernel K, SDDH sample count M), from the official configs
@@ -319,7 +319,7 @@ class ALIKED(Extractor):
         first = head[0].weight.split(levels[0].shape[1], dim=1)
         score = _pointwise(levels[0], first[0])
         for level, weight in zip(levels[1:], first[1:]):
-            score = score + F.interpolate(_pointwise(level, weight), size=score.shape[-2:], mode="bilinear", align_corners=True)
+            score.add_(F.interpolate(_pointwise(level, weight), size=score.shape[-2:], mode="bilinear", align_corners=True))
         for layer in head[1:]:
             score = F.selu(score, inplace=True) if isinstance(layer, nn.SELU) else layer(score)
         scores = torch.sigmoid_(score)[..., top : top + height, left : left + width]

@@ -6,6 +6,7 @@ process). ``backend()`` says which path is live.
 """
 from __future__ import annotations
 
+from .deform import deform_conv2d
 from .reference import l2_match, nms, sample_descriptors, soft_nms, softargmax
 
 
@@ -19,3 +20,6 @@ __all__ = ["backend", "l2_match", "nms", "sample_descriptors", "soft_nms", "soft
 from .patches import extract_patches  # noqa: E402
 
 __all__ += ["extract_patches"]
+
+
+__all__ = ["backend", "deform_conv2d", "l2_match", "nms", "sample_descriptors", "soft_nms", "softargmax"]

@@ -26,7 +26,6 @@ import torch
 from torch.nn.modules.utils import _pair
 
 
-
 def _check_shapes(
     input: torch.Tensor,
     offset: torch.Tensor,
@@ -161,6 +160,12 @@ def compiled_available() -> bool:
 _COMPILED = compiled_available()
 
 
+def _has_kernel(device: torch.device) -> bool:
+    """Whether the built extension has a kernel for this device (CUDA only in CUDA builds)."""
+    key = {"cpu": "CPU", "cuda": "CUDA"}.get(device.type)
+    return key is not None and torch._C._dispatch_has_kernel_for_dispatch_key("cvdeep::deform_conv2d", key)
+
+
 def deform_conv2d(
     input: torch.Tensor,
     offset: torch.Tensor,
@@ -179,7 +184,7 @@ def deform_conv2d(
     needs_grad = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (input, offset, weight, bias, mask)
     )
-    if not _COMPILED or needs_grad:
+    if not _COMPILED or needs_grad or not _has_kernel(input.device):
         return deform_conv2d_reference(input, offset, weight, bias, stride, padding, dilation, mask)
     stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
     _check_shapes(input, offset, weight, mask, stride, padding, dilation)
