@@ -7,7 +7,9 @@ process). ``backend()`` says which path is live.
 from __future__ import annotations
 
 from .deform import deform_conv2d
+from .patches import extract_patches
 from .reference import l2_match, nms, sample_descriptors, soft_nms, softargmax
+from .soft_detection import soft_detection_score
 
 
 def backend() -> str:
@@ -15,11 +17,5 @@ def backend() -> str:
     return "reference"
 
 
-__all__ = ["backend", "l2_match", "nms", "sample_descriptors", "soft_nms", "softargmax"]
-
-from .patches import extract_patches  # noqa: E402
-
-__all__ += ["extract_patches"]
-
-
-__all__ = ["backend", "deform_conv2d", "l2_match", "nms", "sample_descriptors", "soft_nms", "softargmax"]
+__all__ = ["backend", "deform_conv2d", "extract_patches", "l2_match", "nms", "sample_descriptors",
+           "soft_detection_score", "soft_nms", "softargmax"]
