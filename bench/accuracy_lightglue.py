@@ -94,6 +94,7 @@ def main() -> None:
     parser.add_argument("--features", default="aliked", choices=("aliked", "disk", "xfeat"))
     parser.add_argument("--max-keypoints", type=int, default=2048)
     parser.add_argument("--data", type=Path, default=SHARED / "data")
+    parser.add_argument("--sequences", default="", help="comma-separated name filters, e.g. graf,churchill")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -101,7 +102,10 @@ def main() -> None:
     matcher = cvdeep.LightGlue(args.features)
     nearest = cv2.BFMatcher(cv2.NORM_L2, crossCheck=True)
     results = {"lightglue": Scores(), "mutual-nn": Scores()}
+    wanted = [word for word in args.sequences.split(",") if word]
     for name, images, homographies in sequences(args.data):
+        if wanted and not any(word in name for word in wanted):
+            continue
         loaded = [read(path) for path in images]
         features = [extract(image) for image in loaded]
         (kp0, d0), size0 = features[0], image_size(loaded[0])

@@ -35,7 +35,7 @@ def _kornia_input(keypoints: np.ndarray, descriptors: np.ndarray, size: tuple[in
             "image_size": torch.tensor([size])}
 
 
-def bench(features: str, num_keypoints: int, rounds: int, data: Path) -> tuple[float, float]:
+def bench(features: str, num_keypoints: int, rounds: int, data: Path) -> tuple[float, float, str]:
     source, extract = extractor(features, num_keypoints)
     images = [read(data / relative) for relative in PAIR]
     (kp0, d0), (kp1, d1) = (extract(image) for image in images)
@@ -58,9 +58,8 @@ def bench(features: str, num_keypoints: int, rounds: int, data: Path) -> tuple[f
             start = time.perf_counter()
             run()
             times[name].append(time.perf_counter() - start)
-    print(f"  ({features}: features from {source}, {len(kp0)}/{len(kp1)} keypoints, "
-          f"{counts['cvdeep']} / {counts['kornia']} matches)", flush=True)
-    return statistics.median(times["cvdeep"]) * 1e3, statistics.median(times["kornia"]) * 1e3
+    summary = f"{len(kp0)}/{len(kp1)} from {source}, {counts['cvdeep']}/{counts['kornia']} matches"
+    return statistics.median(times["cvdeep"]) * 1e3, statistics.median(times["kornia"]) * 1e3, summary
 
 
 def main() -> None:
@@ -73,14 +72,11 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"LightGlue CPU benchmark: torch {torch.__version__}, {args.threads} threads, median of {args.rounds} rounds")
-    rows = []
+    print("\n| features | keypoints | cvdeep ms | kornia ms | kornia / cvdeep | keypoints, matches (cvdeep/kornia) |\n|---|---:|---:|---:|---:|---|", flush=True)
     for features in args.features.split(","):
         for num_keypoints in map(int, args.keypoints.split(",")):
-            ours, theirs = bench(features, num_keypoints, args.rounds, args.data)
-            rows.append((features, num_keypoints, ours, theirs))
-    print(f"\n| features | keypoints | cvdeep ms | kornia ms | kornia / cvdeep |\n|---|---:|---:|---:|---:|")
-    for features, num_keypoints, ours, theirs in rows:
-        print(f"| {features} | {num_keypoints} | {ours:.1f} | {theirs:.1f} | {theirs / ours:.2f} |")
+            ours, theirs, summary = bench(features, num_keypoints, args.rounds, args.data)
+            print(f"| {features} | {num_keypoints} | {ours:.1f} | {theirs:.1f} | {theirs / ours:.2f} | {summary} |", flush=True)
 
 
 if __name__ == "__main__":

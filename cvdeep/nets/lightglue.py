@@ -18,7 +18,8 @@ from torch import nn
 
 from .base import PretrainedNetwork
 
-# Pruning pays for its gather only above this many points per image (published values; -1 = always).
+# Pruning pays for its gather only above this many points per image (-1 = always): the values of kornia's
+# LightGlue, the reference, whose CUDA entry for its SDPA ("flash") path is the one that applies here.
 _PRUNING_MIN_POINTS = {"cpu": -1, "mps": -1, "cuda": 1536}
 
 
