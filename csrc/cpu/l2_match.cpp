@@ -1,0 +1,165 @@
+// cvdeep::l2_match on CPU: fused distance + top-k, never the N x M distance matrix.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include <omp.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
+
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+#include <torch/types.h>
+
+#include "cpu_features.h"
+
+// One instance of the kernel per instruction set; the best one the CPU supports is
+// picked at run time, so the binary stays portable without -march=native.
+#if defined(__x86_64__) || defined(__i386__)
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512dq,avx512vl,avx512bw,fma,avx2")
+#define CVDEEP_SIMD_NS avx512
+#define CVDEEP_LANES 16
+#define CVDEEP_MR 8
+#include "l2_match_simd.h"
+#undef CVDEEP_SIMD_NS
+#undef CVDEEP_LANES
+#undef CVDEEP_MR
+#pragma GCC pop_options
+
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+#define CVDEEP_SIMD_NS avx2
+#define CVDEEP_LANES 8
+#define CVDEEP_MR 6
+#include "l2_match_simd.h"
+#undef CVDEEP_SIMD_NS
+#undef CVDEEP_LANES
+#undef CVDEEP_MR
+#pragma GCC pop_options
+#endif
+
+#define CVDEEP_SIMD_NS generic
+#define CVDEEP_LANES 4
+#define CVDEEP_MR 4
+#include "l2_match_simd.h"
+#undef CVDEEP_SIMD_NS
+#undef CVDEEP_LANES
+#undef CVDEEP_MR
+
+namespace cvdeep {
+namespace {
+
+constexpr int mr_for(Isa isa) { return isa == Isa::avx512 ? 8 : (isa == Isa::avx2 ? 6 : 4); }
+
+// Top-k of one pair (n, d) x (m, d); row_val receives squared distances.
+void match_pair(const float* d1, const float* d2, int64_t n, int64_t m, int64_t d, int k, bool want_cols,
+                float* row_val, int64_t* row_idx, std::vector<float>& col_val, std::vector<int64_t>& col_idx) {
+  const Isa isa = active_isa();
+  const int mr = mr_for(isa);
+  const int64_t n_pad = (n + mr - 1) / mr * mr;
+  const int threads = std::max(1, at::get_num_threads());
+  const float inf = std::numeric_limits<float>::infinity();
+  std::vector<float> a(static_cast<size_t>(n_pad * d), 0.0f);
+  std::vector<float> n1(static_cast<size_t>(n_pad), inf);
+  std::vector<float> n2(static_cast<size_t>(m));
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int64_t i = 0; i < n; ++i) {
+    float s = 0.0f;
+    for (int64_t q = 0; q < d; ++q) {
+      const float x = d1[i * d + q];
+      a[i * d + q] = x;
+      s += x * x;
+    }
+    n1[i] = s;
+  }
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int64_t j = 0; j < m; ++j) {
+    float s = 0.0f;
+    for (int64_t q = 0; q < d; ++q) s += d2[j * d + q] * d2[j * d + q];
+    n2[j] = s;
+  }
+  col_val.assign(want_cols ? m : 0, inf);
+  col_idx.assign(want_cols ? m : 0, -1);
+  float* cv = want_cols ? col_val.data() : nullptr;
+  int64_t* ci = want_cols ? col_idx.data() : nullptr;
+  switch (isa) {
+#if defined(__x86_64__) || defined(__i386__)
+    case Isa::avx512:
+      l2::avx512::run(a.data(), n1.data(), n, n_pad, d2, n2.data(), m, d, k, threads, row_val, row_idx, cv, ci);
+      break;
+    case Isa::avx2:
+      l2::avx2::run(a.data(), n1.data(), n, n_pad, d2, n2.data(), m, d, k, threads, row_val, row_idx, cv, ci);
+      break;
+#endif
+    default:
+      l2::generic::run(a.data(), n1.data(), n, n_pad, d2, n2.data(), m, d, k, threads, row_val, row_idx, cv, ci);
+  }
+  // Partial values |b|^2 - 2ab become squared distances.
+  for (int64_t i = 0; i < n; ++i)
+    for (int c = 0; c < k; ++c) {
+      float& v = row_val[i * k + c];
+      v = std::isfinite(v + n1[i]) ? std::max(v + n1[i], 0.0f) : inf;
+      if (v == inf) row_idx[i * k + c] = -1;
+    }
+}
+
+std::tuple<at::Tensor, at::Tensor> l2_match_cpu(const at::Tensor& d1_in, const at::Tensor& d2_in, int64_t k,
+                                                bool mutual, std::optional<double> ratio,
+                                                std::optional<double> max_distance, bool squared) {
+  TORCH_CHECK(d1_in.dim() == d2_in.dim() && (d1_in.dim() == 2 || d1_in.dim() == 3),
+              "l2_match: d1 and d2 must both be (N, D) or (B, N, D), got ", d1_in.sizes(), " and ", d2_in.sizes());
+  TORCH_CHECK(k >= 1, "l2_match: k must be >= 1, got ", k);
+  TORCH_CHECK(!ratio.has_value() || k >= 2, "l2_match: the ratio test needs k >= 2");
+  const bool batched = d1_in.dim() == 3;
+  at::Tensor d1 = (batched ? d1_in : d1_in.unsqueeze(0)).to(at::kFloat).contiguous();
+  at::Tensor d2 = (batched ? d2_in : d2_in.unsqueeze(0)).to(at::kFloat).contiguous();
+  TORCH_CHECK(d1.size(0) == d2.size(0) && d1.size(2) == d2.size(2),
+              "l2_match: batch sizes and descriptor sizes must agree, got ", d1.sizes(), " and ", d2.sizes());
+  const int64_t batch = d1.size(0), n = d1.size(1), m = d2.size(1), d = d1.size(2);
+  TORCH_CHECK(n < std::numeric_limits<int32_t>::max(), "l2_match: too many rows in d1: ", n);
+  at::Tensor indices = at::full({batch, n, k}, -1, d1.options().dtype(at::kLong));
+  at::Tensor distances = at::full({batch, n, k}, std::numeric_limits<float>::infinity(), d1.options());
+  const float inf = std::numeric_limits<float>::infinity();
+  std::vector<float> col_val;
+  std::vector<int64_t> col_idx;
+  for (int64_t b = 0; b < batch && n > 0 && m > 0; ++b) {
+    float* dist = distances.data_ptr<float>() + b * n * k;
+    int64_t* idx = indices.data_ptr<int64_t>() + b * n * k;
+    match_pair(d1.data_ptr<float>() + b * n * d, d2.data_ptr<float>() + b * m * d, n, m, d, static_cast<int>(k),
+               mutual, dist, idx, col_val, col_idx);
+    at::parallel_for(0, n, 1024, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        float* row = dist + i * k;
+        const float first = std::sqrt(row[0]);
+        bool reject = idx[i * k] < 0;
+        if (ratio.has_value()) reject |= !(first < static_cast<float>(*ratio) * std::sqrt(row[1]));
+        if (max_distance.has_value()) reject |= first > static_cast<float>(*max_distance);
+        if (mutual && !reject) reject |= col_idx[idx[i * k]] != i;
+        if (!squared)
+          for (int64_t c = 0; c < k; ++c) row[c] = std::sqrt(row[c]);
+        if (reject) {
+          idx[i * k] = -1;
+          row[0] = inf;
+        }
+      }
+    });
+  }
+  if (!batched) return {indices.squeeze(0), distances.squeeze(0)};
+  return {indices, distances};
+}
+
+}  // namespace
+}  // namespace cvdeep
+
+TORCH_LIBRARY_FRAGMENT(cvdeep, m) {
+  m.def(
+      "l2_match(Tensor d1, Tensor d2, int k=2, bool mutual=False, float? ratio=None, float? max_distance=None, "
+      "bool squared=False) -> (Tensor indices, Tensor distances)");
+}
+
+TORCH_LIBRARY_IMPL(cvdeep, CPU, m) { m.impl("l2_match", &cvdeep::l2_match_cpu); }
