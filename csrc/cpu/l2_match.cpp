@@ -16,6 +16,7 @@
 #include <torch/types.h>
 
 #include "cpu_features.h"
+#include "l2_match_common.h"
 
 // One instance of the kernel per instruction set; the best one the CPU supports is
 // picked at run time, so the binary stays portable without -march=native.
@@ -56,16 +57,18 @@ namespace {
 
 constexpr int mr_for(Isa isa) { return isa == Isa::avx512 ? 8 : (isa == Isa::avx2 ? 6 : 4); }
 
-// Top-k of one pair (n, d) x (m, d); row_val receives squared distances.
+// Top-k of one pair (n, d) x (m, d): row_val receives partial values |b|^2 - 2ab (add n1
+// for squared distances), col_idx the nearest row of each column when want_cols.
 void match_pair(const float* d1, const float* d2, int64_t n, int64_t m, int64_t d, int k, bool want_cols,
-                float* row_val, int64_t* row_idx, std::vector<float>& col_val, std::vector<int64_t>& col_idx) {
+                float* row_val, int64_t* row_idx, std::vector<float>& n1, std::vector<float>& col_val,
+                std::vector<int64_t>& col_idx) {
   const Isa isa = active_isa();
   const int mr = mr_for(isa);
   const int64_t n_pad = (n + mr - 1) / mr * mr;
   const int threads = std::max(1, at::get_num_threads());
   const float inf = std::numeric_limits<float>::infinity();
   std::vector<float> a(static_cast<size_t>(n_pad * d), 0.0f);
-  std::vector<float> n1(static_cast<size_t>(n_pad), inf);
+  n1.assign(static_cast<size_t>(n_pad), inf);
   std::vector<float> n2(static_cast<size_t>(m));
 #pragma omp parallel for num_threads(threads) schedule(static)
   for (int64_t i = 0; i < n; ++i) {
@@ -99,57 +102,30 @@ void match_pair(const float* d1, const float* d2, int64_t n, int64_t m, int64_t 
     default:
       l2::generic::run(a.data(), n1.data(), n, n_pad, d2, n2.data(), m, d, k, threads, row_val, row_idx, cv, ci);
   }
-  // Partial values |b|^2 - 2ab become squared distances.
-  for (int64_t i = 0; i < n; ++i)
-    for (int c = 0; c < k; ++c) {
-      float& v = row_val[i * k + c];
-      v = std::isfinite(v + n1[i]) ? std::max(v + n1[i], 0.0f) : inf;
-      if (v == inf) row_idx[i * k + c] = -1;
-    }
 }
 
 std::tuple<at::Tensor, at::Tensor> l2_match_cpu(const at::Tensor& d1_in, const at::Tensor& d2_in, int64_t k,
                                                 bool mutual, std::optional<double> ratio,
                                                 std::optional<double> max_distance, bool squared) {
-  TORCH_CHECK(d1_in.dim() == d2_in.dim() && (d1_in.dim() == 2 || d1_in.dim() == 3),
-              "l2_match: d1 and d2 must both be (N, D) or (B, N, D), got ", d1_in.sizes(), " and ", d2_in.sizes());
-  TORCH_CHECK(k >= 1, "l2_match: k must be >= 1, got ", k);
-  TORCH_CHECK(!ratio.has_value() || k >= 2, "l2_match: the ratio test needs k >= 2");
-  const bool batched = d1_in.dim() == 3;
-  at::Tensor d1 = (batched ? d1_in : d1_in.unsqueeze(0)).to(at::kFloat).contiguous();
-  at::Tensor d2 = (batched ? d2_in : d2_in.unsqueeze(0)).to(at::kFloat).contiguous();
-  TORCH_CHECK(d1.size(0) == d2.size(0) && d1.size(2) == d2.size(2),
-              "l2_match: batch sizes and descriptor sizes must agree, got ", d1.sizes(), " and ", d2.sizes());
+  auto [d1, d2] = l2::batched_inputs(d1_in, d2_in, k, ratio);
   const int64_t batch = d1.size(0), n = d1.size(1), m = d2.size(1), d = d1.size(2);
   TORCH_CHECK(n < std::numeric_limits<int32_t>::max(), "l2_match: too many rows in d1: ", n);
   at::Tensor indices = at::full({batch, n, k}, -1, d1.options().dtype(at::kLong));
   at::Tensor distances = at::full({batch, n, k}, std::numeric_limits<float>::infinity(), d1.options());
-  const float inf = std::numeric_limits<float>::infinity();
-  std::vector<float> col_val;
+  const l2::RowFilters filters = l2::make_filters(mutual, ratio, max_distance, squared);
+  std::vector<float> n1, col_val;
   std::vector<int64_t> col_idx;
   for (int64_t b = 0; b < batch && n > 0 && m > 0; ++b) {
     float* dist = distances.data_ptr<float>() + b * n * k;
     int64_t* idx = indices.data_ptr<int64_t>() + b * n * k;
     match_pair(d1.data_ptr<float>() + b * n * d, d2.data_ptr<float>() + b * m * d, n, m, d, static_cast<int>(k),
-               mutual, dist, idx, col_val, col_idx);
+               mutual, dist, idx, n1, col_val, col_idx);
     at::parallel_for(0, n, 1024, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) {
-        float* row = dist + i * k;
-        const float first = std::sqrt(row[0]);
-        bool reject = idx[i * k] < 0;
-        if (ratio.has_value()) reject |= !(first < static_cast<float>(*ratio) * std::sqrt(row[1]));
-        if (max_distance.has_value()) reject |= first > static_cast<float>(*max_distance);
-        if (mutual && !reject) reject |= col_idx[idx[i * k]] != i;
-        if (!squared)
-          for (int64_t c = 0; c < k; ++c) row[c] = std::sqrt(row[c]);
-        if (reject) {
-          idx[i * k] = -1;
-          row[0] = inf;
-        }
-      }
+      for (int64_t i = begin; i < end; ++i)
+        l2::finish_row(dist + i * k, idx + i * k, static_cast<int>(k), n1[i], i, col_idx.data(), filters);
     });
   }
-  if (!batched) return {indices.squeeze(0), distances.squeeze(0)};
+  if (d1_in.dim() == 2) return {indices.squeeze(0), distances.squeeze(0)};
   return {indices, distances};
 }
 

@@ -5,8 +5,8 @@
 //   CVDEEP_SIMD_NS   namespace of this instance (avx512, avx2, generic)
 //   CVDEEP_LANES     floats per vector register (16, 8, 4)
 //   CVDEEP_MR        rows of d1 per register tile
-// The caller includes <cstring>, <cstdint>, <vector>, <algorithm>, <limits>, <omp.h>
-// and (on x86) <immintrin.h> before the first inclusion.
+// The caller includes <cstring>, <cstdint>, <vector>, <algorithm>, <limits>, <omp.h>,
+// l2_match_common.h and (on x86) <immintrin.h> before the first inclusion.
 
 namespace cvdeep {
 namespace l2 {
@@ -44,21 +44,6 @@ static inline unsigned lanes_below(vfloat v, float t) {
   for (int l = 0; l < kLanes; ++l) mask |= unsigned(v[l] < t) << l;
   return mask;
 #endif
-}
-
-// Offer candidate column j with partial distance v to a row's sorted top-k list.
-// Columns arrive in ascending order, so equal values keep the lower index first.
-static inline void offer(float* vals, int64_t* idx, float* threshold, int k, float v, int64_t j) {
-  if (!(v < *threshold)) return;
-  int pos = k - 1;
-  while (pos > 0 && vals[pos - 1] > v) {
-    vals[pos] = vals[pos - 1];
-    idx[pos] = idx[pos - 1];
-    --pos;
-  }
-  vals[pos] = v;
-  idx[pos] = j;
-  *threshold = vals[k - 1];
 }
 
 static inline void offer_lanes(unsigned mask, vfloat v, int64_t j0, float* vals, int64_t* idx, float* threshold,

@@ -26,33 +26,29 @@ template <typename T>
 void max_filter_1d(const T* in, T* out, int64_t length, int64_t radius, int64_t step, int64_t line_stride,
                    int64_t count) {
   const T lowest = -std::numeric_limits<T>::infinity();
+  const int64_t padded = length + 2 * radius, width = 2 * radius + 1;
   at::parallel_for(0, count, 16, [&](int64_t begin, int64_t end) {
-    std::vector<T> line(length), prefix, suffix;
-    if (radius > kDirectRadius) {
-      prefix.resize(length + 2 * radius);
-      suffix.resize(length + 2 * radius);
-    }
+    // line[p] is element p - radius, -inf outside: the window of e is line[e .. e + 2r].
+    std::vector<T> line(padded, lowest), result(length), prefix, suffix;
     for (int64_t l = begin; l < end; ++l) {
       const T* src = in + l * line_stride;
-      for (int64_t e = 0; e < length; ++e) line[e] = src[e * step];
-      T* dst = out + l * line_stride;
+      for (int64_t e = 0; e < length; ++e) line[radius + e] = src[e * step];
       if (radius <= kDirectRadius) {
-        for (int64_t e = 0; e < length; ++e) {
-          T best = lowest;
-          const int64_t lo = std::max<int64_t>(0, e - radius), hi = std::min(length - 1, e + radius);
-          for (int64_t f = lo; f <= hi; ++f) best = std::max(best, line[f]);
-          dst[e * step] = best;
-        }
-        continue;
+        // Offsets outermost so the inner loop vectorises.
+        std::copy(line.begin(), line.begin() + length, result.begin());
+        for (int64_t f = 1; f < width; ++f)
+          for (int64_t e = 0; e < length; ++e) result[e] = std::max(result[e], line[e + f]);
+      } else {
+        // van Herk / Gil-Werman: prefix and suffix maxima within blocks of width 2r + 1.
+        prefix.resize(padded);
+        suffix.resize(padded);
+        for (int64_t p = 0; p < padded; ++p) prefix[p] = (p % width == 0) ? line[p] : std::max(prefix[p - 1], line[p]);
+        for (int64_t p = padded - 1; p >= 0; --p)
+          suffix[p] = (p % width == width - 1 || p == padded - 1) ? line[p] : std::max(suffix[p + 1], line[p]);
+        for (int64_t e = 0; e < length; ++e) result[e] = std::max(suffix[e], prefix[e + 2 * radius]);
       }
-      // Padded coordinates: p = e + radius; blocks of width w = 2r + 1 start at p = 0.
-      const int64_t width = 2 * radius + 1, padded = length + 2 * radius;
-      auto at_padded = [&](int64_t p) { return (p >= radius && p < radius + length) ? line[p - radius] : lowest; };
-      for (int64_t p = 0; p < padded; ++p)
-        prefix[p] = (p % width == 0) ? at_padded(p) : std::max(prefix[p - 1], at_padded(p));
-      for (int64_t p = padded - 1; p >= 0; --p)
-        suffix[p] = (p % width == width - 1 || p == padded - 1) ? at_padded(p) : std::max(suffix[p + 1], at_padded(p));
-      for (int64_t e = 0; e < length; ++e) dst[e * step] = std::max(suffix[e], prefix[e + 2 * radius]);
+      T* dst = out + l * line_stride;
+      for (int64_t e = 0; e < length; ++e) dst[e * step] = result[e];
     }
   });
 }

@@ -47,7 +47,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> soft_nms_cpu(const at::Tensor& ke
     for (int64_t i = 0; i < n; ++i) {
       if (!alive[i]) continue;
       const float dx = xy[2 * i] - bx, dy = xy[2 * i + 1] - by;
-      score[i] *= std::exp(-(dx * dx + dy * dy) * inv_two_sigma2);
+      score[i] *= -std::expm1(-(dx * dx + dy * dy) * inv_two_sigma2);  // 1 - Gaussian overlap
       if (next < 0 || score[i] > next_score) {
         next = i;
         next_score = score[i];

@@ -13,12 +13,14 @@
 namespace cvdeep {
 namespace {
 
-// Window of one keypoint: pixel offsets inside the image and their softmax weights.
+// Window of one keypoint: pixel offsets inside the image, their softmax weights, and the
+// weighted means of the offsets (ox, oy) and of the scores (value).
 template <typename T>
 struct Window {
   int64_t cx, cy;
   std::vector<int64_t> pixel;  // flat index into the score map
   std::vector<T> dx, dy, score, weight;
+  T ox, oy, value;
 };
 
 template <typename T>
@@ -44,7 +46,13 @@ void gather_window(const T* scores, int64_t height, int64_t width, T kx, T ky, i
   w.weight.resize(w.score.size());
   T total = 0;
   for (size_t p = 0; p < w.score.size(); ++p) total += w.weight[p] = std::exp((w.score[p] - peak) / T(temperature));
-  for (auto& v : w.weight) v /= total;
+  w.ox = w.oy = w.value = 0;
+  for (size_t p = 0; p < w.weight.size(); ++p) {
+    w.weight[p] /= total;
+    w.ox += w.weight[p] * w.dx[p];
+    w.oy += w.weight[p] * w.dy[p];
+    w.value += w.weight[p] * w.score[p];
+  }
 }
 
 at::Tensor flat_scores(const at::Tensor& scores) {
@@ -73,15 +81,9 @@ std::tuple<at::Tensor, at::Tensor> softargmax_forward_cpu(const at::Tensor& scor
       Window<scalar_t> w;
       for (int64_t i = begin; i < end; ++i) {
         gather_window(s, height, width, kp[2 * i], kp[2 * i + 1], radius, temperature, w);
-        scalar_t ox = 0, oy = 0, v = 0;
-        for (size_t p = 0; p < w.weight.size(); ++p) {
-          ox += w.weight[p] * w.dx[p];
-          oy += w.weight[p] * w.dy[p];
-          v += w.weight[p] * w.score[p];
-        }
-        out[2 * i] = static_cast<scalar_t>(w.cx) + ox;
-        out[2 * i + 1] = static_cast<scalar_t>(w.cy) + oy;
-        val[i] = v;
+        out[2 * i] = static_cast<scalar_t>(w.cx) + w.ox;
+        out[2 * i + 1] = static_cast<scalar_t>(w.cy) + w.oy;
+        val[i] = w.value;
       }
     });
   });
@@ -109,16 +111,10 @@ at::Tensor softargmax_backward_cpu(const at::Tensor& grad_refined_in, const at::
     // Serial: windows of nearby keypoints overlap and accumulate into the same pixels.
     for (int64_t i = 0; i < n; ++i) {
       gather_window(s, height, width, kp[2 * i], kp[2 * i + 1], radius, temperature, w);
-      scalar_t ox = 0, oy = 0, v = 0;
-      for (size_t p = 0; p < w.weight.size(); ++p) {
-        ox += w.weight[p] * w.dx[p];
-        oy += w.weight[p] * w.dy[p];
-        v += w.weight[p] * w.score[p];
-      }
       for (size_t p = 0; p < w.weight.size(); ++p) {
         const scalar_t wp = w.weight[p];
-        g[w.pixel[p]] += gr[2 * i] * wp * (w.dx[p] - ox) * inv_t + gr[2 * i + 1] * wp * (w.dy[p] - oy) * inv_t +
-                         gv[i] * wp * (1 + (w.score[p] - v) * inv_t);
+        g[w.pixel[p]] += gr[2 * i] * wp * (w.dx[p] - w.ox) * inv_t + gr[2 * i + 1] * wp * (w.dy[p] - w.oy) * inv_t +
+                         gv[i] * wp * (1 + (w.score[p] - w.value) * inv_t);
       }
     }
   });

@@ -1,12 +1,17 @@
 // cvdeep::l2_match on CUDA: cuBLAS dot products of one (rows x columns) tile at a time,
 // then custom kernels fold each tile into the running per-row top-k and per-column
 // minimum. Peak extra memory is one tile, never the N x M matrix.
-#include <ATen/ATen.h>
+// Per-operator ATen headers rather than ATen/ATen.h: the CUDA build compiles much faster.
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/full.h>
+#include <ATen/ops/mm.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include <limits>
+
+#include "l2_match_common.h"
 
 namespace cvdeep {
 namespace {
@@ -24,19 +29,8 @@ __global__ void fold_rows_kernel(const float* tile_t, const float* n2, int64_t r
   float* vals = row_val + (row0 + r) * k;
   int64_t* idx = row_idx + (row0 + r) * k;
   float threshold = vals[k - 1];
-  for (int64_t c = 0; c < cols; ++c) {
-    const float v = n2[col0 + c] - 2.0f * tile_t[c * rows + r];
-    if (!(v < threshold)) continue;
-    int pos = k - 1;
-    while (pos > 0 && vals[pos - 1] > v) {
-      vals[pos] = vals[pos - 1];
-      idx[pos] = idx[pos - 1];
-      --pos;
-    }
-    vals[pos] = v;
-    idx[pos] = col0 + c;
-    threshold = vals[k - 1];
-  }
+  for (int64_t c = 0; c < cols; ++c)
+    l2::offer(vals, idx, &threshold, k, n2[col0 + c] - 2.0f * tile_t[c * rows + r], col0 + c);
 }
 
 // One thread per column: smallest |a|^2 - 2 a.b over this tile's rows (lowest row on ties).
@@ -58,42 +52,16 @@ __global__ void fold_cols_kernel(const float* tile_t, const float* n1, int64_t r
 }
 
 __global__ void finish_kernel(float* row_val, int64_t* row_idx, const float* n1, const int64_t* col_idx, int64_t n,
-                              int k, bool mutual, float ratio, float max_distance, bool squared) {
+                              int k, l2::RowFilters filters) {
   const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (i >= n) return;
-  float* vals = row_val + i * k;
-  int64_t* idx = row_idx + i * k;
-  for (int c = 0; c < k; ++c) {
-    const float v = vals[c] + n1[i];
-    vals[c] = isfinite(v) ? fmaxf(v, 0.0f) : INFINITY;
-    if (isinf(vals[c])) idx[c] = -1;
-  }
-  const float first = sqrtf(vals[0]);
-  bool reject = idx[0] < 0;
-  if (ratio > 0) reject |= !(first < ratio * sqrtf(vals[1]));
-  if (max_distance >= 0) reject |= first > max_distance;
-  if (mutual && !reject) reject |= col_idx[idx[0]] != i;
-  if (!squared)
-    for (int c = 0; c < k; ++c) vals[c] = sqrtf(vals[c]);
-  if (reject) {
-    idx[0] = -1;
-    vals[0] = INFINITY;
-  }
+  if (i < n) l2::finish_row(row_val + i * k, row_idx + i * k, k, n1[i], i, col_idx, filters);
 }
 
 std::tuple<at::Tensor, at::Tensor> l2_match_cuda(const at::Tensor& d1_in, const at::Tensor& d2_in, int64_t k,
                                                  bool mutual, std::optional<double> ratio,
                                                  std::optional<double> max_distance, bool squared) {
-  TORCH_CHECK(d1_in.dim() == d2_in.dim() && (d1_in.dim() == 2 || d1_in.dim() == 3),
-              "l2_match: d1 and d2 must both be (N, D) or (B, N, D), got ", d1_in.sizes(), " and ", d2_in.sizes());
-  TORCH_CHECK(k >= 1, "l2_match: k must be >= 1, got ", k);
-  TORCH_CHECK(!ratio.has_value() || k >= 2, "l2_match: the ratio test needs k >= 2");
   c10::cuda::CUDAGuard guard(d1_in.device());
-  const bool batched = d1_in.dim() == 3;
-  at::Tensor d1 = (batched ? d1_in : d1_in.unsqueeze(0)).to(at::kFloat).contiguous();
-  at::Tensor d2 = (batched ? d2_in : d2_in.unsqueeze(0)).to(at::kFloat).contiguous();
-  TORCH_CHECK(d1.size(0) == d2.size(0) && d1.size(2) == d2.size(2),
-              "l2_match: batch sizes and descriptor sizes must agree, got ", d1.sizes(), " and ", d2.sizes());
+  auto [d1, d2] = l2::batched_inputs(d1_in, d2_in, k, ratio);
   const int64_t batch = d1.size(0), n = d1.size(1), m = d2.size(1);
   const float inf = std::numeric_limits<float>::infinity();
   at::Tensor indices = at::full({batch, n, k}, -1, d1.options().dtype(at::kLong));
@@ -101,7 +69,7 @@ std::tuple<at::Tensor, at::Tensor> l2_match_cuda(const at::Tensor& d1_in, const 
   auto stream = c10::cuda::getCurrentCUDAStream();
   for (int64_t b = 0; b < batch && n > 0 && m > 0; ++b) {
     at::Tensor a = d1[b], t = d2[b];
-    at::Tensor n1 = (a * a).sum(1), n2 = (t * t).sum(1);
+    at::Tensor n1 = a.mul(a).sum(1), n2 = t.mul(t).sum(1);
     at::Tensor col_val = at::full({m}, inf, a.options());
     at::Tensor col_idx = at::full({m}, -1, a.options().dtype(at::kLong));
     float* row_val = distances[b].data_ptr<float>();
@@ -122,13 +90,12 @@ std::tuple<at::Tensor, at::Tensor> l2_match_cuda(const at::Tensor& d1_in, const 
         }
       }
     }
-    finish_kernel<<<(n + 255) / 256, 256, 0, stream>>>(
-        row_val, row_idx, n1.data_ptr<float>(), col_idx.data_ptr<int64_t>(), n, static_cast<int>(k), mutual,
-        ratio.has_value() ? static_cast<float>(*ratio) : -1.0f,
-        max_distance.has_value() ? static_cast<float>(*max_distance) : -1.0f, squared);
+    finish_kernel<<<(n + 255) / 256, 256, 0, stream>>>(row_val, row_idx, n1.data_ptr<float>(),
+                                                        col_idx.data_ptr<int64_t>(), n, static_cast<int>(k),
+                                                        l2::make_filters(mutual, ratio, max_distance, squared));
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
-  if (!batched) return {indices.squeeze(0), distances.squeeze(0)};
+  if (d1_in.dim() == 2) return {indices.squeeze(0), distances.squeeze(0)};
   return {indices, distances};
 }
 

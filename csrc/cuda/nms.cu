@@ -1,6 +1,10 @@
 // cvdeep::nms on CUDA: one thread per pixel tests its window, ATen orders the survivors.
-#include <ATen/ATen.h>
+// Per-operator ATen headers rather than ATen/ATen.h: the CUDA build compiles much faster.
+#include <ATen/core/Tensor.h>
 #include <ATen/Dispatch.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/nonzero.h>
+#include <ATen/ops/stack.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>

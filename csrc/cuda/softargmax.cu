@@ -1,6 +1,9 @@
 // cvdeep::softargmax on CUDA: one thread per keypoint, forward and backward.
-#include <ATen/ATen.h>
+// Per-operator ATen headers rather than ATen/ATen.h: the CUDA build compiles much faster.
+#include <ATen/core/Tensor.h>
 #include <ATen/Dispatch.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros_like.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>

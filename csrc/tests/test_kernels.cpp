@@ -85,9 +85,11 @@ void test_soft_nms_decay() {
   at::Tensor points = torch::tensor({0.0f, 0.0f, 1.0f, 0.0f, 10.0f, 0.0f}).reshape({3, 2});
   at::Tensor scores = torch::tensor({1.0f, 0.9f, 0.5f});
   auto [kept, kept_scores, index] = op.call(points, scores, 1.0, -1, 0.0);
-  // 0.9 * exp(-1/2) = 0.546 > 0.5 * exp(-100/2): order 0, 1, 2.
-  check(index.size(0) == 3 && index[1].item<int64_t>() == 1, "soft_nms: greedy order");
-  check(std::abs(kept_scores[1].item<float>() - 0.9f * std::exp(-0.5f)) < 1e-6f, "soft_nms: Gaussian decay");
+  // After point 0: point 1 (1 px away) drops to 0.9 * (1 - exp(-1/2)) = 0.354, point 2
+  // (10 px) keeps 0.5, so the order is 0, 2, 1.
+  check(index.size(0) == 3 && index[1].item<int64_t>() == 2, "soft_nms: greedy order");
+  const float expected = 0.9f * (1.0f - std::exp(-0.5f)) * (1.0f - std::exp(-40.5f));
+  check(std::abs(kept_scores[2].item<float>() - expected) < 1e-6f, "soft_nms: Gaussian decay");
 }
 
 }  // namespace

@@ -163,16 +163,23 @@ class BFMatcher:
             raise Error(f"BFMatcher.match_mutual: ratio must be in (0, 1], got {ratio!r}")
         if self.normType not in (cv2.NORM_L2, cv2.NORM_L2SQR):
             raise Error(f"BFMatcher.match_mutual: needs NORM_L2 or NORM_L2SQR, this matcher uses {_NORM_NAMES[self.normType]}")
-        a = self._check(d1.cpu().numpy() if isinstance(d1, torch.Tensor) else d1, "d1")
-        b = self._check(d2.cpu().numpy() if isinstance(d2, torch.Tensor) else d2, "d2")
-        self._check_pair(a, b)
+        a, b = self._as_tensor(d1, "d1"), self._as_tensor(d2, "d2")
+        if a.shape[1] != b.shape[1] and len(a) and len(b):
+            raise Error(f"BFMatcher.match_mutual: d1 has {a.shape[1]} columns, d2 has {b.shape[1]}")
         if len(a) == 0 or len(b) == 0:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
-        k = 2 if ratio is not None else 1
-        indices, _ = ops.l2_match(torch.from_numpy(a).float(), torch.from_numpy(b).float(), k=k, mutual=True, ratio=ratio)
-        first = indices[:, 0].numpy()
+        indices, _ = ops.l2_match(a, b.to(a.device), k=2 if ratio is not None else 1, mutual=True, ratio=ratio)
+        first = indices[:, 0].cpu().numpy()
         keep = np.nonzero(first >= 0)[0]
         return keep.astype(np.int64), first[keep].astype(np.int64)
+
+    def _as_tensor(self, descriptors: np.ndarray | torch.Tensor, what: str) -> torch.Tensor:
+        """Float tensor of (N, D) descriptors; torch tensors stay on their device (CUDA kernels)."""
+        if isinstance(descriptors, torch.Tensor):
+            if descriptors.dim() != 2 or not (descriptors.is_floating_point() or descriptors.dtype == torch.uint8):
+                raise Error(f"BFMatcher: {what} must be a 2-D float or uint8 tensor, got {descriptors.dtype} {tuple(descriptors.shape)}")
+            return descriptors.float()
+        return torch.from_numpy(self._check(descriptors, what)).float()
 
     # --- internals ---
 

@@ -63,7 +63,9 @@ def soft_nms(
     """Greedy Gaussian soft-NMS on points (Bodla et al. 2017, applied to keypoints).
 
     Repeatedly take the highest remaining score, then multiply every remaining score by
-    ``exp(-d^2 / (2 sigma^2))`` (d = distance to the taken point). Stops after
+    ``1 - exp(-d^2 / (2 sigma^2))`` (d = distance to the taken point): the Gaussian
+    overlap of two points is 1 when they coincide and 0 far apart, so close neighbours
+    are suppressed and distant ones keep their score. Stops after
     ``max_keypoints`` picks (> 0) or when the best remaining score is <= ``min_score``.
     Non-finite scores (NaN, +-inf) never take part. Ties go to the lower index.
     Returns the picked keypoints (N, 2), their decayed scores (N,) and their indices
@@ -86,7 +88,7 @@ def soft_nms(
         picked_scores.append(remaining[best].clone())
         alive[best] = False
         d2 = ((points - points[best]) ** 2).sum(dim=1)
-        remaining = torch.where(alive, remaining * torch.exp(-d2 * decay_scale), remaining)
+        remaining = torch.where(alive, remaining * -torch.expm1(-d2 * decay_scale), remaining)
     index = torch.tensor(picked, dtype=torch.long, device=keypoints.device)
     kept_scores = torch.stack(picked_scores) if picked_scores else scores.new_zeros(0).float()
     return keypoints[index], kept_scores.to(scores.dtype), index
