@@ -30,7 +30,7 @@ def nms(
     if scores.numel() == 0:
         empty = [torch.zeros((0, 2), dtype=torch.long, device=scores.device)] * batch
         return empty, [scores.new_zeros(0)] * batch
-    clean = torch.nan_to_num(scores, nan=float("-inf"))
+    clean = scores.masked_fill(torch.isnan(scores), float("-inf"))  # keeps +-inf as they are
     if radius > 0:
         pooled = F.max_pool2d(clean, kernel_size=2 * radius + 1, stride=1, padding=radius)
         keep = clean == pooled
