@@ -8,9 +8,10 @@ d1 among d2 (float32, random):
 - cdist       ``torch.cdist`` + ``topk`` (materialises the N x M matrix; skipped past 16384)
 - faiss       ``faiss.IndexFlatL2.search(k=2)`` (bench-only dependency)
 
-Times are the best of a few runs; "peak MiB" is the growth of the process's peak RSS
-during the call (Linux ``/proc/self/clear_refs``). Ratios are baseline / cvdeep, so > 1
-means cvdeep is faster. Also times building DMatch lists (cvdeep.BFMatcher.knnMatch vs
+Times are the best of a few runs, as wall time and as process CPU time (all threads):
+on a busy shared machine the CPU time is the steadier measure. "peak MiB" is the growth
+of the process's peak RSS during the call (Linux ``/proc/self/clear_refs``). Ratios are
+baseline / cvdeep, so > 1 means cvdeep is faster. Also times building DMatch lists (cvdeep.BFMatcher.knnMatch vs
 the bare kernel) and NMS / soft-NMS kernels against their references.
 
     PYTHONPATH=. python bench/bench_matching.py            # full table
@@ -57,20 +58,34 @@ def _reset_peak() -> bool:
         return False
 
 
-def measure(fn: Callable[[], object], repeats: int) -> tuple[float, float]:
-    """Best wall time (s) over ``repeats`` and the peak RSS growth (MiB) of one call."""
-    best = float("inf")
-    peak_mib = float("nan")
+class Timing:
+    """Best wall time and best process CPU time (all threads) over the repeats, peak RSS growth."""
+
+    def __init__(self, wall: float = float("nan"), cpu: float = float("nan"), peak_mib: float = float("nan")):
+        self.wall, self.cpu, self.peak_mib = wall, cpu, peak_mib
+
+    def cell(self, ours: Timing | None = None) -> str:
+        if self.wall != self.wall:
+            return "-"
+        text = f"{self.wall * 1e3:.1f} / {self.cpu * 1e3:.1f}"
+        if ours is not None:
+            text += f" ({self.wall / ours.wall:.2f}x, {self.cpu / ours.cpu:.2f}x)"
+        return text
+
+
+def measure(fn: Callable[[], object], repeats: int) -> Timing:
+    timing = Timing(float("inf"), float("inf"))
     for _ in range(repeats):
         before = _rss_kib("VmRSS:")
         tracked = _reset_peak()
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         result = fn()
-        best = min(best, time.perf_counter() - start)
+        timing.wall = min(timing.wall, time.perf_counter() - start)
+        timing.cpu = min(timing.cpu, time.process_time() - start_cpu)
         if tracked:
-            peak_mib = max(0.0, (_rss_kib("VmHWM:") - before) / 1024)
+            timing.peak_mib = max(0.0, (_rss_kib("VmHWM:") - before) / 1024)
         del result
-    return best, peak_mib
+    return timing
 
 
 def machine() -> str:
@@ -88,12 +103,9 @@ def machine() -> str:
     )
 
 
-def _ms(seconds: float) -> str:
-    return f"{seconds * 1e3:9.1f}" if seconds == seconds else "      n/a"
-
-
 def bench_matching(sizes: list[int], dims: list[int], repeats: int) -> None:
-    print("| N = M | D | cvdeep ms | cv2 ms (x) | cdist ms (x) | faiss ms (x) | cvdeep GFLOP/s | peak MiB cvdeep / cv2 / cdist / faiss |")
+    print("Cells: wall ms / CPU ms (baseline / cvdeep ratio on wall time, on CPU time); peak MiB = peak RSS growth.\n")
+    print("| N = M | D | cvdeep | cv2 knnMatch | cdist + topk | faiss IndexFlatL2 | cvdeep GFLOP/s wall, per CPU-s | peak MiB cvdeep / cv2 / cdist / faiss |")
     print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
     matcher = cv2.BFMatcher(cv2.NORM_L2)
     for n in sizes:
@@ -104,24 +116,21 @@ def bench_matching(sizes: list[int], dims: list[int], repeats: int) -> None:
             reps = repeats if n <= 8192 else 1
             ours = measure(lambda: ops.l2_match(ta, tb, k=2, mutual=True), reps)
             theirs = measure(lambda: matcher.knnMatch(a, b, k=2), reps)
+            cdist = Timing()
             if n <= CDIST_LIMIT:
                 cdist = measure(lambda: torch.cdist(ta, tb).topk(2, dim=1, largest=False), reps)
-            else:
-                cdist = (float("nan"), float("nan"))
+            flat = Timing()
             if faiss is not None:
                 def run_faiss():
                     index = faiss.IndexFlatL2(d)
                     index.add(b)
                     return index.search(a, 2)
                 flat = measure(run_faiss, reps)
-            else:
-                flat = (float("nan"), float("nan"))
-            gflops = 2.0 * n * n * d / ours[0] / 1e9
-            ratio = lambda other: f"{other[0] / ours[0]:.2f}" if other[0] == other[0] else "-"
-            peaks = " / ".join(f"{p:.0f}" if p == p else "-" for p in (ours[1], theirs[1], cdist[1], flat[1]))
+            flops = 2.0 * n * n * d / 1e9
+            peaks = " / ".join(f"{t.peak_mib:.0f}" if t.peak_mib == t.peak_mib else "-" for t in (ours, theirs, cdist, flat))
             print(
-                f"| {n} | {d} | {_ms(ours[0])} | {_ms(theirs[0])} ({ratio(theirs)}) | {_ms(cdist[0])} ({ratio(cdist)}) "
-                f"| {_ms(flat[0])} ({ratio(flat)}) | {gflops:.0f} | {peaks} |",
+                f"| {n} | {d} | {ours.cell()} | {theirs.cell(ours)} | {cdist.cell(ours)} | {flat.cell(ours)} "
+                f"| {flops / ours.wall:.0f}, {flops / ours.cpu:.0f} | {peaks} |",
                 flush=True,
             )
 
@@ -129,38 +138,40 @@ def bench_matching(sizes: list[int], dims: list[int], repeats: int) -> None:
 def bench_sgemm(n: int, d: int, repeats: int) -> None:
     """The matrix product alone (torch.mm, i.e. MKL sgemm), as a roofline reference point."""
     a, b = torch.randn(n, d), torch.randn(n, d)
-    seconds, _ = measure(lambda: a @ b.t(), repeats)
-    print(f"\nsgemm reference: torch.mm {n}x{d} @ {d}x{n}: {seconds * 1e3:.1f} ms = {2.0 * n * n * d / seconds / 1e9:.0f} GFLOP/s")
+    t = measure(lambda: a @ b.t(), repeats)
+    flops = 2.0 * n * n * d / 1e9
+    print(f"\nsgemm reference: torch.mm (MKL) {n}x{d} @ {d}x{n}: {t.cell()} ms = {flops / t.wall:.0f} GFLOP/s wall, {flops / t.cpu:.0f} per CPU-second")
 
 
 def bench_dmatch(n: int, d: int, repeats: int) -> None:
     rng = np.random.default_rng(1)
     a, b = rng.standard_normal((n, d), dtype=np.float32), rng.standard_normal((n, d), dtype=np.float32)
-    bare, _ = measure(lambda: ops.l2_match(torch.from_numpy(a), torch.from_numpy(b), k=2), repeats)
-    full, _ = measure(lambda: cvdeep.BFMatcher().knnMatch(a, b, k=2), repeats)
-    mutual, _ = measure(lambda: cvdeep.BFMatcher().match_mutual(a, b, ratio=0.8), repeats)
+    bare = measure(lambda: ops.l2_match(torch.from_numpy(a), torch.from_numpy(b), k=2), repeats).cpu
+    full = measure(lambda: cvdeep.BFMatcher().knnMatch(a, b, k=2), repeats).cpu
+    mutual = measure(lambda: cvdeep.BFMatcher().match_mutual(a, b, ratio=0.8), repeats).cpu
     print(
-        f"\nDMatch building, {n}x{n}x{d} k=2: bare kernel {bare * 1e3:.1f} ms, cvdeep.BFMatcher.knnMatch "
+        f"\nDMatch building (CPU times), {n}x{n}x{d} k=2: bare kernel {bare * 1e3:.1f} ms, cvdeep.BFMatcher.knnMatch "
         f"{full * 1e3:.1f} ms (DMatch lists cost {(full - bare) * 1e3:.1f} ms for {2 * n} objects, "
         f"{(full - bare) / (2 * n) * 1e9:.0f} ns each); match_mutual (index arrays) {mutual * 1e3:.1f} ms"
     )
 
 
 def bench_kernels(repeats: int) -> None:
+    def compare(what: str, ours: Callable[[], object], ref: Callable[[], object], ref_repeats: int = repeats) -> None:
+        a, b = measure(ours, repeats), measure(ref, ref_repeats)
+        print(f"{what}: cvdeep {a.cell()} ms, reference {b.cell()} ms ({b.wall / a.wall:.1f}x wall, {b.cpu / a.cpu:.1f}x CPU)")
+
     torch.manual_seed(0)
     scores = torch.rand(1, 1, 768, 1024)
-    ours, _ = measure(lambda: ops.nms(scores, 4), repeats)
-    ref, _ = measure(lambda: reference.nms(scores, 4), repeats)
-    print(f"\nNMS 1024x768, radius 4: cvdeep {ours * 1e3:.1f} ms, max-pool reference {ref * 1e3:.1f} ms ({ref / ours:.1f}x)")
+    print()
+    compare("NMS 1024x768, radius 4", lambda: ops.nms(scores, 4), lambda: reference.nms(scores, 4))
     points, values = torch.rand(4000, 2) * 1000, torch.rand(4000)
-    ours, _ = measure(lambda: ops.soft_nms(points, values, 4.0, 1000), repeats)
-    ref, _ = measure(lambda: reference.soft_nms(points, values, 4.0, 1000), 1)
-    print(f"soft-NMS 4000 points -> 1000: cvdeep {ours * 1e3:.1f} ms, reference {ref * 1e3:.1f} ms ({ref / ours:.1f}x)")
+    compare("soft-NMS 4000 points -> 1000", lambda: ops.soft_nms(points, values, 4.0, 1000),
+            lambda: reference.soft_nms(points, values, 4.0, 1000), 1)
     keypoints = (torch.rand(8000, 2) * torch.tensor([1023.0, 767.0])).round()
     heat = scores[0, 0]
-    ours, _ = measure(lambda: ops.softargmax(heat, keypoints, 2, 0.1), repeats)
-    ref, _ = measure(lambda: reference.softargmax(heat, keypoints, 2, 0.1), repeats)
-    print(f"softargmax 8000 keypoints, 5x5: cvdeep {ours * 1e3:.1f} ms, reference {ref * 1e3:.1f} ms ({ref / ours:.1f}x)")
+    compare("softargmax 8000 keypoints, 5x5", lambda: ops.softargmax(heat, keypoints, 2, 0.1),
+            lambda: reference.softargmax(heat, keypoints, 2, 0.1))
 
 
 def main() -> None:

@@ -65,12 +65,15 @@ void match_pair(const float* d1, const float* d2, int64_t n, int64_t m, int64_t 
   const Isa isa = active_isa();
   const int mr = mr_for(isa);
   const int64_t n_pad = (n + mr - 1) / mr * mr;
-  const int threads = std::max(1, at::get_num_threads());
+  // Every parallel region needs all its threads scheduled at once, which costs far more
+  // than it saves on small problems (and on busy machines): small problems run on one
+  // thread, and the O((n + m) d) preparation below runs serially.
+  const int64_t work = n * m * d;
+  const int threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), work >> 25)));
   const float inf = std::numeric_limits<float>::infinity();
   std::vector<float> a(static_cast<size_t>(n_pad * d), 0.0f);
   n1.assign(static_cast<size_t>(n_pad), inf);
   std::vector<float> n2(static_cast<size_t>(m));
-#pragma omp parallel for num_threads(threads) schedule(static)
   for (int64_t i = 0; i < n; ++i) {
     float s = 0.0f;
     for (int64_t q = 0; q < d; ++q) {
@@ -80,7 +83,6 @@ void match_pair(const float* d1, const float* d2, int64_t n, int64_t m, int64_t 
     }
     n1[i] = s;
   }
-#pragma omp parallel for num_threads(threads) schedule(static)
   for (int64_t j = 0; j < m; ++j) {
     float s = 0.0f;
     for (int64_t q = 0; q < d; ++q) s += d2[j * d + q] * d2[j * d + q];
@@ -120,10 +122,8 @@ std::tuple<at::Tensor, at::Tensor> l2_match_cpu(const at::Tensor& d1_in, const a
     int64_t* idx = indices.data_ptr<int64_t>() + b * n * k;
     match_pair(d1.data_ptr<float>() + b * n * d, d2.data_ptr<float>() + b * m * d, n, m, d, static_cast<int>(k),
                mutual, dist, idx, n1, col_val, col_idx);
-    at::parallel_for(0, n, 1024, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i)
-        l2::finish_row(dist + i * k, idx + i * k, static_cast<int>(k), n1[i], i, col_idx.data(), filters);
-    });
+    for (int64_t i = 0; i < n; ++i)
+      l2::finish_row(dist + i * k, idx + i * k, static_cast<int>(k), n1[i], i, col_idx.data(), filters);
   }
   if (d1_in.dim() == 2) return {indices.squeeze(0), distances.squeeze(0)};
   return {indices, distances};

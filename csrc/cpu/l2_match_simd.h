@@ -73,7 +73,6 @@ static void run(const float* a, const float* n1, int64_t n, int64_t n_pad, const
   std::vector<float> packed(static_cast<size_t>(m_pad * d));
   std::vector<float> n2(static_cast<size_t>(m_pad), inf);
   std::copy(n2_unpadded, n2_unpadded + m, n2.begin());
-#pragma omp parallel for num_threads(threads) schedule(static)
   for (int64_t p = 0; p < panels; ++p) {
     float* dst = packed.data() + p * d * kNR;
     for (int c = 0; c < kNR; ++c) {
