@@ -11,6 +11,7 @@ from .feature2d import Feature2D
 from .features import *  # noqa: F401,F403  (the public classes)
 from .features import __all__ as _feature_names
 from .matching import BFMatcher, BFMatcher_create
+from .matching.lightglue import LightGlue, LightGlue_create
 from .models import list_models
 from .weights import NonCommercialWeightsWarning
 
@@ -31,4 +32,4 @@ for _name in _feature_names:
     globals()[f"{_name}_create"] = _factory(globals()[_name])
 
 __all__ = ["BFMatcher", "BFMatcher_create", "Error", "Feature2D", "NonCommercialWeightsWarning", "list_models", *_feature_names,
-           *(f"{n}_create" for n in _feature_names)]
+           *(f"{n}_create" for n in _feature_names), "LightGlue", "LightGlue_create"]

@@ -99,13 +99,7 @@ class Feature2D:
         for name, value in params.items():
             if name not in accepted:
                 raise Error(f"{self._name}: unknown parameter {name!r}; accepted: {', '.join(accepted)}")
-            default = self._params.get(name)
-            if isinstance(default, bool):
-                value = bool(value)
-            elif isinstance(default, int) and not isinstance(value, bool) and isinstance(value, (int, np.integer)):
-                value = int(value)
-            elif isinstance(default, float) and isinstance(value, (int, float, np.number)) and not isinstance(value, bool):
-                value = float(value)
+            value = self._coerce(name, value)
             if name == "model":
                 get_model_spec(value, self._family)
             if name == "device":
@@ -116,6 +110,22 @@ class Feature2D:
         if reload and self._extractor is not None:
             with self._lock:
                 self._extractor = None
+
+    def _coerce(self, name: str, value: Any) -> Any:
+        """Value converted to the type of the parameter's default, or ``Error``."""
+        default = self._params.get(name)
+        number = isinstance(value, (int, float, np.number)) and not isinstance(value, (bool, np.bool_))
+        if isinstance(default, bool) and isinstance(value, (bool, np.bool_, int, np.integer)):
+            return bool(value)
+        if isinstance(default, int) and not isinstance(default, bool) and number and float(value).is_integer():
+            return int(value)
+        if isinstance(default, float) and number:
+            return float(value)
+        if isinstance(default, str) and isinstance(value, str):
+            return value
+        if default is None or name == "device":
+            return value
+        raise Error(f"{self._name}: parameter {name!r} got {value!r}; expected a {type(default).__name__}")
 
     def _load(self) -> Extractor:
         extractor = self._extractor
@@ -325,3 +335,38 @@ class Feature2D:
         desc = features.get("descriptors")
         desc_np = None if desc is None else np.ascontiguousarray(desc[keep].float().cpu().numpy())
         return arrays, desc_np
+
+
+class PatchFeature2D(Feature2D):
+    """Feature2D of a patch descriptor: ``compute`` describes any keypoints; ``detect`` and
+    ``detectAndCompute`` use a separate detector (``detector=``, default ``cv2.SIFT_create()``).
+
+    The detector is any object with OpenCV's ``detect(image, mask)`` (a cv2 or cvdeep
+    Feature2D). Its keypoints are described exactly as returned, in the same order, so
+    SIFT's keypoints duplicated for several orientations each get their own descriptor.
+    """
+
+    def __init__(self, *args: Any, detector: Any = None, **params: Any) -> None:
+        self.setDetector(detector)
+        super().__init__(*args, **params)
+
+    def getDetector(self) -> Any:
+        return self._detector
+
+    def setDetector(self, detector: Any) -> None:
+        """``None`` restores the default ``cv2.SIFT_create()``."""
+        if detector is None:
+            detector = cv2.SIFT_create()
+        if not callable(getattr(detector, "detect", None)):
+            raise Error(f"detector: got an object of type {type(detector).__name__}; expected None or a "
+                        "cv2/cvdeep Feature2D with detect(image, mask), e.g. cv2.SIFT_create()")
+        self._detector = detector
+
+    def _detect_and_compute(self, image: Any, mask: Any, describe: bool) -> tuple[tuple[cv2.KeyPoint, ...], np.ndarray | None]:
+        img = imageio.check_image(image)
+        user_mask = imageio.check_mask(mask, img.shape)
+        detector_mask = None if user_mask is None else user_mask.astype(np.uint8) * 255
+        keypoints = tuple(self._detector.detect(img, detector_mask))
+        if not describe:
+            return keypoints, None
+        return self.compute(img, keypoints)

@@ -31,8 +31,8 @@ def check_image(image: Any, name: str = "image") -> np.ndarray:
         raise Error(f"{name}: got {_describe(image)}; expected {_ACCEPTED_IMAGES}")
     if image.dtype != np.uint8:
         raise Error(
-            f"{name}: got {_describe(image)}; only 8-bit images are accepted "
-            f"({_ACCEPTED_IMAGES}); convert e.g. with cv2.normalize(img, None, 0, 255, "
+            f"{name}: got {_describe(image)}; expected 8-bit data, {_ACCEPTED_IMAGES}; "
+            "convert e.g. with cv2.normalize(img, None, 0, 255, "
             "cv2.NORM_MINMAX, dtype=cv2.CV_8U)"
         )
     if image.ndim == 3 and image.shape[2] == 1:

@@ -16,7 +16,10 @@ from typing import Any
 import torch
 
 from . import reference
+from .deform import deform_conv2d  # own dispatch, see deform.py
+from .patches import extract_patches
 from .reference import sample_descriptors  # no kernel: grid_sample is already fast
+from .soft_detection import soft_detection_score
 
 
 @lru_cache(maxsize=None)
@@ -143,4 +146,5 @@ def l2_match(
     return reference.l2_match(d1, d2, k, mutual, ratio, max_distance, squared)
 
 
-__all__ = ["backend", "build_info", "l2_match", "nms", "sample_descriptors", "soft_nms", "softargmax"]
+__all__ = ["backend", "build_info", "deform_conv2d", "extract_patches", "l2_match", "nms", "sample_descriptors",
+           "soft_detection_score", "soft_nms", "softargmax"]

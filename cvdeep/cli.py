@@ -1,0 +1,191 @@
+"""The ``cvdeep`` command: match, panorama, extract, models, weights (and bench with cvdeep.eval).
+
+Every subcommand is a thin front over ``cvdeep.apps`` (or the weights hub and the
+model registry); an input the user can fix ends in one ``cvdeep <command>: error: ...``
+line on stderr and exit status 1.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from typing import Callable
+
+from .errors import Error
+
+EXAMPLES = """examples:
+  cvdeep match img1.jpg img2.jpg --features sift --out matches.png
+  cvdeep panorama a.jpg b.jpg c.jpg --out pano.jpg
+  cvdeep extract photos/ --features sift --out features.h5
+  cvdeep models
+  cvdeep weights list
+"""
+
+
+def _run_match(args: argparse.Namespace) -> int:
+    from .apps import homography
+
+    return homography.run(args)
+
+
+def _run_panorama(args: argparse.Namespace) -> int:
+    from .apps import panorama
+
+    return panorama.run(args)
+
+
+def _run_extract(args: argparse.Namespace) -> int:
+    from .apps.extract import extract_to_h5
+
+    extracted, skipped = extract_to_h5(args.source, args.out, args.features, args.nfeatures, args.max_size, not args.quiet)
+    print(f"wrote {args.out}: {extracted} images extracted, {skipped} already there")
+    return 0
+
+
+@contextlib.contextmanager
+def _offline() -> Iterator[None]:
+    """Resolve weights from local places only (the hub's own CVDEEP_OFFLINE switch)."""
+    saved = os.environ.get("CVDEEP_OFFLINE")
+    os.environ["CVDEEP_OFFLINE"] = "1"
+    try:
+        yield
+    finally:
+        if saved is None:
+            del os.environ["CVDEEP_OFFLINE"]
+        else:
+            os.environ["CVDEEP_OFFLINE"] = saved
+
+
+def _local_weights(name: str) -> str | None:
+    """Path of the verified local copy of weights ``name``, or None."""
+    from . import weights
+
+    with _offline():
+        try:
+            return str(weights.resolve(name))
+        except Error:
+            return None
+
+
+def _print_table(header: Sequence[str], rows: list[Sequence[str]]) -> None:
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
+    for row in [header, ["-" * width for width in widths], *rows]:
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
+
+
+def _run_models(args: argparse.Namespace) -> int:
+    from .models import _import, get_model_spec, list_models
+
+    rows = []
+    for name in list_models(args.family):
+        spec = get_model_spec(name)
+        network = _import(spec.builder)(**spec.config)
+        weight_spec = spec.weight_spec
+        if weight_spec is None:
+            license_, present = "-", "none needed"
+        else:
+            license_ = weight_spec.license
+            if weight_spec.noncommercial and "non-commercial" not in license_.lower():
+                license_ += " (non-commercial)"
+            present = "yes" if _local_weights(weight_spec.name) else "no"
+        rows.append((name, spec.family, str(getattr(network, "descriptor_size", "-") or "-"), license_, present))
+    if not rows:
+        print("no models registered" + (f" in family {args.family!r}" if args.family else ""))
+        return 0
+    _print_table(("model", "family", "descriptor", "weights license", "weights here"), rows)
+    return 0
+
+
+def _run_weights(args: argparse.Namespace) -> int:
+    from . import weights
+
+    if args.action == "list":
+        rows = [(s.name, s.license, "yes" if _local_weights(s.name) else "no", s.filename, s.source) for s in weights.list_specs()]
+        print(f"cache: {weights.cache_dir() / 'weights'}")
+        if rows:
+            _print_table(("name", "license", "here", "file", "source"), rows)
+        return 0
+    if not args.names:
+        raise Error(f"cvdeep weights {args.action} needs at least one weights name (see `cvdeep weights list`)")
+    for name in args.names:
+        if args.action == "fetch":
+            print(f"{name}: {weights.resolve(name)}")
+        else:
+            with _offline():
+                print(weights.resolve(name))
+    return 0
+
+
+def _bench_module() -> object | None:
+    """cvdeep.eval when this installation has it (it provides `cvdeep bench`)."""
+    if importlib.util.find_spec("cvdeep.eval") is None:
+        return None
+    return importlib.import_module("cvdeep.eval")
+
+
+def _run_bench(args: argparse.Namespace) -> int:
+    _bench_module().run_bench(args)  # prints its table and writes its files; returns the results
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .apps import homography, panorama
+    from .apps.common import add_feature_arguments
+
+    parser = argparse.ArgumentParser(
+        prog="cvdeep", description="Learned local features as OpenCV drop-ins: matching, stitching, extraction.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(name: str, run: Callable[[argparse.Namespace], int], help_: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_, description=help_)
+        sub.set_defaults(run=run)
+        return sub
+
+    homography.add_arguments(command("match", _run_match, "estimate the homography between two images and draw it"))
+    panorama.add_arguments(command("panorama", _run_panorama, "stitch overlapping photos into a panorama"))
+
+    extract = command("extract", _run_extract, "extract features of many images into an hloc-style HDF5 file")
+    extract.add_argument("source", help="a directory of images (searched recursively) or a text file with one image path per line")
+    extract.add_argument("--out", required=True, help="HDF5 file to write or to resume (e.g. features.h5)")
+    add_feature_arguments(extract)
+    extract.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    models = command("models", _run_models, "list the registered models: descriptor size, weights license, weights present")
+    models.add_argument("--family", default=None, help="only the models of this family (e.g. aliked)")
+
+    hub = command("weights", _run_weights, "list, fetch or locate pretrained weights")
+    hub.add_argument("action", choices=("list", "fetch", "path"), help="list: every known file; fetch: download into the cache; path: print the local path")
+    hub.add_argument("names", nargs="*", help="weights names (see `cvdeep weights list`)")
+
+    evaluation = _bench_module()
+    if evaluation is not None:
+        bench = command("bench", _run_bench, "evaluate features on HPatches / Oxford ground truth")
+        evaluation.add_bench_arguments(bench)
+    return parser
+
+
+def run_reporting_errors(program: str, run: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """``run(args)``, turning a ``cvdeep.Error`` into one ``program: error: ...`` line and status 1."""
+    try:
+        return int(run(args) or 0)
+    except Error as error:
+        print(f"{program}: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{program}: interrupted", file=sys.stderr)
+        return 130
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``cvdeep`` console script; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    return run_reporting_errors(f"cvdeep {args.command}", args.run, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,206 @@
+"""LightGlue as an OpenCV-style matcher, in the spirit of OpenCV 5's ``cv2.LightGlueMatcher``.
+
+LightGlue needs more than descriptors: each image's keypoint positions and size. OpenCV's
+``DescriptorMatcher.match(query, train)`` carries only descriptors, so the pair's geometry
+is given first with ``setPairInfo``::
+
+    matcher = cvdeep.LightGlue_create(features="aliked")
+    matcher.setPairInfo(kp1, kp2, (w1, h1), (w2, h2))
+    matches = matcher.match(des1, des2)          # list of cv2.DMatch, best first
+
+or in one call, without cv2 objects: ``matcher.match_features(kp1, des1, size1, kp2, des2, size2)``.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Sequence
+
+import cv2
+import numpy as np
+import torch
+
+from ..errors import Error
+from ..feature2d import resolve_device
+from ..models import build_model
+
+_UNIT_NORM_TOLERANCE = 1e-2
+
+
+def _check_probability(name: str, value: float, can_disable: bool) -> float:
+    """A confidence in (0, 1] (-1 disables it where ``can_disable``), or a threshold in [0, 1]."""
+    accepted = "a number in (0, 1], or -1 to disable" if can_disable else "a number in [0, 1]"
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise Error(f"{name}: got {value!r}; expected {accepted}") from None
+    valid = (value == -1 or 0.0 < value <= 1.0) if can_disable else 0.0 <= value <= 1.0
+    if not valid:
+        raise Error(f"{name}: got {value!r}; expected {accepted}")
+    return value
+
+
+def _points(keypoints: Any, name: str) -> np.ndarray:
+    """cv2.KeyPoint sequence or (N, 2) array -> (N, 2) float32 array of (x, y)."""
+    if isinstance(keypoints, np.ndarray) or isinstance(keypoints, torch.Tensor):
+        points = np.asarray(keypoints.cpu() if isinstance(keypoints, torch.Tensor) else keypoints)
+        if points.ndim != 2 or points.shape[1] != 2 or not np.issubdtype(points.dtype, np.number):
+            raise Error(f"{name}: got an array of shape {points.shape} and dtype {points.dtype}; "
+                        "expected a sequence of cv2.KeyPoint or an (N, 2) array of (x, y) pixels")
+        return points.astype(np.float32)
+    try:
+        keypoints = tuple(keypoints)
+    except TypeError:
+        raise Error(f"{name}: got an object of type {type(keypoints).__name__}; "
+                    "expected a sequence of cv2.KeyPoint or an (N, 2) array of (x, y) pixels") from None
+    if not all(isinstance(kp, cv2.KeyPoint) for kp in keypoints):
+        raise Error(f"{name}: expected a sequence of cv2.KeyPoint or an (N, 2) array of (x, y) pixels")
+    return cv2.KeyPoint_convert(keypoints).reshape(-1, 2).astype(np.float32) if keypoints else np.zeros((0, 2), np.float32)
+
+
+def _size(size: Any, name: str) -> tuple[int, int]:
+    """(width, height) as cv2.Size; a NumPy image shape is a common mistake, so say so."""
+    try:
+        width, height = (int(v) for v in size)
+        valid = width > 0 and height > 0 and all(float(v) == int(v) for v in size)
+    except (TypeError, ValueError):
+        valid = False
+    if not valid:
+        raise Error(f"{name}: got {size!r}; expected the image size as (width, height) in pixels, "
+                    "two positive integers (cv2.Size order, i.e. image.shape[1::-1])")
+    return width, height
+
+
+class LightGlue:
+    """LightGlue matcher for ALIKED or DISK features, or LighterGlue for XFeat features.
+
+    ``depth_confidence`` (early exit), ``width_confidence`` (point pruning) and ``filter_threshold``
+    (minimum match probability) default to the published values of each model; pass -1 to switch
+    adaptive depth or width off. ``weights`` overrides the registered weight file with a local path.
+    """
+
+    model_names = {"aliked": "lightglue-aliked", "disk": "lightglue-disk", "xfeat": "lighterglue-xfeat"}
+    _descriptor_names = {"aliked": "ALIKED", "disk": "DISK", "xfeat": "XFeat"}
+
+    def __init__(
+        self,
+        features: str = "aliked",
+        depth_confidence: float | None = None,
+        width_confidence: float | None = None,
+        filter_threshold: float | None = None,
+        weights: str | os.PathLike | None = None,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        key = str(features).lower()
+        if key not in self.model_names:
+            raise Error(f"features: got {features!r}; accepted: {', '.join(map(repr, self.model_names))}")
+        self._features = key
+        self._device = resolve_device(device)
+        self._network = build_model(self.model_names[key], weights, self._device)
+        if depth_confidence is not None:
+            self._network.depth_confidence = _check_probability("depth_confidence", depth_confidence, True)
+        if width_confidence is not None:
+            self._network.width_confidence = _check_probability("width_confidence", width_confidence, True)
+        if filter_threshold is not None:
+            self._network.filter_threshold = _check_probability("filter_threshold", filter_threshold, False)
+        self._pair: tuple[np.ndarray, np.ndarray, tuple[int, int], tuple[int, int]] | None = None
+        self.last_layers = 0  # layers the last match ran (< n_layers when it exited early)
+
+    # --- parameters -----------------------------------------------------------------------
+    def getDefaultName(self) -> str:
+        return f"cvdeep.LightGlue.{self._features}"
+
+    @property
+    def features(self) -> str:
+        return self._features
+
+    @property
+    def descriptor_size(self) -> int:
+        return self._network.input_dim
+
+    def getDepthConfidence(self) -> float:
+        return self._network.depth_confidence
+
+    def getWidthConfidence(self) -> float:
+        return self._network.width_confidence
+
+    def getFilterThreshold(self) -> float:
+        return self._network.filter_threshold
+
+    # --- matching ---------------------------------------------------------------------------
+    def setPairInfo(self, kpts0: Any, kpts1: Any, size0: Sequence[int], size1: Sequence[int]) -> None:
+        """Keypoints (cv2.KeyPoint sequences or (N, 2) arrays) and (width, height) of the two images
+        whose descriptors the next ``match`` call receives, query image first."""
+        points0, points1 = _points(kpts0, "kpts0"), _points(kpts1, "kpts1")
+        size0, size1 = _size(size0, "size0"), _size(size1, "size1")
+        self._check_inside(points0, size0, "kpts0", "size0")
+        self._check_inside(points1, size1, "kpts1", "size1")
+        self._pair = (points0, points1, size0, size1)
+
+    def match(self, queryDescriptors: np.ndarray, trainDescriptors: np.ndarray) -> list[cv2.DMatch]:
+        """cv2.DMatch list (best first) for the pair set with ``setPairInfo``; ``distance`` is
+        1 - match probability, so sorting by distance keeps OpenCV's smaller-is-better order."""
+        if self._pair is None:
+            raise Error("match: call setPairInfo(kpts0, kpts1, size0, size1) first; LightGlue needs the keypoints "
+                        "and image sizes beside the descriptors")
+        points0, points1, size0, size1 = self._pair
+        pairs, confidences = self.match_features(points0, queryDescriptors, size0, points1, trainDescriptors, size1)
+        order = np.argsort(-confidences, kind="stable")
+        return [cv2.DMatch(int(i), int(j), float(1.0 - c)) for (i, j), c in zip(pairs[order], confidences[order])]
+
+    def match_features(
+        self, kp0: Any, d0: np.ndarray, size0: Sequence[int], kp1: Any, d1: np.ndarray, size1: Sequence[int]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Match two images' features directly.
+
+        Returns ``(pairs, confidences)``: (K, 2) int64 indices (into kp0, kp1) and (K,) float32 match
+        probabilities, in the order of the first image's keypoints.
+        """
+        points0, points1 = _points(kp0, "kp0"), _points(kp1, "kp1")
+        size0, size1 = _size(size0, "size0"), _size(size1, "size1")
+        self._check_inside(points0, size0, "kp0", "size0")
+        self._check_inside(points1, size1, "kp1", "size1")
+        desc0 = self._check_descriptors(d0, len(points0), "d0")
+        desc1 = self._check_descriptors(d1, len(points1), "d1")
+        as_tensor = lambda array: torch.from_numpy(np.ascontiguousarray(array)).to(self._device)  # noqa: E731
+        result = self._network(as_tensor(points0), as_tensor(desc0), torch.tensor(size0, device=self._device),
+                               as_tensor(points1), as_tensor(desc1), torch.tensor(size1, device=self._device))
+        self.last_layers = result["layers"]
+        return result["matches"].cpu().numpy().astype(np.int64), result["scores"].cpu().numpy().astype(np.float32)
+
+    # --- input checks ------------------------------------------------------------------------
+    @staticmethod
+    def _check_inside(points: np.ndarray, size: tuple[int, int], name: str, size_name: str) -> None:
+        """LightGlue's position encoding is trained on keypoints inside the image."""
+        if len(points) and (not np.isfinite(points).all() or points.min() < 0
+                            or (points[:, 0] > size[0]).any() or (points[:, 1] > size[1]).any()):
+            raise Error(f"{name}: keypoints span x in [{points[:, 0].min():g}, {points[:, 0].max():g}], "
+                        f"y in [{points[:, 1].min():g}, {points[:, 1].max():g}], outside the image of "
+                        f"{size_name}=(width={size[0]}, height={size[1]}); give the size of the image the "
+                        "keypoints were detected on, in (width, height) order")
+
+    def _check_descriptors(self, descriptors: Any, count: int, name: str) -> np.ndarray:
+        """The matcher's own model's descriptors: float, right dimension, one per keypoint, unit L2 norm."""
+        model = self._descriptor_names[self._features]
+        expected = f"{model}'s float32 (N, {self.descriptor_size}) L2-normalised descriptors, one row per keypoint"
+        if isinstance(descriptors, torch.Tensor):
+            descriptors = descriptors.detach().cpu().numpy()
+        if not isinstance(descriptors, np.ndarray):
+            raise Error(f"{name}: got an object of type {type(descriptors).__name__}; expected {expected}")
+        if descriptors.ndim != 2 or not np.issubdtype(descriptors.dtype, np.floating):
+            raise Error(f"{name}: got an array of shape {descriptors.shape} and dtype {descriptors.dtype}; "
+                        f"expected {expected} (binary or uint8 descriptors come from another detector)")
+        if descriptors.shape[1] != self.descriptor_size:
+            raise Error(f"{name}: got {descriptors.shape[1]}-dimensional descriptors; LightGlue(features="
+                        f"{self._features!r}) takes {expected}; create LightGlue with the features that made them")
+        if descriptors.shape[0] != count:
+            raise Error(f"{name}: got {descriptors.shape[0]} descriptors for {count} keypoints; expected {expected}")
+        norms = np.linalg.norm(descriptors.astype(np.float64), axis=1)
+        if count and (not np.isfinite(norms).all() or np.abs(norms - 1.0).max() > _UNIT_NORM_TOLERANCE):
+            raise Error(f"{name}: descriptor norms range from {norms.min():.3g} to {norms.max():.3g}; expected "
+                        f"{expected} (e.g. SIFT's are not normalised): these come from another model")
+        return descriptors.astype(np.float32, copy=False)
+
+
+def LightGlue_create(*args: Any, **kwargs: Any) -> LightGlue:
+    """OpenCV-style factory for :class:`cvdeep.LightGlue` (same parameters)."""
+    return LightGlue(*args, **kwargs)

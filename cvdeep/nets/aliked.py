@@ -1,0 +1,396 @@
+"""ALIKED (Zhao et al., "ALIKED: A Lighter Keypoint and Descriptor Extraction Network via
+Deformable Transformation", IEEE TIM 2023), written for cvdeep from the architecture of
+the official code (Shiaoming/ALIKED); state_dict keys are the official ones.
+
+The backbone is four blocks at strides 1, 2, 8 and 32 (the last two with deformable
+3x3 convolutions), each reduced to dim/4 channels by a 1x1 convolution + SELU, upsampled
+to full resolution (bilinear, align_corners) and concatenated. A small head gives the
+score map; the L2-normalised concatenation is the feature map. Keypoints come from the
+differentiable keypoint detection (DKD: NMS, threshold, soft-argmax over the NMS
+window); descriptors from the sparse deformable descriptor head (SDDH), which samples
+the feature map at M learned positions around each keypoint.
+
+ALIKED works in coordinates normalised with align_corners semantics,
+``u = 2 x / (W - 1) - 1``, in which ``x`` is the pixel index: its pixel coordinates are
+therefore OpenCV pixel centres already, and this module keeps them in pixels throughout
+(no round trip through ``[-1, 1]``).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import Error
+from ..ops import deform_conv2d, softargmax
+from ..ops.deform import bilinear_corners, sample_rows
+from .base import Extractor, Features
+
+# name -> (c1, c2, c3, c4, dim, SDDH kernel K, SDDH sample count M), from the official configs
+CONFIGS: dict[str, tuple[int, int, int, int, int, int, int]] = {
+    "aliked-t16": (8, 16, 32, 64, 64, 3, 16),
+    "aliked-n16": (16, 32, 64, 128, 128, 3, 16),
+    "aliked-n16rot": (16, 32, 64, 128, 128, 3, 16),
+    "aliked-n32": (16, 32, 64, 128, 128, 3, 32),
+}
+_PAD_MULTIPLE = 32  # the backbone downsamples by 32
+_SOFTARGMAX_TEMPERATURE = 0.1  # the official DKD's tuned temperature
+
+
+def _conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weight and bias of ``bn(conv(x))`` folded into one convolution (eval mode)."""
+    scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+    bias = bn.bias - bn.running_mean * scale
+    if conv.bias is not None:
+        bias = bias + conv.bias * scale
+    return conv.weight * scale.reshape(-1, 1, 1, 1), bias
+
+
+def _pointwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """A 1x1 convolution; on a channels_last batch of one it is a single GEMM over the pixel rows.
+
+    (torch sends these 1x1 convolutions to its slow im2col path on the CPU; the GEMM is
+    several times faster and its result is channels_last again.)
+    """
+    batch, channels, height, width = x.shape
+    if batch != 1 or not x.is_contiguous(memory_format=torch.channels_last):
+        return F.conv2d(x, weight, bias)
+    rows = x.permute(0, 2, 3, 1).reshape(height * width, channels)
+    kernel = weight.reshape(weight.shape[0], channels).t()
+    out = rows @ kernel if bias is None else torch.addmm(bias, rows, kernel)
+    return out.reshape(1, height, width, -1).permute(0, 3, 1, 2)
+
+
+class DeformableConv2d(nn.Module):
+    """3x3 deformable convolution whose offsets come from a plain 3x3 convolution (DCNv1, no mask).
+
+    Offsets are clamped to a quarter of the larger side of the input, as in the original.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.offset_conv = nn.Conv2d(in_channels, 18, 3, padding=1, bias=True)
+        self.regular_conv = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)
+
+    def forward(self, x: torch.Tensor, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """``weight``/``bias`` replace the regular convolution's (a folded batch norm)."""
+        limit = max(x.shape[-2:]) / 4.0
+        offset = self.offset_conv(x).clamp_(-limit, limit)
+        weight = self.regular_conv.weight if weight is None else weight
+        return deform_conv2d(x, offset, weight, bias, padding=1)
+
+
+class _ConvPair(nn.Module):
+    """Two 3x3 (deformable) convolutions, each followed by batch norm; the shared part of both blocks."""
+
+    def __init__(self, in_channels: int, out_channels: int, deformable: bool) -> None:
+        super().__init__()
+        make = DeformableConv2d if deformable else (lambda i, o: nn.Conv2d(i, o, 3, padding=1, bias=False))
+        self.conv1 = make(in_channels, out_channels)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.conv2 = make(out_channels, out_channels)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+
+    def _conv(self, x: torch.Tensor, conv: nn.Module, bn: nn.BatchNorm2d) -> torch.Tensor:
+        if self.training:
+            return bn(conv(x))
+        plain = conv.regular_conv if isinstance(conv, DeformableConv2d) else conv
+        weight, bias = _conv_bn(plain, bn)
+        if isinstance(conv, DeformableConv2d):
+            return conv(x, weight, bias)
+        return F.conv2d(x, weight, bias, padding=1)
+
+
+class ConvBlock(_ConvPair):
+    """conv-BN-SELU twice (block 1)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.selu(self._conv(x, self.conv1, self.bn1), inplace=True)  # in place: fresh tensors, no new allocation
+        return F.selu(self._conv(x, self.conv2, self.bn2), inplace=True)
+
+
+class ResBlock(_ConvPair):
+    """A ResNet basic block with SELU, a 1x1 projection shortcut and optionally deformable convs."""
+
+    def __init__(self, in_channels: int, out_channels: int, deformable: bool) -> None:
+        super().__init__(in_channels, out_channels, deformable)
+        self.downsample = nn.Conv2d(in_channels, out_channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.selu(self._conv(x, self.conv1, self.bn1), inplace=True)
+        out = self._conv(out, self.conv2, self.bn2)
+        return F.selu(out.add_(_pointwise(x, self.downsample.weight, self.downsample.bias)), inplace=True)
+
+
+class FeaturePyramid:
+    """ALIKED's feature map, read only where the descriptor head needs it.
+
+    The dense feature map is the L2-normalised concatenation of level 1 (full
+    resolution) and levels 2-4 upsampled bilinearly (align_corners) to the padded image
+    size, then cropped. This keeps the four upsampled levels apart (channels_last, so a
+    pixel's vector is a contiguous row): reading a pixel concatenates and normalises
+    only that pixel's rows, so the dense (H, W, dim) concatenation and its per-pixel
+    division are never built.
+    """
+
+    def __init__(self, levels: list[torch.Tensor], height: int, width: int, top: int, left: int) -> None:
+        size = levels[0].shape[-2:]
+        self.full = [levels[0]] + [F.interpolate(level, size=size, mode="bilinear", align_corners=True) for level in levels[1:]]
+        self.height, self.width, self.top, self.left = height, width, top, left
+        self.padded_width = size[1]
+        self.tables = [level[0].permute(1, 2, 0).reshape(-1, level.shape[1]) for level in self.full]
+
+    def _gather(self, index: torch.Tensor) -> list[torch.Tensor]:
+        """The four levels' unnormalised vectors (P, dim/4) at pixels ``index`` (P,) = y * W + x of the cropped map."""
+        padded = (index // self.width + self.top) * self.padded_width + index % self.width + self.left
+        return [table.index_select(0, padded) for table in self.tables]
+
+    def rows(self, index: torch.Tensor) -> torch.Tensor:
+        """Normalised feature vectors (P, dim) at pixels ``index`` (P,) = y * W + x of the cropped map."""
+        return F.normalize(torch.cat(self._gather(index), dim=1), dim=1)
+
+    def sample(self, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
+        """The feature map sampled bilinearly at pixel positions (P,) -> (P, dim), zeros outside."""
+        indices, weights = bilinear_corners(ys, xs, self.height, self.width)
+        parts = self._gather(indices.reshape(-1))
+        # each corner is normalised (as the dense map is) and weighted by one scale per row;
+        # the levels are only concatenated after the four corners are summed
+        square = sum(torch.linalg.vector_norm(part, dim=1, keepdim=True).square_() for part in parts)
+        scale = weights.reshape(-1, 1) / square.sqrt_().clamp_min_(1e-12)  # F.normalize's eps
+        return torch.cat([part.mul_(scale).reshape(4, ys.shape[0], -1).sum(0) for part in parts], dim=1)
+
+    def dense(self) -> torch.Tensor:
+        """The whole feature map (1, dim, H, W), as the original computes it."""
+        stacked = F.normalize(torch.cat(self.full, dim=1), dim=1)
+        return stacked[..., self.top : self.top + self.height, self.left : self.left + self.width]
+
+
+class SDDH(nn.Module):
+    """Sparse deformable descriptor head.
+
+    From the 3x3 feature patch at each keypoint a small network predicts M sample
+    offsets; the feature map is sampled there (bilinear, zeros outside), each sample
+    goes through a 1x1 convolution + SELU, and a learned (M, C, D) tensor aggregates
+    them into one descriptor, which is L2-normalised.
+    """
+
+    def __init__(self, dim: int, kernel_size: int, samples: int) -> None:
+        super().__init__()
+        self.kernel_size = kernel_size
+        self.samples = samples
+        self.offset_conv = nn.Sequential(
+            nn.Conv2d(dim, 2 * samples, kernel_size, bias=True),
+            nn.SELU(),
+            nn.Conv2d(2 * samples, 2 * samples, 1, bias=True),
+        )
+        self.sf_conv = nn.Conv2d(dim, dim, 1, bias=False)
+        self.agg_weights = nn.Parameter(torch.zeros(samples, dim, dim))
+
+    def patch_rows(self, keypoints: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """Row indices (N, K*K) of the KxK patch each keypoint's offsets are estimated from.
+
+        As the original: the patch's corner is ``trunc(trunc(x) - K/2 + 1)``, clamped to
+        ``[0, W - 1 - K]`` (so a patch never touches the last row or column).
+        """
+        k = self.kernel_size
+        corner = (keypoints.long().to(keypoints.dtype) - k / 2 + 1).long()
+        cx = corner[:, 0].clamp(0, width - 1 - k)
+        cy = corner[:, 1].clamp(0, height - 1 - k)
+        steps = torch.arange(k, device=keypoints.device)
+        ys = cy[:, None, None] + steps[None, :, None]
+        xs = cx[:, None, None] + steps[None, None, :]
+        return (ys * width + xs).reshape(-1, k * k)
+
+    def forward(self, features: FeaturePyramid, keypoints: torch.Tensor) -> torch.Tensor:
+        """Descriptors (N, D) at keypoints (N, 2), pixels of the feature map."""
+        count = keypoints.shape[0]
+        if count == 0:
+            return keypoints.new_zeros((0, self.agg_weights.shape[-1]))
+        height, width = features.height, features.width
+        first, _, second = self.offset_conv
+        patch = features.rows(self.patch_rows(keypoints, height, width).reshape(-1))  # (N*K*K, C)
+        first_weight = first.weight.permute(0, 2, 3, 1).reshape(first.out_channels, -1)
+        hidden = F.selu(torch.addmm(first.bias, patch.reshape(count, -1), first_weight.t()))
+        offsets = torch.addmm(second.bias, hidden, second.weight.reshape(second.out_channels, -1).t())
+        limit = max(height, width) / 4.0
+        offsets = offsets.clamp_(-limit, limit).reshape(count, 2, self.samples)
+        xs = keypoints[:, :1] + offsets[:, 0]
+        ys = keypoints[:, 1:] + offsets[:, 1]
+        sampled = features.sample(ys.reshape(-1), xs.reshape(-1))  # (N*M, C)
+        channels = sampled.shape[1]
+        sampled = F.selu(sampled @ self.sf_conv.weight.reshape(channels, channels).t())
+        descriptors = sampled.reshape(count, -1) @ self.agg_weights.reshape(-1, self.agg_weights.shape[-1])
+        return F.normalize(descriptors, dim=1)
+
+
+def simple_nms(scores: torch.Tensor, radius: int) -> torch.Tensor:
+    """The NMS of the official DKD: a boolean map of the kept positions.
+
+    First the positions equal to their window's maximum (ties all kept); then, twice,
+    the windows around kept positions are zeroed and the positions that become the
+    maximum of their window outside the suppressed area are added.
+    """
+    size = 2 * radius + 1
+
+    def pool(x: torch.Tensor) -> torch.Tensor:
+        """max_pool2d(x, size, stride 1, padding radius) as a row pass then a column pass of
+        elementwise maxima over shifted views (max_pool2d also computes indices, and is slow on one channel)."""
+        height, width = x.shape[-2:]
+        padded = F.pad(x, (radius, radius, radius, radius), value=float("-inf"))
+        rows = padded[..., :, :width].clone()
+        for shift in range(1, size):
+            torch.maximum(rows, padded[..., :, shift : shift + width], out=rows)
+        out = rows[..., :height, :].clone()
+        for shift in range(1, size):
+            torch.maximum(out, rows[..., shift : shift + height, :], out=out)
+        return out
+
+    keep = scores == pool(scores)
+    for _ in range(2):
+        suppressed = pool(keep.to(scores.dtype)) > 0
+        remaining = scores.masked_fill(suppressed, 0.0)
+        keep |= (remaining == pool(remaining)) & ~suppressed
+    return keep
+
+
+class ALIKED(Extractor):
+    """ALIKED network and its published post-processing (DKD + SDDH)."""
+
+    input_channels = 3  # RGB in [0, 1], no normalisation
+    stride = 1  # any size: the network pads to a multiple of 32 itself, as the original does
+    memory_format = torch.channels_last  # oneDNN's fast layout for these convs; the row gathers need it too
+    keypoint_size = 5.0  # the 5x5 detection window of the default NMS radius; ALIKED estimates no scale
+    default_config: dict[str, Any] = {
+        "max_keypoints": 5000,  # the official n_limit
+        "threshold": 0.2,  # scores_th: > 0 threshold mode; <= 0 top-k mode (max_keypoints strongest maxima)
+        "nms_radius": 2,
+    }
+
+    def __init__(self, model: str = "aliked-n16") -> None:
+        super().__init__()
+        if model not in CONFIGS:
+            raise Error(f"unknown ALIKED model {model!r}; accepted: {', '.join(CONFIGS)}")
+        c1, c2, c3, c4, dim, kernel, samples = CONFIGS[model]
+        self.descriptor_size = dim
+        self.block1 = ConvBlock(3, c1, deformable=False)
+        self.block2 = ResBlock(c1, c2, deformable=False)
+        self.block3 = ResBlock(c2, c3, deformable=True)
+        self.block4 = ResBlock(c3, c4, deformable=True)
+        self.conv1 = nn.Conv2d(c1, dim // 4, 1, bias=False)
+        self.conv2 = nn.Conv2d(c2, dim // 4, 1, bias=False)
+        self.conv3 = nn.Conv2d(c3, dim // 4, 1, bias=False)
+        self.conv4 = nn.Conv2d(c4, dim // 4, 1, bias=False)
+        self.score_head = nn.Sequential(
+            nn.Conv2d(dim, 8, 1, bias=False),
+            nn.SELU(),
+            nn.Conv2d(8, 4, 3, padding=1, bias=False),
+            nn.SELU(),
+            nn.Conv2d(4, 4, 3, padding=1, bias=False),
+            nn.SELU(),
+            nn.Conv2d(4, 1, 3, padding=1, bias=False),
+        )
+        self.desc_head = SDDH(dim, kernel, samples)
+
+    # --- network --------------------------------------------------------------------
+
+    def features_and_scores(self, image: torch.Tensor) -> tuple[FeaturePyramid, torch.Tensor]:
+        """The backbone: (1, 3, H, W) RGB in [0, 1] -> (feature pyramid, score map (1, 1, H, W)).
+
+        The image is padded with replicated borders, centred, to a multiple of 32 and the
+        maps are cropped back, as the original does. The score head's first layer, a 1x1
+        convolution of the concatenated levels, is applied to each level before its
+        upsampling (both are linear, so they commute): 8 channels are upsampled instead of
+        dim/4 per level, and no dense concatenation is built.
+        """
+        height, width = image.shape[-2:]
+        pad_h, pad_w = -height % _PAD_MULTIPLE, -width % _PAD_MULTIPLE
+        top, left = pad_h // 2, pad_w // 2
+        x = F.pad(image, (left, pad_w - left, top, pad_h - top), mode="replicate") if pad_h or pad_w else image
+        x = x.contiguous(memory_format=self.memory_format)
+        x1 = self.block1(x)
+        x2 = self.block2(F.avg_pool2d(x1, 2))
+        x3 = self.block3(F.avg_pool2d(x2, 4))
+        x4 = self.block4(F.avg_pool2d(x3, 4))
+        convs = (self.conv1, self.conv2, self.conv3, self.conv4)
+        levels = [F.selu(_pointwise(level, conv.weight), inplace=True) for conv, level in zip(convs, (x1, x2, x3, x4))]
+        head = self.score_head
+        first = head[0].weight.split(levels[0].shape[1], dim=1)
+        score = _pointwise(levels[0], first[0])
+        for level, weight in zip(levels[1:], first[1:]):
+            score.add_(F.interpolate(_pointwise(level, weight), size=score.shape[-2:], mode="bilinear", align_corners=True))
+        for layer in head[1:]:
+            score = F.selu(score, inplace=True) if isinstance(layer, nn.SELU) else layer(score)
+        scores = torch.sigmoid_(score)[..., top : top + height, left : left + width]
+        return FeaturePyramid(levels, height, width, top, left), scores
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(1, 3, H, W) RGB in [0, 1] -> dense (feature map (1, dim, H, W), L2-normalised; score map (1, 1, H, W))."""
+        features, scores = self.features_and_scores(image)
+        return features.dense(), scores
+
+    # --- post-processing ------------------------------------------------------------
+
+    def detect(
+        self, scores: torch.Tensor, valid: torch.Tensor, max_keypoints: int, threshold: float, nms_radius: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """DKD on a (1, 1, H, W) score map -> keypoints (N, 2) in pixels and scores (N,), best first.
+
+        Candidates are the official NMS's positions at least ``nms_radius`` from the border
+        and inside ``valid``. Threshold mode (``threshold > 0``): candidates scoring above
+        it (when there are none, above the mean valid score), at most ``max_keypoints``
+        (> 0) of the best. Top-k mode (``threshold <= 0``): the ``max_keypoints`` best
+        candidates (all above the mean score when ``max_keypoints <= 0``). Positions are
+        refined by a soft-argmax (temperature 0.1) over the NMS window and scored by
+        bilinear interpolation of the score map there.
+        """
+        height, width = scores.shape[-2:]
+        radius = nms_radius
+        keep = simple_nms(scores, radius)[0, 0] & valid[0, 0]
+        border = torch.zeros_like(keep)
+        border[radius : height - radius, radius : width - radius] = True
+        keep &= border
+        flat = scores.reshape(-1)
+        if threshold > 0:
+            chosen = keep & (scores[0, 0] > threshold)
+            if not bool(chosen.any()):
+                chosen = keep & (scores[0, 0] > flat[valid.reshape(-1)].mean())
+        elif max_keypoints > 0:
+            chosen = keep
+        else:
+            chosen = keep & (scores[0, 0] > flat[valid.reshape(-1)].mean())
+        index = torch.nonzero(chosen.reshape(-1), as_tuple=True)[0]
+        order = torch.argsort(flat[index], descending=True, stable=True)
+        if max_keypoints > 0:
+            order = order[:max_keypoints]
+        index = index[order]
+        integer = torch.stack([index % width, index // width], dim=1)
+        refine_map = scores[0, 0].masked_fill(~valid[0, 0], float("-inf"))
+        keypoints, _ = softargmax(refine_map, integer, radius, _SOFTARGMAX_TEMPERATURE)
+        table = scores[0].permute(1, 2, 0).reshape(height * width, 1)
+        values = sample_rows(table, height, width, keypoints[:, 1], keypoints[:, 0])[:, 0]
+        order = torch.argsort(values, descending=True, stable=True)  # the contract: best reported score first
+        return keypoints[order], values[order]
+
+    def extract(self, image: torch.Tensor, valid: torch.Tensor, **config: Any) -> Features:
+        options = {**self.default_config, **config}
+        if int(options["nms_radius"]) < 0:
+            raise Error(f"nms_radius: got {options['nms_radius']}; expected an integer >= 0")
+        features, scores = self.features_and_scores(image)
+        keypoints, values = self.detect(
+            scores, valid, int(options["max_keypoints"]), float(options["threshold"]), int(options["nms_radius"])
+        )
+        descriptors = self.desc_head(features, keypoints)
+        return {"keypoints": keypoints, "scores": values, "descriptors": descriptors}
+
+    def describe(
+        self,
+        image: torch.Tensor,
+        keypoints: torch.Tensor,
+        sizes: torch.Tensor | None = None,
+        angles: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """SDDH descriptors at any keypoints (pixels); sizes and angles are not used by ALIKED."""
+        features, scores = self.features_and_scores(image)
+        return self.desc_head(features, keypoints.to(scores.dtype))

@@ -1,0 +1,175 @@
+"""D2-Net (Dusmanu et al., CVPR 2019): one VGG16 feature map both describes and detects.
+
+The network is VGG16 up to conv4_3 with the paper's changes: pool3 becomes a 2x2 average pool
+of stride 1 and the conv4 layers are dilated by 2, so the 512-D map has stride 4. Input is
+caffe-style: BGR, 0..255, ImageNet mean subtracted, no scaling.
+
+Hard detection: a pixel of channel k is a keypoint when k is the channel maximum there, the
+pixel is a 3x3 spatial maximum of channel k, and channel k passes the edge test (Hessian
+trace^2 / det below (r+1)^2/r with r = 5, det > 0); a quadratic fit refines it to sub-pixel (steps
+over half a cell are rejected). Multi-scale runs [0.5, 1, 2], adds each level's features to the
+(upsampled) previous ones and bans positions already detected at a coarser level. Feature
+position p maps to image pixel 4p + 1.5 (two 2x2 poolings, as in the reference code).
+
+State-dict keys are the official ``dense_feature_extraction.model.N``; the files wrap them as
+``{"model": state_dict}``.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import ops
+from .base import Extractor, Features
+from .multiscale import merge_levels
+
+_CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+_MULTISCALE = (0.5, 1.0, 2.0)
+_EDGE_THRESHOLD = 5.0
+_POOLINGS = 2  # feature position p sits at image pixel 4p + 1.5
+
+
+def _hessian_filters() -> torch.Tensor:
+    """Finite-difference kernels (d/di, d/dj, d2/di2, d2/didj, d2/dj2), i = row, j = column."""
+    di = torch.tensor([[0.0, -0.5, 0.0], [0.0, 0.0, 0.0], [0.0, 0.5, 0.0]])
+    dii = torch.tensor([[0.0, 1.0, 0.0], [0.0, -2.0, 0.0], [0.0, 1.0, 0.0]])
+    dij = 0.25 * torch.tensor([[1.0, 0.0, -1.0], [0.0, 0.0, 0.0], [-1.0, 0.0, 1.0]])
+    return torch.stack([di, di.t(), dii, dij, dii.t()])[:, None]
+
+
+def feature_to_image(positions: torch.Tensor) -> torch.Tensor:
+    """Feature-map (x, y) -> image pixels, as upscale_positions of the reference code."""
+    for _ in range(_POOLINGS):
+        positions = positions * 2 + 0.5
+    return positions
+
+
+class DenseFeatureExtraction(nn.Module):
+    """VGG16 conv1_1 .. conv4_3 with D2-Net's modifications; the official index layout."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+        def conv(cin: int, cout: int, dilation: int = 1) -> nn.Conv2d:
+            return nn.Conv2d(cin, cout, 3, padding=dilation, dilation=dilation)
+
+        relu = lambda: nn.ReLU(inplace=True)  # noqa: E731
+        self.model = nn.Sequential(
+            conv(3, 64), relu(), conv(64, 64), relu(), nn.MaxPool2d(2, stride=2),
+            conv(64, 128), relu(), conv(128, 128), relu(), nn.MaxPool2d(2, stride=2),
+            conv(128, 256), relu(), conv(256, 256), relu(), conv(256, 256), relu(), nn.AvgPool2d(2, stride=1),
+            conv(256, 512, 2), relu(), conv(512, 512, 2), relu(), conv(512, 512, 2),
+        )
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.model(image))
+
+
+class D2Net(Extractor):
+    input_channels = 3
+    stride = 4
+    descriptor_size = 512
+    keypoint_size = 12.0  # the 3x3-cell detection window, 4 px per cell
+    default_config = {"max_keypoints": -1, "multiscale": False, "max_edge": 1600, "max_sum_edges": 2800}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dense_feature_extraction = DenseFeatureExtraction()
+        self.register_buffer("mean", torch.tensor(_CAFFE_MEAN_BGR).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("filters", _hessian_filters(), persistent=False)
+
+    def load_pretrained(self, checkpoint: Any) -> None:
+        state = checkpoint["model"] if isinstance(checkpoint, dict) and "model" in checkpoint else checkpoint
+        self.load_state_dict(state, strict=True)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) RGB in [0, 1] -> (B, 512, H/4 - 1, W/4 - 1) non-negative features."""
+        bgr = image.flip(1) * 255.0 - self.mean
+        return self.dense_feature_extraction(bgr)
+
+    def _derivatives(self, features: torch.Tensor) -> torch.Tensor:
+        """(5, C, h, w): di, dj, dii, dij, djj of every channel (zero padding, as the reference)."""
+        channels, height, width = features.shape[1:]
+        derivatives = F.conv2d(features.reshape(channels, 1, height, width), self.filters, padding=1)
+        return derivatives.permute(1, 0, 2, 3)
+
+    def hard_detection(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Detections of one (1, C, h, w) map: a (C, h, w) bool mask and (2, C, h, w) sub-pixel steps (di, dj)."""
+        di, dj, dii, dij, djj = self._derivatives(features)
+        fmap = features[0]
+        is_channel_max = fmap == fmap.max(dim=0, keepdim=True).values
+        is_local_max = fmap == F.max_pool2d(fmap[None], 3, stride=1, padding=1)[0]
+        det = dii * djj - dij * dij
+        trace = dii + djj
+        is_not_edge = (trace * trace / det <= (_EDGE_THRESHOLD + 1) ** 2 / _EDGE_THRESHOLD) & (det > 0)
+        step_i = -(djj * di - dij * dj) / det
+        step_j = -(-dij * di + dii * dj) / det
+        return is_channel_max & is_local_max & is_not_edge, torch.stack([step_i, step_j])
+
+    def refine(self, features: torch.Tensor, detected: torch.Tensor, steps: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Refined feature-map keypoints (x, y), their channel activations and descriptors."""
+        channel, i, j = torch.nonzero(detected, as_tuple=True)
+        step = steps[:, channel, i, j]
+        keep = (step.abs() < 0.5).all(dim=0)
+        channel, i, j, step = channel[keep], i[keep], j[keep], step[:, keep]
+        xy = torch.stack([j + step[1], i + step[0]], dim=1)
+        height, width = features.shape[-2:]
+        inside = (xy[:, 0] >= 0) & (xy[:, 0] <= width - 1) & (xy[:, 1] >= 0) & (xy[:, 1] <= height - 1)
+        xy, channel, i, j = xy[inside], channel[inside], i[inside], j[inside]
+        # ops.sample_descriptors puts cell j at pixel 4j + 1.5, the same map as feature_to_image
+        return xy, features[0, channel, i, j], ops.sample_descriptors(features[0], feature_to_image(xy), stride=4.0)
+
+    def extract(self, image: torch.Tensor, valid: torch.Tensor, **config: Any) -> Features:
+        cfg = {**self.default_config, **config}
+        height, width = image.shape[-2:]
+        # The published extractor first shrinks large images (longest edge, sum of edges).
+        shrink = min(1.0, cfg["max_edge"] / max(height, width), cfg["max_sum_edges"] / (height + width))
+        if shrink < 1.0:
+            size = (int(height * shrink), int(width * shrink))
+            image = F.interpolate(image, size=size, mode="bilinear", align_corners=False)
+            valid = F.interpolate(valid.float(), size=size, mode="nearest-exact") > 0.5
+        work_h, work_w = image.shape[-2:]
+        scales = _MULTISCALE if cfg["multiscale"] else (1.0,)
+        levels = []
+        previous, banned = None, None
+        for index, scale in enumerate(scales):
+            level = image if scale == 1.0 else F.interpolate(image, scale_factor=scale, mode="bilinear", align_corners=True)
+            features = self(level)
+            if previous is not None:
+                features = features + F.interpolate(previous, size=features.shape[-2:], mode="bilinear", align_corners=True)
+            detected, steps = self.hard_detection(features)
+            # no keypoint where the image is invalid (padding, user mask)
+            level_valid = F.interpolate(valid.float(), size=features.shape[-2:], mode="nearest-exact")[0] > 0.5
+            detected &= level_valid
+            if banned is not None:
+                banned = F.interpolate(banned.float()[None], size=features.shape[-2:])[0] > 0.5
+                detected &= ~banned
+                banned |= detected.any(dim=0, keepdim=True)
+            else:
+                banned = detected.any(dim=0, keepdim=True)
+            xy, activation, level_descriptors = self.refine(features, detected, steps)
+            level_h, level_w = level.shape[-2:]
+            # level -> working image (resized with align_corners=True) -> input image (align_corners=False)
+            on_work = feature_to_image(xy) * xy.new_tensor([(work_w - 1) / max(level_w - 1, 1), (work_h - 1) / max(level_h - 1, 1)])
+            levels.append({
+                "keypoints": (on_work + 0.5) * xy.new_tensor([width / work_w, height / work_h]) - 0.5,
+                "scores": activation / (index + 1),
+                "descriptors": level_descriptors,
+                "sizes": torch.full_like(activation, self.keypoint_size / (scale * shrink)),
+                "octaves": torch.full((len(xy),), index, dtype=torch.int32, device=xy.device),
+            })
+            previous = features
+        return merge_levels(levels, int(cfg["max_keypoints"]))
+
+    def describe(
+        self,
+        image: torch.Tensor,
+        keypoints: torch.Tensor,
+        sizes: torch.Tensor | None = None,
+        angles: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Single-scale descriptors at image keypoints (bilinear in the feature map)."""
+        return ops.sample_descriptors(self(image)[0], keypoints, stride=4.0)

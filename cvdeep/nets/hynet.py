@@ -1,0 +1,88 @@
+"""HyNet (Tian et al., NeurIPS 2020) and SDGMNet (Deng et al., 2022): one architecture.
+
+The L2-Net topology with Filter Response Normalisation + TLU in place of BatchNorm + ReLU
+(also on the input patch), biased convolutions, and a bias-free 8x8 convolution followed
+by a BatchNorm without affine parameters; L2-normalised 128-D output. Official keys:
+``layer1..layer7`` (``layerK.i.weight/bias/eps/tau``).
+
+The two differ in their input: HyNet's authors (and Key.Net's HyNet pipeline) feed
+0..255 patches, SDGMNet was trained on ``ToTensor`` patches in 0..1. FRN divides by the
+root mean square plus eps=1e-6, so the range matters for faint patches. SDGMNet's
+checkpoints also hold each parameter a second time under ``features.K-1.*`` (an alias
+Sequential of the same layers); ``load_pretrained`` accepts and checks them.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from .l2net import l2_normalize
+from .patch_descriptor import SIFT_SCALE_FACTOR, PatchDescriptor
+
+
+class FilterResponseNorm(nn.Module):
+    """FRN: x / sqrt(mean over H, W of x^2 + |eps|) * weight + bias, per sample and channel."""
+
+    def __init__(self, channels: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(1, channels, 1, 1))
+        self.bias = nn.Parameter(torch.zeros(1, channels, 1, 1))
+        self.register_buffer("eps", torch.tensor([eps]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean_square = x.pow(2).mean(dim=(2, 3), keepdim=True)
+        return x * torch.rsqrt(mean_square + self.eps.abs()) * self.weight + self.bias
+
+
+class ThresholdedLinearUnit(nn.Module):
+    """TLU: max(x, tau) with a learned threshold per channel."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.tau = nn.Parameter(-torch.ones(1, channels, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.max(x, self.tau)
+
+
+def _conv_frn_tlu(cin: int, cout: int, stride: int = 1) -> list[nn.Module]:
+    return [nn.Conv2d(cin, cout, 3, stride=stride, padding=1), FilterResponseNorm(cout), ThresholdedLinearUnit(cout)]
+
+
+class HyNet(PatchDescriptor):
+    """HyNet / SDGMNet: (N, 1, 32, 32) -> (N, 128); ``intensity_scale`` 255 (HyNet) or 1 (SDGMNet)."""
+
+    def __init__(self, intensity_scale: float = 255.0, scale_factor: float = SIFT_SCALE_FACTOR) -> None:
+        super().__init__(scale_factor=scale_factor, intensity_scale=intensity_scale)
+        self.layer1 = nn.Sequential(FilterResponseNorm(1), ThresholdedLinearUnit(1), *_conv_frn_tlu(1, 32))
+        self.layer2 = nn.Sequential(*_conv_frn_tlu(32, 32))
+        self.layer3 = nn.Sequential(*_conv_frn_tlu(32, 64, stride=2))
+        self.layer4 = nn.Sequential(*_conv_frn_tlu(64, 64))
+        self.layer5 = nn.Sequential(*_conv_frn_tlu(64, 128, stride=2))
+        self.layer6 = nn.Sequential(*_conv_frn_tlu(128, 128))
+        self.layer7 = nn.Sequential(nn.Dropout(0.3), nn.Conv2d(128, 128, 8, bias=False), nn.BatchNorm2d(128, affine=False))
+
+    def forward(self, patches: torch.Tensor) -> torch.Tensor:
+        x = patches
+        for layer in (self.layer1, self.layer2, self.layer3, self.layer4, self.layer5, self.layer6, self.layer7):
+            x = layer(x)
+        return l2_normalize(x)
+
+    def load_pretrained(self, checkpoint: Any) -> None:
+        """Accept a bare state_dict or SDGMNet's ``{"model_state_dict": ...}`` with its ``features.*`` aliases."""
+        if isinstance(checkpoint, dict) and "model_state_dict" in checkpoint:
+            checkpoint = checkpoint["model_state_dict"]
+        state = {}
+        aliases = {}
+        for key, value in checkpoint.items():
+            if key.startswith("features."):
+                index, _, rest = key[len("features."):].partition(".")
+                aliases[f"layer{int(index) + 1}.{rest}"] = value
+            else:
+                state[key] = value
+        for key, value in aliases.items():
+            if key not in state or not torch.equal(state[key], value):
+                raise ValueError(f"checkpoint alias features.* disagrees with {key!r}; not an SDGMNet/HyNet file")
+        self.load_state_dict(state, strict=True)

@@ -1,0 +1,180 @@
+"""Key.Net (Barroso-Laguna et al., ICCV 2019): hand-crafted derivative filters + a small learned block.
+
+The response map is computed over three internal scale levels (the image blurred and shrunk
+by 1.2 each time, features resized back); detection runs that response over an image pyramid
+(factor sqrt(2), one level above the input and four below), keeps 15x15 local maxima away from
+a 15-pixel strip along each level's sides and shares the keypoint budget between levels as the
+official extractor does. Key.Net only detects: the paper pairs it with a patch descriptor (HyNet).
+
+State-dict keys follow axelBarroso/Key.Net-Pytorch (``feature_extractor.lb_block.conv{0,1,2}``,
+``last_conv``); its checkpoint wraps them as ``{"state_dict": ..., "optimizer": ...}``.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import ops
+from .base import Extractor, Features, mask_scores
+from .multiscale import merge_levels
+from .patch_descriptor import SIFT_SCALE_FACTOR
+
+_SOBEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]) / 8.0
+_BINOMIAL_5 = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0]) / 16.0
+_BORDER = 15  # pixels along each side of a level where the official extractor never detects
+
+
+def sobel_gradients(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Normalised 3x3 Sobel derivatives (d/dx, d/dy) of a (B, 1, H, W) map, replicated border."""
+    kernels = torch.stack([_SOBEL_X, _SOBEL_X.t()])[:, None].to(image)
+    gradients = F.conv2d(F.pad(image, (1, 1, 1, 1), mode="replicate"), kernels)
+    return gradients[:, :1], gradients[:, 1:]
+
+
+def blur_and_shrink(image: torch.Tensor, factor: float) -> torch.Tensor:
+    """5x5 binomial blur (reflected border), then bilinear resize to floor(size / factor)."""
+    kernel = torch.outer(_BINOMIAL_5, _BINOMIAL_5)[None, None].to(image)
+    channels = image.shape[1]
+    blurred = F.conv2d(F.pad(image, (2, 2, 2, 2), mode="reflect"), kernel.expand(channels, 1, 5, 5), groups=channels)
+    height, width = image.shape[-2:]
+    size = (int(height / factor), int(width / factor))
+    return F.interpolate(blurred, size=size, mode="bilinear", align_corners=False)
+
+
+class HandcraftedBlock(nn.Module):
+    """The ten fixed derivative maps Key.Net feeds its learned filters."""
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        dx, dy = sobel_gradients(image)
+        dxx, dxy = sobel_gradients(dx)
+        _, dyy = sobel_gradients(dy)
+        return torch.cat([dx, dy, dx * dx, dy * dy, dx * dy, dxy, dxy * dxy, dxx, dyy, dxx * dyy], dim=1)
+
+
+def _conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+    )
+
+
+class LearnableBlock(nn.Module):
+    def __init__(self, in_channels: int = 10, num_filters: int = 8, kernel_size: int = 5):
+        super().__init__()
+        self.conv0 = _conv_bn_relu(in_channels, num_filters, kernel_size)
+        self.conv1 = _conv_bn_relu(num_filters, num_filters, kernel_size)
+        self.conv2 = _conv_bn_relu(num_filters, num_filters, kernel_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv2(self.conv1(self.conv0(x)))
+
+
+class FeatureExtractor(nn.Module):
+    def __init__(self, num_filters: int = 8, kernel_size: int = 5):
+        super().__init__()
+        self.hc_block = HandcraftedBlock()
+        self.lb_block = LearnableBlock(10, num_filters, kernel_size)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.lb_block(self.hc_block(image))
+
+
+class KeyNet(Extractor):
+    """Key.Net detector: ``forward`` gives the (B, 1, H, W) response, ``extract`` the multi-scale keypoints."""
+
+    input_channels = 1
+    stride = 1
+    descriptor_size = 0
+    default_config = {
+        "max_keypoints": 5000,
+        "nms_size": 15,
+        "pyramid_levels": 4,
+        "up_levels": 1,
+        "scale_factor": math.sqrt(2.0),
+    }
+    # The official extractor hands HyNet the square of half-side s_mult x level scale around a keypoint;
+    # KeyPoint.size is set so that cvdeep's patch descriptors (side = SIFT_SCALE_FACTOR x size) crop it.
+    patch_scale = 22.0
+    internal_levels_factor = 1.2
+
+    def __init__(self, num_filters: int = 8, num_levels: int = 3, kernel_size: int = 5):
+        super().__init__()
+        self.num_levels = num_levels
+        self.feature_extractor = FeatureExtractor(num_filters, kernel_size)
+        self.last_conv = nn.Sequential(
+            nn.Conv2d(num_filters * num_levels, 1, kernel_size, padding=kernel_size // 2),
+            nn.ReLU(inplace=True),
+        )
+
+    def load_pretrained(self, checkpoint: Any) -> None:
+        state = checkpoint["state_dict"] if isinstance(checkpoint, dict) and "state_dict" in checkpoint else checkpoint
+        self.load_state_dict(state, strict=True)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        size = image.shape[-2:]
+        features = [self.feature_extractor(image)]
+        for _ in range(1, self.num_levels):
+            image = blur_and_shrink(image, self.internal_levels_factor)
+            level = self.feature_extractor(image)
+            features.append(F.interpolate(level, size=size, mode="bilinear", align_corners=False))
+        return self.last_conv(torch.cat(features, dim=1))
+
+    @staticmethod
+    def level_budgets(max_keypoints: int, levels: int, up_levels: int, scale_factor: float) -> list[int]:
+        """Keypoints allotted to each level (upper levels first), proportional to its area, as published."""
+        weights = [scale_factor ** (-2.0 * (index - up_levels)) for index in range(levels)]
+        total = sum(weights)
+        return [int(max_keypoints * weight / total) for weight in weights]
+
+    def _detect_level(self, level: torch.Tensor, valid: torch.Tensor, nms_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Local maxima (x, y) in level pixels and their responses, sorted by response."""
+        response = self(level)
+        level_valid = F.interpolate(valid.float(), size=response.shape[-2:], mode="nearest-exact") > 0.5
+        keypoints, scores = ops.nms(mask_scores(response, level_valid, 0.0), nms_size // 2, 0.0, -1, _BORDER)
+        return keypoints[0], scores[0]
+
+    def extract(self, image: torch.Tensor, valid: torch.Tensor, **config: Any) -> Features:
+        cfg = {**self.default_config, **config}
+        factor, up_levels = float(cfg["scale_factor"]), int(cfg["up_levels"])
+        limit = int(cfg["max_keypoints"])
+        level_count = up_levels + int(cfg["pyramid_levels"]) + 1
+        budgets = self.level_budgets(limit, level_count, up_levels, factor) if limit > 0 else [-1] * level_count
+        height, width = image.shape[-2:]
+
+        # Level images, upper levels first; level index - up_levels is the octave.
+        pyramid = []
+        for index in range(up_levels, 0, -1):
+            up = factor**index
+            pyramid.append(F.interpolate(image, size=(int(height * up), int(width * up)), mode="bilinear", align_corners=False))
+        level = image
+        pyramid.append(level)
+        for _ in range(int(cfg["pyramid_levels"])):
+            level = blur_and_shrink(level, factor)
+            pyramid.append(level)
+
+        levels: list[Features] = []
+        granted = found = 0
+        for index, level in enumerate(pyramid):
+            xy, response = self._detect_level(level, valid, int(cfg["nms_size"]))
+            if limit > 0:
+                # Budget left unused by earlier levels carries over, as in the official extractor.
+                granted += budgets[index]
+                take = max(granted - found, 0) if index >= up_levels else budgets[index]
+                xy, response = xy[:take], response[:take]
+            found += len(response)
+            octave = index - up_levels
+            level_h, level_w = level.shape[-2:]
+            # Level pixel centres -> input pixel centres (bilinear resizes keep pixel centres aligned).
+            scale_xy = xy.new_tensor([width / level_w, height / level_h], dtype=torch.float32)
+            levels.append({
+                "keypoints": (xy.float() + 0.5) * scale_xy - 0.5,
+                "scores": response,
+                "sizes": torch.full_like(response, 2 * self.patch_scale * factor**octave / SIFT_SCALE_FACTOR),
+                "octaves": torch.full((len(response),), octave, dtype=torch.int32, device=image.device),
+            })
+        return merge_levels(levels, limit)

@@ -1,0 +1,55 @@
+"""What every patch descriptor (DeepDesc, TFeat, HardNet, ...) shares.
+
+``forward`` is the network alone: patches ``(N, 1, P, P)`` in the intensity range its
+authors trained on -> descriptors ``(N, D)``. ``describe`` crops those patches around
+any keypoints with ``cvdeep.ops.extract_patches`` and runs the network in chunks.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..ops.patches import extract_patches
+from .base import Extractor
+
+SIFT_SCALE_FACTOR = 6.0
+"""Patch side in units of ``KeyPoint.size`` for SIFT keypoints: kornia's convention for its
+HardNet/SOSNet/HyNet/TFeat pipelines (a frame of half-side 6 sigma, ``mr_size=6``), with
+OpenCV's SIFT ``size`` = 2 sigma. All seven networks were trained on patches of the same
+Brown/HPatches geometry, so they share it; each model may override it in its config."""
+
+
+class PatchDescriptor(Extractor):
+    """Base of the patch descriptors: a network on square patches plus its patch geometry."""
+
+    patch_size: int = 32
+    descriptor_size: int = 128
+    chunk: int = 512  # patches per forward pass: bounds activation memory (HardNet: ~70 MB) for any keypoint count
+
+    def __init__(self, scale_factor: float, intensity_scale: float) -> None:
+        """``scale_factor``: patch side in units of ``KeyPoint.size``; ``intensity_scale``:
+        the value white takes in the network's input (255 or 1)."""
+        super().__init__()
+        self.scale_factor = float(scale_factor)
+        self.intensity_scale = float(intensity_scale)
+
+    def describe(
+        self,
+        image: torch.Tensor,
+        keypoints: torch.Tensor,
+        sizes: torch.Tensor | None = None,
+        angles: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Descriptors (N, D) of the patches around ``keypoints`` of a (1, 1, H, W) image in [0, 1]."""
+        if sizes is None:
+            raise ValueError(f"{type(self).__name__} needs keypoint sizes to crop its patches")
+        rows = []
+        for start in range(0, keypoints.shape[0], self.chunk):
+            part = slice(start, start + self.chunk)
+            patches = extract_patches(
+                image, keypoints[part], sizes[part], None if angles is None else angles[part],
+                self.patch_size, self.scale_factor,
+            )
+            rows.append(self(patches * self.intensity_scale))
+        if not rows:
+            return image.new_zeros((0, self.descriptor_size))
+        return torch.cat(rows)

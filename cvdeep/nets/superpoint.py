@@ -1,0 +1,166 @@
+"""SuperPoint (DeTone et al., CVPRW 2018): a VGG encoder with an interest-point head and a descriptor head.
+
+Two official layouts load unchanged:
+
+- ``"magicleap"``: magicleap/SuperGluePretrainedNetwork's ``SuperPointNet`` (``superpoint_v1.pth``):
+  convs named ``conv1a`` .. ``conv4b``, ``convPa``/``convPb`` (detector), ``convDa``/``convDb`` (descriptor).
+- ``"rpautrat"``: rpautrat/SuperPoint's PyTorch port of its TF re-training (``superpoint_v6_from_tf.pth``):
+  ``backbone.i.j``, ``detector.j``, ``descriptor.j`` blocks of conv -> ReLU -> BatchNorm(eps 1e-3),
+  the last conv of each head without ReLU.
+
+Post-processing as published: 65-way softmax per 8x8 cell, dustbin dropped, cells unfolded to
+pixels; the official iterative max-pool NMS (radius 4), threshold 0.005, 4-pixel border; descriptors sampled bilinearly
+from the L2-normalised dense map and normalised again.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import ops
+from .base import Extractor, Features, mask_scores
+
+_CELL = 8
+_ENCODER_CHANNELS = (64, 64, 128, 128)
+_HEAD_CHANNELS = 256
+
+
+def _vgg_block(in_channels: int, out_channels: int, kernel_size: int, relu: bool = True) -> nn.Sequential:
+    """rpautrat's block: conv, ReLU (or nothing), BatchNorm with TF's epsilon."""
+    return nn.Sequential(OrderedDict([
+        ("conv", nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2)),
+        ("activation", nn.ReLU(inplace=True) if relu else nn.Identity()),
+        ("bn", nn.BatchNorm2d(out_channels, eps=1e-3)),
+    ]))
+
+
+def cell_logits_to_scores(logits: torch.Tensor) -> torch.Tensor:
+    """(B, 65, h, w) cell logits -> (B, 1, 8h, 8w) pixel probabilities (softmax, dustbin dropped, cells unfolded)."""
+    probabilities = F.softmax(logits, dim=1)[:, :-1]
+    return F.pixel_shuffle(probabilities, _CELL)
+
+
+def suppress_non_maxima(scores: torch.Tensor, radius: int, iterations: int = 2) -> torch.Tensor:
+    """The official PyTorch NMS (``simple_nms``): keep the maxima of (2r+1)^2 windows, then, twice,
+    also the maxima among pixels no kept maximum covers, which approximates greedy NMS (a point
+    suppressed only by a suppressed point comes back). Other pixels are set to 0."""
+
+    def window_max(x: torch.Tensor) -> torch.Tensor:
+        return F.max_pool2d(x, kernel_size=2 * radius + 1, stride=1, padding=radius)
+
+    keep = scores == window_max(scores)
+    for _ in range(iterations):
+        covered = window_max(keep.float()) > 0
+        uncovered = scores.masked_fill(covered, 0.0)
+        keep |= (uncovered == window_max(uncovered)) & ~covered
+    return scores.masked_fill(~keep, 0.0)
+
+
+class SuperPoint(Extractor):
+    """What both layouts share: heads -> dense maps, detection, description. ``_heads`` is the network."""
+
+    input_channels = 1
+    stride = _CELL
+    descriptor_size = 256
+    default_config = {"max_keypoints": -1, "detection_threshold": 0.005, "nms_radius": 4, "remove_borders": 4}
+    layout_key = ""  # a key only this layout has
+    other_layout = ("", "")  # (a key only the other layout has, the registry model that loads it)
+
+    def _heads(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(cell logits (B, 65, H/8, W/8), raw descriptors (B, D, H/8, W/8))."""
+        raise NotImplementedError
+
+    def load_pretrained(self, checkpoint: Any) -> None:
+        other_key, other_model = self.other_layout
+        if self.layout_key not in checkpoint and other_key in checkpoint:
+            raise ValueError(f"this checkpoint has the other SuperPoint layout; load it with model={other_model!r}")
+        self.load_state_dict(checkpoint, strict=True)
+
+    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        """(B, 1, H, W) in [0, 1] -> scores (B, 1, H, W) and L2-normalised descriptors (B, D, H/8, W/8)."""
+        logits, descriptors = self._heads(image)
+        return {"scores": cell_logits_to_scores(logits), "descriptors": F.normalize(descriptors, p=2, dim=1)}
+
+    def detect(self, scores: torch.Tensor, valid: torch.Tensor, **config: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """Published detection on a (1, 1, H, W) score map: NMS, threshold, border, top-k."""
+        cfg = {**self.default_config, **config}
+        kept = suppress_non_maxima(mask_scores(scores, valid, 0.0), int(cfg["nms_radius"]))
+        keypoints, values = ops.nms(
+            kept,
+            0,  # suppression is done; ops.nms thresholds, removes the border, sorts and truncates
+            float(cfg["detection_threshold"]),
+            int(cfg["max_keypoints"]),
+            int(cfg["remove_borders"]),
+        )
+        return keypoints[0].float(), values[0]
+
+    def extract(self, image: torch.Tensor, valid: torch.Tensor, **config: Any) -> Features:
+        dense = self(image)
+        keypoints, scores = self.detect(dense["scores"], valid, **config)
+        descriptors = ops.sample_descriptors(dense["descriptors"][0], keypoints, stride=_CELL)
+        return {"keypoints": keypoints, "scores": scores, "descriptors": descriptors}
+
+    def describe(
+        self,
+        image: torch.Tensor,
+        keypoints: torch.Tensor,
+        sizes: torch.Tensor | None = None,
+        angles: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        return ops.sample_descriptors(self(image)["descriptors"][0], keypoints, stride=_CELL)
+
+
+class SuperPointMagicLeap(SuperPoint):
+    """The released Magic Leap network (``superpoint_v1.pth``)."""
+
+    layout_key = "conv1a.weight"
+    other_layout = ("backbone.0.0.conv.weight", "superpoint-open")
+
+    def __init__(self, descriptor_dim: int = 256):
+        super().__init__()
+        self.descriptor_size = descriptor_dim
+        c1, c2, c3, c4 = _ENCODER_CHANNELS
+        self.conv1a, self.conv1b = nn.Conv2d(1, c1, 3, padding=1), nn.Conv2d(c1, c1, 3, padding=1)
+        self.conv2a, self.conv2b = nn.Conv2d(c1, c2, 3, padding=1), nn.Conv2d(c2, c2, 3, padding=1)
+        self.conv3a, self.conv3b = nn.Conv2d(c2, c3, 3, padding=1), nn.Conv2d(c3, c3, 3, padding=1)
+        self.conv4a, self.conv4b = nn.Conv2d(c3, c4, 3, padding=1), nn.Conv2d(c4, c4, 3, padding=1)
+        self.convPa, self.convPb = nn.Conv2d(c4, _HEAD_CHANNELS, 3, padding=1), nn.Conv2d(_HEAD_CHANNELS, _CELL**2 + 1, 1)
+        self.convDa, self.convDb = nn.Conv2d(c4, _HEAD_CHANNELS, 3, padding=1), nn.Conv2d(_HEAD_CHANNELS, descriptor_dim, 1)
+
+    def _heads(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = image
+        stages = ((self.conv1a, self.conv1b), (self.conv2a, self.conv2b), (self.conv3a, self.conv3b), (self.conv4a, self.conv4b))
+        for index, (first, second) in enumerate(stages):
+            x = F.relu(second(F.relu(first(x))))
+            if index < len(stages) - 1:
+                x = F.max_pool2d(x, 2, 2)
+        return self.convPb(F.relu(self.convPa(x))), self.convDb(F.relu(self.convDa(x)))
+
+
+class SuperPointOpen(SuperPoint):
+    """rpautrat's MIT re-training (``superpoint_v6_from_tf.pth``): BatchNorm after every conv."""
+
+    layout_key = "backbone.0.0.conv.weight"
+    other_layout = ("conv1a.weight", "superpoint-v1")
+
+    def __init__(self, descriptor_dim: int = 256):
+        super().__init__()
+        self.descriptor_size = descriptor_dim
+        channels = (1, *_ENCODER_CHANNELS)
+        stages = []
+        for index in range(1, len(channels)):
+            layers = [_vgg_block(channels[index - 1], channels[index], 3), _vgg_block(channels[index], channels[index], 3)]
+            if index < len(channels) - 1:
+                layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+            stages.append(nn.Sequential(*layers))
+        self.backbone = nn.Sequential(*stages)
+        self.detector = nn.Sequential(_vgg_block(channels[-1], _HEAD_CHANNELS, 3), _vgg_block(_HEAD_CHANNELS, _CELL**2 + 1, 1, relu=False))
+        self.descriptor = nn.Sequential(_vgg_block(channels[-1], _HEAD_CHANNELS, 3), _vgg_block(_HEAD_CHANNELS, descriptor_dim, 1, relu=False))
+
+    def _heads(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.backbone(image)
+        return self.detector(features), self.descriptor(features)

@@ -1,0 +1,164 @@
+"""Checks shared by the dense-extractor tests (XFeat, DISK): fidelity statistics against a
+reference implementation and the Feature2D contract on real images."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+GRAF = "oxford_affine/images/graf/img1.ppm"
+CHURCHILL = "hpatches_subset/vbalnt_tfeat/imgs/v_churchill/1.ppm"
+WORMHOLE = "hpatches_subset/vbalnt_tfeat/imgs/v_wormhole"
+
+
+def load_image(data_dir: Path, relative: str, size: tuple[int, int] | None = None) -> np.ndarray:
+    """A real BGR image, optionally resized (INTER_AREA) to ``size`` = (width, height)."""
+    image = cv2.imread(str(data_dir / relative))
+    assert image is not None, f"cannot read {relative}"
+    return image if size is None else cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+
+
+def rgb_tensor(image: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(cv2.cvtColor(image, cv2.COLOR_BGR2RGB)).permute(2, 0, 1)[None].float() / 255.0
+
+
+def gray_tensor(image: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY))[None, None].float() / 255.0
+
+
+@dataclass
+class Agreement:
+    """How our keypoints/descriptors agree with a reference's on one image."""
+
+    matched: float  # share of the reference's keypoints with one of ours within ``tolerance`` px
+    min_cosine: float  # over matched keypoints
+    extra: np.ndarray  # (M, 2) our keypoints with no reference keypoint within ``tolerance`` px
+    score_error: float  # max |score difference| over matched keypoints
+
+    def __str__(self) -> str:
+        return (f"matched {self.matched:.4f}, min cosine {self.min_cosine:.6f}, "
+                f"{len(self.extra)} extra, max score error {self.score_error:.2e}")
+
+
+def agreement(ours: dict[str, torch.Tensor], reference: dict[str, torch.Tensor], tolerance: float = 0.1) -> Agreement:
+    """Match reference keypoints to ours by position and compare descriptors and scores."""
+    ours_xy, ref_xy = ours["keypoints"].float(), reference["keypoints"].float()
+    distance = torch.cdist(ref_xy, ours_xy)
+    nearest, index = distance.min(dim=1)
+    hit = nearest <= tolerance
+    cosine = (reference["descriptors"][hit].float() * ours["descriptors"][index[hit]].float()).sum(dim=1)
+    score_error = (reference["scores"][hit].float() - ours["scores"][index[hit]].float()).abs()
+    extra = ours_xy[distance.min(dim=0).values > tolerance]
+    return Agreement(
+        matched=float(hit.float().mean()),
+        min_cosine=float(cosine.min()) if len(cosine) else 1.0,
+        extra=extra.numpy(),
+        score_error=float(score_error.max()) if len(score_error) else 0.0,
+    )
+
+
+def in_border_strip(xy: np.ndarray, width: int, height: int, strip: int) -> np.ndarray:
+    """True for points within ``strip`` pixels of the image edge."""
+    x, y = xy[:, 0], xy[:, 1]
+    return (x < strip) | (y < strip) | (x > width - 1 - strip) | (y > height - 1 - strip)
+
+
+def shifted_keypoints_agree(detector: object, image: np.ndarray, shift: int, margin: int, strongest: int = 300) -> float:
+    """Share of the ``strongest`` interior keypoints found again, moved by exactly ``shift`` px,
+    among all keypoints of the image cropped by ``shift`` px on the left and top (a shift the
+    network is equivariant to, up to the image statistics its normalisations see)."""
+    default_nfeatures = detector.getNFeatures()
+    detector.setNFeatures(strongest)
+    full = np.array([k.pt for k in detector.detect(image)])
+    detector.setNFeatures(0)
+    cropped = np.array([k.pt for k in detector.detect(image[shift:, shift:])]) + shift
+    detector.setNFeatures(default_nfeatures)
+    height, width = image.shape[:2]
+    lo = shift + margin
+    interior = (full[:, 0] >= lo) & (full[:, 1] >= lo) & (full[:, 0] < width - margin) & (full[:, 1] < height - margin)
+    full = full[interior]
+    distance = np.abs(full[:, None, :] - cropped[None, :, :]).max(axis=2).min(axis=1)
+    return float(np.mean(distance == 0.0))
+
+
+def check_feature2d_contract(detector: object, image: np.ndarray, descriptor_size: int, gray_network: bool) -> None:
+    """nfeatures, sorted responses, unit float32 descriptors, masks applied before the limit,
+    odd sizes, gray input and compute() on given keypoints, on one real image."""
+    height, width = image.shape[:2]
+    default_nfeatures = detector.getNFeatures()
+    detector.setNFeatures(300)
+    keypoints, descriptors = detector.detectAndCompute(image, None)
+    assert len(keypoints) == 300
+    assert descriptors.dtype == np.float32 and descriptors.shape == (300, descriptor_size)
+    np.testing.assert_allclose(np.linalg.norm(descriptors, axis=1), 1.0, atol=1e-5)
+    responses = np.array([k.response for k in keypoints])
+    assert np.all(np.diff(responses) <= 0)
+    xy = np.array([k.pt for k in keypoints])
+    assert xy.min() >= 0 and xy[:, 0].max() <= width - 1 and xy[:, 1].max() <= height - 1
+
+    # a mask keeps keypoints inside it, and nfeatures still counts only valid ones
+    mask = np.zeros((height, width), np.uint8)
+    mask[:, : width // 2] = 255
+    masked = detector.detect(image, mask)
+    assert len(masked) == 300
+    assert max(k.pt[0] for k in masked) <= width // 2 - 1
+
+    # odd sizes (padding to the stride) never put keypoints outside the image
+    odd = image[: height - 37, : width - 21]
+    odd_keypoints, odd_descriptors = detector.detectAndCompute(odd, None)
+    assert len(odd_keypoints) == 300 and odd_descriptors.shape == (300, descriptor_size)
+    odd_xy = np.array([k.pt for k in odd_keypoints])
+    assert odd_xy[:, 0].max() <= odd.shape[1] - 1 and odd_xy[:, 1].max() <= odd.shape[0] - 1
+
+    # a gray network sees the same image whether it is given in BGR or gray
+    gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    if gray_network:
+        gray_keypoints = detector.detect(gray)
+        assert [k.pt for k in gray_keypoints] == [k.pt for k in keypoints]
+
+    # compute() on the detected keypoints reproduces detectAndCompute's descriptors
+    described_keypoints, described = detector.compute(image, keypoints)
+    assert len(described_keypoints) == len(keypoints)
+    assert np.min(np.sum(described * descriptors, axis=1)) > 0.9999
+
+    # and describes keypoints from another detector
+    sift_keypoints = cv2.SIFT_create(200).detect(gray)
+    _, sift_described = detector.compute(image, sift_keypoints)
+    assert sift_described.shape == (len(sift_keypoints), descriptor_size)
+    assert np.all(np.isfinite(sift_described))
+    detector.setNFeatures(default_nfeatures)
+
+
+def resized_pair(folder: Path, index: int, scale: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """HPatches/Oxford images 1 and ``index`` resized by ``scale`` (INTER_AREA), with the
+    ground-truth homography 1 -> index moved to the resized pixel grid (pixel centres)."""
+    from conftest import read_homography
+
+    first = cv2.imread(str(folder / "1.ppm"))
+    second = cv2.imread(str(folder / f"{index}.ppm"))
+    resize = lambda image: cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)  # noqa: E731
+    offset = 0.5 * scale - 0.5
+    to_small = np.array([[scale, 0, offset], [0, scale, offset], [0, 0, 1]])
+    homography = to_small @ read_homography(folder / f"H_1_{index}") @ np.linalg.inv(to_small)
+    return resize(first), resize(second), homography
+
+
+def homography_quality(detector: object, first: np.ndarray, second: np.ndarray, truth: np.ndarray) -> tuple[int, float, float]:
+    """Ratio-tested BFMatcher matches as with cv2.SIFT: (matches correct within 3 px under the
+    ground truth, their share, corner error of the RANSAC homography)."""
+    k1, d1 = detector.detectAndCompute(first, None)
+    k2, d2 = detector.detectAndCompute(second, None)
+    pairs = cv2.BFMatcher(cv2.NORM_L2).knnMatch(d1, d2, k=2)
+    good = [m for m, n in pairs if m.distance < 0.9 * n.distance]
+    source = np.float32([k1[m.queryIdx].pt for m in good])
+    target = np.float32([k2[m.trainIdx].pt for m in good])
+    projected = cv2.perspectiveTransform(source[:, None], truth)[:, 0]
+    correct = np.linalg.norm(projected - target, axis=1) < 3.0
+    estimated, _ = cv2.findHomography(source, target, cv2.RANSAC, 3.0)
+    height, width = first.shape[:2]
+    corners = np.float32([[0, 0], [width - 1, 0], [0, height - 1], [width - 1, height - 1]])[:, None]
+    error = np.linalg.norm(cv2.perspectiveTransform(corners, estimated) - cv2.perspectiveTransform(corners, truth), axis=2)
+    return int(correct.sum()), float(correct.mean()), float(error.mean())
