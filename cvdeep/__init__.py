@@ -10,6 +10,7 @@ from .errors import Error
 from .feature2d import Feature2D
 from .features import *  # noqa: F401,F403  (the public classes)
 from .features import __all__ as _feature_names
+from .matching import BFMatcher, BFMatcher_create
 from .matching.lightglue import LightGlue, LightGlue_create
 from .models import list_models
 from .weights import NonCommercialWeightsWarning
@@ -30,5 +31,5 @@ def _factory(cls: type) -> object:
 for _name in _feature_names:
     globals()[f"{_name}_create"] = _factory(globals()[_name])
 
-__all__ = ["Error", "Feature2D", "NonCommercialWeightsWarning", "list_models", *_feature_names,
+__all__ = ["BFMatcher", "BFMatcher_create", "Error", "Feature2D", "NonCommercialWeightsWarning", "list_models", *_feature_names,
            *(f"{n}_create" for n in _feature_names), "LightGlue", "LightGlue_create"]

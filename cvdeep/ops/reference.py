@@ -30,7 +30,7 @@ def nms(
     if scores.numel() == 0:
         empty = [torch.zeros((0, 2), dtype=torch.long, device=scores.device)] * batch
         return empty, [scores.new_zeros(0)] * batch
-    clean = torch.nan_to_num(scores, nan=float("-inf"))
+    clean = scores.masked_fill(torch.isnan(scores), float("-inf"))  # keeps +-inf as they are
     if radius > 0:
         pooled = F.max_pool2d(clean, kernel_size=2 * radius + 1, stride=1, padding=radius)
         keep = clean == pooled
@@ -63,27 +63,32 @@ def soft_nms(
     """Greedy Gaussian soft-NMS on points (Bodla et al. 2017, applied to keypoints).
 
     Repeatedly take the highest remaining score, then multiply every remaining score by
-    ``exp(-d^2 / (2 sigma^2))`` (d = distance to the taken point). Stops after
+    ``1 - exp(-d^2 / (2 sigma^2))`` (d = distance to the taken point): the Gaussian
+    overlap of two points is 1 when they coincide and 0 far apart, so close neighbours
+    are suppressed and distant ones keep their score. Stops after
     ``max_keypoints`` picks (> 0) or when the best remaining score is <= ``min_score``.
+    Non-finite scores (NaN, +-inf) never take part. Ties go to the lower index.
     Returns the picked keypoints (N, 2), their decayed scores (N,) and their indices
     into the input.
     """
     n = keypoints.shape[0]
     limit = n if max_keypoints <= 0 else min(n, max_keypoints)
-    remaining = torch.nan_to_num(scores.clone().float(), nan=float("-inf"))
+    remaining = scores.detach().float().clone()
+    alive = torch.isfinite(remaining)  # NaN / inf scores never take part
     points = keypoints.float()
+    decay_scale = 1.0 / (2.0 * sigma * sigma)
     picked = []
     picked_scores = []
     for _ in range(limit):
-        best = int(torch.argmax(remaining))
-        value = remaining[best]
-        if not bool(value > min_score):
+        candidates = remaining.masked_fill(~alive, float("-inf"))
+        best = int(torch.argmax(candidates)) if n else 0
+        if n == 0 or not bool(alive[best]) or not bool(candidates[best] > min_score):
             break
         picked.append(best)
-        picked_scores.append(value.clone())
+        picked_scores.append(remaining[best].clone())
+        alive[best] = False
         d2 = ((points - points[best]) ** 2).sum(dim=1)
-        remaining = remaining * torch.exp(-d2 / (2.0 * sigma * sigma))
-        remaining[best] = float("-inf")
+        remaining = torch.where(alive, remaining * -torch.expm1(-d2 * decay_scale), remaining)
     index = torch.tensor(picked, dtype=torch.long, device=keypoints.device)
     kept_scores = torch.stack(picked_scores) if picked_scores else scores.new_zeros(0).float()
     return keypoints[index], kept_scores.to(scores.dtype), index
@@ -146,16 +151,24 @@ def l2_match(
     mutual: bool = False,
     ratio: float | None = None,
     max_distance: float | None = None,
+    squared: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """k nearest neighbours of each row of ``d1`` (N, D) among rows of ``d2`` (M, D), L2 distance.
 
-    Returns ``indices`` (N, k) int64 and ``distances`` (N, k) (Euclidean, ascending;
-    ties by lower index). When fewer than k candidates exist, missing entries are
-    index -1 and distance inf. Filters act on the first neighbour only and set it to
-    -1/inf when it fails: ``ratio`` (Lowe: d1st < ratio * d2nd, needs k >= 2),
-    ``max_distance`` (d1st <= max_distance), ``mutual`` (the first neighbour's own
-    nearest neighbour in ``d1`` is this row).
+    Batched when both are (B, N, D) / (B, M, D). Returns ``indices`` (..., N, k) int64 and
+    ``distances`` (..., N, k) float32 (Euclidean, or squared when ``squared``; ascending,
+    ties by lower index). Missing entries (fewer than k candidates, or a non-finite
+    distance, e.g. from NaN descriptors) are index -1 and distance inf. Filters act on the
+    first neighbour only and set it to -1/inf when it fails, always on Euclidean
+    distances: ``ratio`` (Lowe: d1st < ratio * d2nd, needs k >= 2), ``max_distance``
+    (d1st <= max_distance), ``mutual`` (the first neighbour's own nearest row of ``d1``,
+    lowest row among ties, is this row: OpenCV's crossCheck for k = 1).
     """
+    if ratio is not None and k < 2:
+        raise ValueError("the ratio test needs k >= 2")
+    if d1.dim() == 3:
+        pairs = [l2_match(a, b, k, mutual, ratio, max_distance, squared) for a, b in zip(d1, d2)]
+        return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
     n, m = d1.shape[0], d2.shape[0]
     kk = min(k, m)
     indices = torch.full((n, k), -1, dtype=torch.long, device=d1.device)
@@ -164,22 +177,24 @@ def l2_match(
         return indices, distances
     a, b = d1.float(), d2.float()
     dist2 = (a * a).sum(1, keepdim=True) - 2 * a @ b.t() + (b * b).sum(1)[None]
-    dist = dist2.clamp_min(0).sqrt()
+    dist2 = torch.where(torch.isfinite(dist2), dist2.clamp_min(0), float("inf"))
     # stable ascending sort gives the lowest index among ties
-    order = torch.argsort(dist, dim=1, stable=True)[:, :kk]
+    order = torch.argsort(dist2, dim=1, stable=True)[:, :kk]
     indices[:, :kk] = order
-    distances[:, :kk] = torch.gather(dist, 1, order)
-    reject = torch.zeros(n, dtype=torch.bool, device=d1.device)
+    distances[:, :kk] = torch.gather(dist2, 1, order)
+    indices[torch.isinf(distances)] = -1
+    euclidean = distances.sqrt()
+    reject = indices[:, 0] < 0
     if ratio is not None:
-        if k < 2:
-            raise ValueError("the ratio test needs k >= 2")
-        reject |= ~(distances[:, 0] < ratio * distances[:, 1])
+        reject |= ~(euclidean[:, 0] < ratio * euclidean[:, 1])
     if max_distance is not None:
-        reject |= distances[:, 0] > max_distance
+        reject |= euclidean[:, 0] > max_distance
     if mutual:
-        backward = torch.argsort(dist, dim=0, stable=True)[0]  # (M,) best row for each column
+        backward = torch.argsort(dist2, dim=0, stable=True)[0]  # (M,) best row for each column
         first = indices[:, 0].clamp_min(0)
         reject |= backward[first] != torch.arange(n, device=d1.device)
+    if not squared:
+        distances = euclidean
     indices[reject, 0] = -1
     distances[reject, 0] = float("inf")
     return indices, distances

@@ -1,0 +1,153 @@
+"""cvdeep.BFMatcher against cv2.BFMatcher on real descriptors (SIFT, ORB of the shared images)."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+import cvdeep
+
+
+@pytest.fixture(scope="module")
+def sift_pair(graf_pair) -> tuple[np.ndarray, np.ndarray]:
+    sift = cv2.SIFT_create(nfeatures=1200)
+    gray = [cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) for image in graf_pair[:2]]
+    return tuple(sift.detectAndCompute(g, None)[1] for g in gray)
+
+
+@pytest.fixture(scope="module")
+def orb_pair(churchill_pair) -> tuple[np.ndarray, np.ndarray]:
+    orb = cv2.ORB_create(nfeatures=800)
+    gray = [cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) for image in churchill_pair[:2]]
+    return tuple(orb.detectAndCompute(g, None)[1] for g in gray)
+
+
+def _key(m: cv2.DMatch) -> tuple[int, int, int]:
+    return m.queryIdx, m.trainIdx, m.imgIdx
+
+
+def _assert_same(ours, theirs, nested: bool = True) -> None:
+    """Same matches in the same order; where they differ, only by an exact distance tie."""
+    ours, theirs = (list(ours), list(theirs)) if nested else ([ours], [theirs])
+    assert len(ours) == len(theirs)
+    ties = 0
+    for row_ours, row_theirs in zip(ours, theirs):
+        assert all(isinstance(m, cv2.DMatch) for m in row_ours)
+        assert [m.queryIdx for m in row_ours] == [m.queryIdx for m in row_theirs]
+        np.testing.assert_allclose([m.distance for m in row_ours], [m.distance for m in row_theirs], rtol=1e-6)
+        for a, b in zip(row_ours, row_theirs):
+            if _key(a) != _key(b):
+                assert a.distance == b.distance, (_key(a), _key(b), a.distance, b.distance)
+                ties += 1
+    assert ties <= max(2, sum(len(r) for r in ours) // 100)
+
+
+@pytest.mark.parametrize("norm", [cv2.NORM_L2, cv2.NORM_L2SQR, cv2.NORM_L1])
+def test_knn_match_float_norms(sift_pair, norm: int) -> None:
+    d1, d2 = sift_pair
+    ours = cvdeep.BFMatcher(norm).knnMatch(d1, d2, k=2)
+    _assert_same(ours, cv2.BFMatcher(norm).knnMatch(d1, d2, k=2))
+
+
+def test_match_cross_check_and_match_mutual(sift_pair) -> None:
+    d1, d2 = sift_pair
+    ours = cvdeep.BFMatcher(cv2.NORM_L2, crossCheck=True).match(d1, d2)
+    theirs = cv2.BFMatcher(cv2.NORM_L2, crossCheck=True).match(d1, d2)
+    _assert_same(ours, theirs, nested=False)
+    idx1, idx2 = cvdeep.BFMatcher().match_mutual(d1, d2)
+    assert idx1.tolist() == [m.queryIdx for m in ours] and idx2.tolist() == [m.trainIdx for m in ours]
+    r1, r2 = cvdeep.BFMatcher().match_mutual(d1, d2, ratio=0.8)
+    pairs = set(zip(idx1.tolist(), idx2.tolist()))
+    assert 0 < len(r1) < len(idx1) and set(zip(r1.tolist(), r2.tolist())) <= pairs
+    knn = cv2.BFMatcher().knnMatch(d1, d2, k=2)
+    ratio_ok = {(m.queryIdx, m.trainIdx) for m, n in knn if m.distance < 0.8 * n.distance}
+    assert set(zip(r1.tolist(), r2.tolist())) == ratio_ok & pairs
+
+
+def test_short_lists_masks_and_compact_result(sift_pair) -> None:
+    d1, d2 = sift_pair[0][:300], sift_pair[1][:3]
+    _assert_same(cvdeep.BFMatcher().knnMatch(d1, d2, k=5), cv2.BFMatcher().knnMatch(d1, d2, k=5))
+    d2 = sift_pair[1][:400]
+    rng = np.random.default_rng(0)
+    mask = (rng.random((len(d1), len(d2))) > 0.3).astype(np.uint8)
+    mask[5] = 0
+    for compact in (False, True):
+        ours = cvdeep.BFMatcher().knnMatch(d1, d2, 3, mask, compact)
+        _assert_same(ours, cv2.BFMatcher().knnMatch(d1, d2, 3, mask, compact))
+    _assert_same(cvdeep.BFMatcher().match(d1, d2, mask), cv2.BFMatcher().match(d1, d2, mask), nested=False)
+
+
+def test_radius_match(sift_pair) -> None:
+    d1, d2 = sift_pair[0][:400], sift_pair[1]
+    for compact in (False, True):
+        ours = cvdeep.BFMatcher().radiusMatch(d1, d2, 250.0, compactResult=compact)
+        theirs = cv2.BFMatcher().radiusMatch(d1, d2, 250.0, compactResult=compact)
+        # OpenCV 5.0 moves empty rows to the end instead of removing them (documented in bf.py).
+        _assert_same(ours, [row for row in theirs if row] if compact else theirs)
+    assert sum(len(r) for r in ours) > 0
+
+
+def test_train_collection_with_image_indices(sift_pair) -> None:
+    d1, d2 = sift_pair
+    parts = [d2[:500], d2[500:700], d2[700:]]
+    ours, theirs = cvdeep.BFMatcher_create(cv2.NORM_L2), cv2.BFMatcher_create(cv2.NORM_L2)
+    assert ours.empty()
+    for matcher in (ours, theirs):
+        matcher.add(parts[:2])
+        matcher.add(parts[2:])
+        matcher.train()
+    assert not ours.empty() and len(ours.getTrainDescriptors()) == 3
+    assert all(np.array_equal(a, b) for a, b in zip(ours.getTrainDescriptors(), parts))
+    _assert_same(ours.knnMatch(d1, k=2), theirs.knnMatch(d1, k=2))
+    _assert_same(ours.match(d1), theirs.match(d1), nested=False)
+    assert {m.imgIdx for m in ours.match(d1)} == {0, 1, 2}
+    masks = [np.ones((len(d1), len(p)), np.uint8) for p in parts]
+    masks[1][:] = 0
+    _assert_same(ours.knnMatch(d1, 2, masks), theirs.knnMatch(d1, 2, masks))
+    _assert_same(ours.radiusMatch(d1, 200.0, masks), theirs.radiusMatch(d1, 200.0, masks))
+    ours.clear()
+    assert ours.empty() and ours.getTrainDescriptors() == () and ours.match(d1) == ()
+
+
+def test_hamming_on_orb(orb_pair) -> None:
+    d1, d2 = orb_pair
+    for cross in (False, True):
+        ours = cvdeep.BFMatcher(cv2.NORM_HAMMING, cross).match(d1, d2)
+        _assert_same(ours, cv2.BFMatcher(cv2.NORM_HAMMING, cross).match(d1, d2), nested=False)
+    _assert_same(
+        cvdeep.BFMatcher(cv2.NORM_HAMMING).knnMatch(d1, d2, k=3), cv2.BFMatcher(cv2.NORM_HAMMING).knnMatch(d1, d2, k=3)
+    )
+    _assert_same(
+        cvdeep.BFMatcher(cv2.NORM_HAMMING).radiusMatch(d1, d2, 40), cv2.BFMatcher(cv2.NORM_HAMMING).radiusMatch(d1, d2, 40)
+    )
+
+
+def test_uint8_descriptors_under_l2_and_empty_inputs(orb_pair) -> None:
+    d1, d2 = orb_pair
+    _assert_same(cvdeep.BFMatcher().knnMatch(d1, d2, k=2), cv2.BFMatcher().knnMatch(d1, d2, k=2))
+    empty = np.zeros((0, 32), np.uint8)
+    assert cvdeep.BFMatcher().match(empty, d2) == cv2.BFMatcher().match(empty, d2) == ()
+    assert cvdeep.BFMatcher().knnMatch(d1, empty, k=2) == cv2.BFMatcher().knnMatch(d1, empty, k=2)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: cvdeep.BFMatcher(cv2.NORM_HAMMING2),
+        lambda: cvdeep.BFMatcher().match(np.zeros((3, 8), np.float64), np.zeros((3, 8), np.float64)),
+        lambda: cvdeep.BFMatcher().match(np.zeros((3, 8), np.float32), np.zeros((3, 9), np.float32)),
+        lambda: cvdeep.BFMatcher().match(np.zeros((3, 8), np.float32), np.zeros((3, 8), np.uint8)),
+        lambda: cvdeep.BFMatcher().match(np.zeros((3, 8, 1), np.float32), np.zeros((3, 8), np.float32)),
+        lambda: cvdeep.BFMatcher().match([[1.0]], np.zeros((3, 8), np.float32)),
+        lambda: cvdeep.BFMatcher(cv2.NORM_HAMMING).match(np.zeros((3, 8), np.float32), np.zeros((3, 8), np.float32)),
+        lambda: cvdeep.BFMatcher().knnMatch(np.ones((3, 8), np.float32), np.ones((3, 8), np.float32), k=0),
+        lambda: cvdeep.BFMatcher(crossCheck=True).knnMatch(np.ones((3, 8), np.float32), np.ones((3, 8), np.float32), k=2),
+        lambda: cvdeep.BFMatcher().radiusMatch(np.ones((3, 8), np.float32), np.ones((3, 8), np.float32), 0),
+        lambda: cvdeep.BFMatcher().match(np.ones((3, 8), np.float32), np.ones((4, 8), np.float32), np.ones((4, 3), np.uint8)),
+        lambda: cvdeep.BFMatcher().add(np.ones((3, 8), np.float32)),
+        lambda: cvdeep.BFMatcher().match_mutual(np.ones((3, 8), np.float32), np.ones((3, 8), np.float32), ratio=1.5),
+    ],
+)
+def test_bad_input_raises_cvdeep_error(call) -> None:
+    with pytest.raises(cvdeep.Error):
+        call()
