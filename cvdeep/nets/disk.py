@@ -27,6 +27,7 @@ _KERNEL = 5
 _DOWN = (16, 32, 64, 64, 64)
 _UP = (64, 64, 64, 129)  # the last one: 128 descriptor channels + 1 heatmap channel
 _ROWS_PER_BLOCK = 4096  # pixels per cache-sized block in the full-resolution passes
+_MIN_SIZE = 32  # the 1/16 level needs 2x2 pixels for its InstanceNorm
 
 
 class GatedConv(nn.Sequential):
@@ -82,6 +83,16 @@ def _normalise_and_gate(x: torch.Tensor, slopes: torch.Tensor, eps: float) -> to
         torch.addcmul(shift, block, scale, out=out)
         torch.where(out > 0, out, out * slopes, out=out)  # PReLU
     return gated
+
+
+def _pad_to_minimum(tensor: torch.Tensor) -> torch.Tensor:
+    """Pad a small image (replicating its border) or its validity mask (with False) to _MIN_SIZE."""
+    pad_h, pad_w = max(0, _MIN_SIZE - tensor.shape[-2]), max(0, _MIN_SIZE - tensor.shape[-1])
+    if pad_h == 0 and pad_w == 0:
+        return tensor
+    if tensor.dtype == torch.bool:
+        return F.pad(tensor, (0, pad_w, 0, pad_h), value=False)
+    return F.pad(tensor, (0, pad_w, 0, pad_h), mode="replicate")
 
 
 class ThinUnet(nn.Module):
@@ -150,6 +161,8 @@ class DISK(Extractor):
     def _head_input(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if image.shape[0] != 1:
             raise ValueError(f"DISK runs one image at a time, got a batch of {image.shape[0]}")
+        if min(image.shape[-2:]) < _MIN_SIZE:
+            raise ValueError(f"DISK needs at least {_MIN_SIZE}x{_MIN_SIZE} pixels, got {tuple(image.shape[-2:])}")
         # oneDNN convolutions run fastest on NHWC; every later tensor inherits the layout
         return self.unet.head_input(image.contiguous(memory_format=torch.channels_last))
 
@@ -190,10 +203,11 @@ class DISK(Extractor):
         windows = torch.cat([rows[flat] for rows in halves], dim=-1)  # (N, 5, 5, C)
         windows = windows * inside[..., None].to(windows.dtype)
         weight = head.weight[:d].permute(0, 2, 3, 1).reshape(d, -1)  # (128, 5*5*C) in the same (ky, kx, c) order
-        return torch.addmm(head.bias[:d], windows.reshape(len(pixels), -1), weight.t())
+        return torch.addmm(head.bias[:d], windows.reshape(len(pixels), weight.shape[1]), weight.t())
 
     def extract(self, image: torch.Tensor, valid: torch.Tensor, **config: Any) -> Features:
         config = {**self.default_config, **config}
+        image, valid = _pad_to_minimum(image), _pad_to_minimum(valid)
         height, width = image.shape[-2:]
         halves = self._head_input(image)
         heatmap = mask_scores(self._heatmap(halves, height, width), valid)
@@ -214,6 +228,7 @@ class DISK(Extractor):
         """Descriptors at any (N, 2) pixels: the dense map interpolated bilinearly between the
         four surrounding pixels, then L2-normalised. DISK is neither scale- nor rotation-aware,
         so ``sizes`` and ``angles`` are ignored."""
+        image = _pad_to_minimum(image)
         height, width = image.shape[-2:]
         xy = keypoints.to(image.dtype)
         xy = torch.stack([xy[:, 0].clamp(0, width - 1), xy[:, 1].clamp(0, height - 1)], dim=1)
