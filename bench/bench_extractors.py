@@ -5,7 +5,7 @@ resized with INTER_AREA to each benchmark size), on the same number of threads, 
 the timings are interleaved round by round so that load on a shared machine hits all
 methods alike; the ratios are what to read. kornia runs with the same weight files.
 
-    PYTHONPATH=. python bench/bench_extractors.py [--threads 2] [--rounds 15] [--sizes 640x480 1024x768]
+    PYTHONPATH=. python bench/bench_extractors.py [--threads 2] [--rounds 15] [--warmup 2] [--sizes 640x480 1024x768]
 """
 from __future__ import annotations
 
@@ -151,6 +151,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--sizes", nargs="+", default=["640x480", "1024x768"])
     parser.add_argument("--methods", nargs="+", help="subset of method names (default: all available)")
     parser.add_argument("--shared", type=Path, default=Path(os.environ.get("CVDEEP_SHARED", ROOT.parent / "shared")))
@@ -171,7 +172,7 @@ def main() -> None:
     print("| --- | --- | ---: | ---: | ---: | ---: |")
     for size_text in args.sizes:
         width, height = (int(v) for v in size_text.lower().split("x"))
-        results = time_interleaved(runs, load_images(args.shared, (width, height)), args.rounds)
+        results = time_interleaved(runs, load_images(args.shared, (width, height)), args.rounds, args.warmup)
         sift_ms, sift_count = results["cv2.SIFT"]
         print(f"| {width}x{height} | cv2.SIFT | {sift_ms:.1f} | {sift_count:.0f} | | |")
         for method in chosen:
