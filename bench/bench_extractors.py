@@ -5,7 +5,7 @@ resized with INTER_AREA to each benchmark size), on the same number of threads, 
 the timings are interleaved round by round so that load on a shared machine hits all
 methods alike; the ratios are what to read. kornia runs with the same weight files.
 
-    PYTHONPATH=. python bench/bench_extractors.py [--threads 2] [--rounds 15] [--sizes 640x480 1024x768]
+    PYTHONPATH=. python bench/bench_extractors.py [--threads 2] [--rounds 15] [--warmup 2] [--clock wall|cpu] [--sizes 640x480 1024x768]
 """
 from __future__ import annotations
 
@@ -131,16 +131,18 @@ def load_images(shared: Path, size: tuple[int, int]) -> list[np.ndarray]:
     return images
 
 
-def time_interleaved(runs: dict[str, Run], images: list[np.ndarray], rounds: int, warmup: int = 2) -> dict[str, tuple[float, float]]:
+def time_interleaved(
+    runs: dict[str, Run], images: list[np.ndarray], rounds: int, warmup: int = 2, clock: Callable[[], float] = time.perf_counter
+) -> dict[str, tuple[float, float]]:
     """Median milliseconds per image and mean keypoint count of each run, interleaved per round."""
     samples: dict[str, list[float]] = {name: [] for name in runs}
     counts: dict[str, list[int]] = {name: [] for name in runs}
     for round_index in range(warmup + rounds):
         for name, run in runs.items():
             for image in images:
-                start = time.perf_counter()
+                start = clock()
                 count = run(image)
-                elapsed = time.perf_counter() - start
+                elapsed = clock() - start
                 if round_index >= warmup:
                     samples[name].append(elapsed * 1000.0)
                     counts[name].append(count)
@@ -151,8 +153,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--sizes", nargs="+", default=["640x480", "1024x768"])
     parser.add_argument("--methods", nargs="+", help="subset of method names (default: all available)")
+    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                        help="cpu = this process's CPU time: with --threads 1, robust to a machine loaded by others")
     parser.add_argument("--shared", type=Path, default=Path(os.environ.get("CVDEEP_SHARED", ROOT.parent / "shared")))
     args = parser.parse_args()
 
@@ -165,13 +170,14 @@ def main() -> None:
         runs[f"kornia {method.name}"] = method.kornia()
 
     print(f"torch {torch.__version__}, OpenCV {cv2.__version__}, {args.threads} threads, "
-          f"{len(IMAGES)} images, {args.rounds} rounds, ops backend: {cvdeep.ops.backend()}")
+          f"{len(IMAGES)} images, {args.rounds} rounds, {args.clock} clock, ops backend: {cvdeep.ops.backend()}")
     header = f"| size | method | ms (median) | keypoints | cvdeep / kornia | cvdeep / cv2.SIFT({SIFT_FEATURES}) |"
     print(header)
     print("| --- | --- | ---: | ---: | ---: | ---: |")
     for size_text in args.sizes:
         width, height = (int(v) for v in size_text.lower().split("x"))
-        results = time_interleaved(runs, load_images(args.shared, (width, height)), args.rounds)
+        clock = time.perf_counter if args.clock == "wall" else time.process_time
+        results = time_interleaved(runs, load_images(args.shared, (width, height)), args.rounds, args.warmup, clock)
         sift_ms, sift_count = results["cv2.SIFT"]
         print(f"| {width}x{height} | cv2.SIFT | {sift_ms:.1f} | {sift_count:.0f} | | |")
         for method in chosen:

@@ -113,6 +113,13 @@ def check_feature2d_contract(detector: object, image: np.ndarray, descriptor_siz
     odd_xy = np.array([k.pt for k in odd_keypoints])
     assert odd_xy[:, 0].max() <= odd.shape[1] - 1 and odd_xy[:, 1].max() <= odd.shape[0] - 1
 
+    # an all-zero mask gives nothing, as in cv2; an image smaller than the network's
+    # pyramid still runs
+    assert detector.detectAndCompute(image, np.zeros((height, width), np.uint8)) == ((), None)
+    tiny_keypoints, _ = detector.compute(image[:7, :9], [cv2.KeyPoint(3.5, 2.0, 8.0)])
+    assert len(tiny_keypoints) == 1
+    detector.detect(image[:7, :9])
+
     # a gray network sees the same image whether it is given in BGR or gray
     gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
     if gray_network:

@@ -26,6 +26,8 @@ from .base import Extractor, Features, mask_scores
 _KERNEL = 5
 _DOWN = (16, 32, 64, 64, 64)
 _UP = (64, 64, 64, 129)  # the last one: 128 descriptor channels + 1 heatmap channel
+_ROWS_PER_BLOCK = 65536  # pixels per block of the full-resolution passes: fits L3, few fork-joins
+_MIN_SIZE = 32  # the 1/16 level needs 2x2 pixels for its InstanceNorm
 
 
 class GatedConv(nn.Sequential):
@@ -39,10 +41,6 @@ class GatedConv(nn.Sequential):
             nn.Conv2d(in_channels, out_channels, _KERNEL, padding=_KERNEL // 2),
         )
 
-    def gate(self, x: torch.Tensor) -> torch.Tensor:
-        """Everything before the convolution."""
-        return self[1](self[0](x))
-
 
 class UpBlock(nn.Module):
     """Bilinear x2 upsampling, concatenation with the skip connection, GatedConv."""
@@ -51,12 +49,50 @@ class UpBlock(nn.Module):
         super().__init__()
         self.conv = GatedConv(bottom + horizontal, out_channels)
 
-    def conv_input(self, bottom: torch.Tensor, horizontal: torch.Tensor) -> torch.Tensor:
-        upsampled = F.interpolate(bottom, scale_factor=2, mode="bilinear", align_corners=False)
-        return self.conv.gate(torch.cat([upsampled, horizontal], dim=1))
-
     def forward(self, bottom: torch.Tensor, horizontal: torch.Tensor) -> torch.Tensor:
-        return self.conv[3](self.conv_input(bottom, horizontal))
+        upsampled = F.interpolate(bottom, scale_factor=2, mode="bilinear", align_corners=False)
+        return self.conv(torch.cat([upsampled, horizontal], dim=1))
+
+    def gated_halves(self, bottom: torch.Tensor, horizontal: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The gated input of the convolution as (H*W, C) rows of its two halves, the upsampled
+        bottom and the skip connection: InstanceNorm and PReLU act per channel, so the halves
+        are gated apart and the full-resolution concatenation is never written."""
+        upsampled = F.interpolate(bottom, scale_factor=2, mode="bilinear", align_corners=False)
+        eps, slopes = self.conv[0].eps, self.conv[1].weight
+        split = upsampled.shape[1]
+        return _normalise_and_gate(upsampled, slopes[:split], eps), _normalise_and_gate(horizontal, slopes[split:], eps)
+
+
+def _normalise_and_gate(x: torch.Tensor, slopes: torch.Tensor, eps: float) -> torch.Tensor:
+    """InstanceNorm (no affine) then PReLU of one (1, C, H, W) image, as (H*W, C) rows.
+
+    At full resolution these are memory-bound passes; working in blocks of rows that stay
+    in cache (L3) makes the statistics two reads (mean, then centred squares) and the
+    normalise+gate one read and one write
+    (torch's own var_mean over rows and instance_norm are several times slower here).
+    """
+    rows = x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])  # a view when x is channels-last
+    blocks = rows.split(_ROWS_PER_BLOCK)
+    mean = sum(block.sum(0, dtype=torch.float64) for block in blocks) / len(rows)
+    centre = mean.to(rows.dtype)
+    variance = sum(((block - centre) ** 2).sum(0, dtype=torch.float64) for block in blocks) / len(rows)
+    scale = torch.rsqrt(variance + eps)
+    scale, shift = scale.to(rows.dtype), (-mean * scale).to(rows.dtype)
+    gated = torch.empty_like(rows)
+    for block, out in zip(blocks, gated.split(_ROWS_PER_BLOCK)):
+        torch.addcmul(shift, block, scale, out=out)
+        torch.where(out > 0, out, out * slopes, out=out)  # PReLU
+    return gated
+
+
+def _pad_to_minimum(tensor: torch.Tensor) -> torch.Tensor:
+    """Pad a small image (replicating its border) or its validity mask (with False) to _MIN_SIZE."""
+    pad_h, pad_w = max(0, _MIN_SIZE - tensor.shape[-2]), max(0, _MIN_SIZE - tensor.shape[-1])
+    if pad_h == 0 and pad_w == 0:
+        return tensor
+    if tensor.dtype == torch.bool:
+        return F.pad(tensor, (0, pad_w, 0, pad_h), value=False)
+    return F.pad(tensor, (0, pad_w, 0, pad_h), mode="replicate")
 
 
 class ThinUnet(nn.Module):
@@ -73,8 +109,9 @@ class ThinUnet(nn.Module):
         horizontals = widths[-2::-1]
         self.path_up = nn.ModuleList(UpBlock(b, h, o) for b, h, o in zip(bottoms, horizontals, _UP))
 
-    def head_input(self, image: torch.Tensor) -> torch.Tensor:
-        """The gated full-resolution input of the last convolution, (B, 80, H, W)."""
+    def head_input(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The gated full-resolution input of the last convolution of one image, as its two
+        halves (H*W, 64) and (H*W, 16) (see ``UpBlock.gated_halves``)."""
         features = [image]
         for block in self.path_down:
             features.append(block(features[-1]))
@@ -82,7 +119,7 @@ class ThinUnet(nn.Module):
         skips = features[-2::-1]
         for block, skip in zip(self.path_up[:-1], skips):
             bottom = block(bottom, skip)
-        return self.path_up[-1].conv_input(bottom, skips[len(self.path_up) - 1])
+        return self.path_up[-1].gated_halves(bottom, skips[len(self.path_up) - 1])
 
     @property
     def head(self) -> nn.Conv2d:
@@ -109,21 +146,47 @@ class DISK(Extractor):
         super().load_pretrained(checkpoint)
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, 3, H, W) RGB in [0, 1] -> heatmap logits (B, 1, H, W), descriptors (B, 128, H, W), not normalised."""
+        """(1, 3, H, W) RGB in [0, 1] -> heatmap logits (1, 1, H, W), descriptors (1, 128, H, W), not normalised."""
+        height, width = image.shape[-2:]
         head = self.unet.head
-        output = F.conv2d(self._head_input(image), head.weight, head.bias, padding=_KERNEL // 2)
+        output = head.bias.view(1, -1, 1, 1)
+        start = 0
+        for rows in self._head_input(image):
+            channels = rows.shape[1]
+            half = rows.view(1, height, width, channels).permute(0, 3, 1, 2)
+            output = output + F.conv2d(half, head.weight[:, start : start + channels], padding=_KERNEL // 2)
+            start += channels
         return output[:, self.descriptor_size :], output[:, : self.descriptor_size]
 
-    def _head_input(self, image: torch.Tensor) -> torch.Tensor:
+    def _head_input(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if image.shape[0] != 1:
+            raise ValueError(f"DISK runs one image at a time, got a batch of {image.shape[0]}")
+        if min(image.shape[-2:]) < _MIN_SIZE:
+            raise ValueError(f"DISK needs at least {_MIN_SIZE}x{_MIN_SIZE} pixels, got {tuple(image.shape[-2:])}")
         # oneDNN convolutions run fastest on NHWC; every later tensor inherits the layout
         return self.unet.head_input(image.contiguous(memory_format=torch.channels_last))
 
-    def _heatmap(self, head_input: torch.Tensor) -> torch.Tensor:
-        head = self.unet.head
-        d = self.descriptor_size
-        return F.conv2d(head_input, head.weight[d:], head.bias[d:], padding=_KERNEL // 2)
+    def _heatmap(self, halves: tuple[torch.Tensor, torch.Tensor], height: int, width: int) -> torch.Tensor:
+        """The heatmap channel of the last convolution, (1, 1, H, W).
 
-    def _descriptors_at(self, head_input: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
+        oneDNN runs a one-output-channel 5x5 convolution slowly; instead one matrix product
+        gives every pixel's contribution to each of its 25 neighbours, and ``fold`` sums
+        them where they land (the kernel is flipped because fold scatters where the
+        convolution gathers).
+        """
+        head = self.unet.head
+        taps = head.weight[self.descriptor_size].flip(1, 2)  # (C, 5, 5)
+        contributions = None
+        start = 0
+        for rows in halves:
+            channels = rows.shape[1]
+            part = taps[start : start + channels].reshape(channels, -1).t() @ rows.t()  # (25, H*W)
+            contributions = part if contributions is None else contributions.add_(part)
+            start += channels
+        heatmap = F.fold(contributions[None], (height, width), _KERNEL, padding=_KERNEL // 2)
+        return heatmap.add_(head.bias[self.descriptor_size])
+
+    def _descriptors_at(self, halves: tuple[torch.Tensor, torch.Tensor], height: int, width: int, pixels: torch.Tensor) -> torch.Tensor:
         """The descriptor channels of the last convolution at (N, 2) integer (x, y) pixels, not normalised.
 
         Gathers each keypoint's 5x5x80 input window (zero outside the image, as the
@@ -132,26 +195,27 @@ class DISK(Extractor):
         """
         head = self.unet.head
         d = self.descriptor_size
-        _, channels, height, width = head_input.shape
         reach = torch.arange(-(_KERNEL // 2), _KERNEL // 2 + 1, device=pixels.device)
         ys = (pixels[:, 1, None] + reach)[:, :, None].expand(-1, -1, _KERNEL)  # (N, 5, 5): row of tap (ky, kx)
         xs = (pixels[:, 0, None] + reach)[:, None, :].expand(-1, _KERNEL, -1)
         inside = (ys >= 0) & (ys < height) & (xs >= 0) & (xs < width)
-        rows = head_input[0].permute(1, 2, 0)  # (H, W, C), a view when head_input is channels_last
-        windows = rows[ys.clamp(0, height - 1), xs.clamp(0, width - 1)]  # (N, 5, 5, C)
+        flat = ys.clamp(0, height - 1) * width + xs.clamp(0, width - 1)
+        windows = torch.cat([rows[flat] for rows in halves], dim=-1)  # (N, 5, 5, C)
         windows = windows * inside[..., None].to(windows.dtype)
         weight = head.weight[:d].permute(0, 2, 3, 1).reshape(d, -1)  # (128, 5*5*C) in the same (ky, kx, c) order
-        return torch.addmm(head.bias[:d], windows.reshape(len(pixels), -1), weight.t())
+        return torch.addmm(head.bias[:d], windows.reshape(len(pixels), weight.shape[1]), weight.t())
 
     def extract(self, image: torch.Tensor, valid: torch.Tensor, **config: Any) -> Features:
         config = {**self.default_config, **config}
-        head_input = self._head_input(image)
-        heatmap = mask_scores(self._heatmap(head_input), valid)
+        image, valid = _pad_to_minimum(image), _pad_to_minimum(valid)
+        height, width = image.shape[-2:]
+        halves = self._head_input(image)
+        heatmap = mask_scores(self._heatmap(halves, height, width), valid)
         keypoints, scores = ops.nms(
             heatmap, int(config["nms_radius"]), float(config["detection_threshold"]), int(config["max_keypoints"])
         )
         keypoints, scores = keypoints[0], scores[0]
-        descriptors = F.normalize(self._descriptors_at(head_input, keypoints), dim=1)
+        descriptors = F.normalize(self._descriptors_at(halves, height, width, keypoints), dim=1)
         return {"keypoints": keypoints.to(image.dtype), "scores": scores, "descriptors": descriptors}
 
     def describe(
@@ -164,6 +228,7 @@ class DISK(Extractor):
         """Descriptors at any (N, 2) pixels: the dense map interpolated bilinearly between the
         four surrounding pixels, then L2-normalised. DISK is neither scale- nor rotation-aware,
         so ``sizes`` and ``angles`` are ignored."""
+        image = _pad_to_minimum(image)
         height, width = image.shape[-2:]
         xy = keypoints.to(image.dtype)
         xy = torch.stack([xy[:, 0].clamp(0, width - 1), xy[:, 1].clamp(0, height - 1)], dim=1)
@@ -177,5 +242,5 @@ class DISK(Extractor):
         fx, fy = frac[:, 0, None], frac[:, 1, None]
         weights = torch.cat([(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy], dim=1)  # (N, 4)
         unique, inverse = torch.unique(neighbours.reshape(-1, 2), dim=0, return_inverse=True)
-        dense = self._descriptors_at(self._head_input(image), unique)[inverse].view(len(xy), 4, -1)
+        dense = self._descriptors_at(self._head_input(image), height, width, unique)[inverse].view(len(xy), 4, -1)
         return F.normalize((weights[..., None] * dense).sum(dim=1), dim=1)

@@ -52,7 +52,25 @@ class BasicLayer(nn.Module):
         if self.training or self.folded_weight is None:
             return self.layer(x)
         conv = self.layer[0]
+        if conv.kernel_size == (1, 1):
+            return F.relu_(pointwise(x, self.folded_weight, self.folded_bias))
         return F.relu_(F.conv2d(x, self.folded_weight, self.folded_bias, conv.stride, conv.padding))
+
+
+def pointwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """A 1x1 convolution as one matrix product over the NHWC view (PyTorch's CPU 1x1
+    convolution takes a slow path on the small maps here); returns a channels-last tensor."""
+    return F.linear(x.permute(0, 2, 3, 1), weight.flatten(1), bias).permute(0, 3, 1, 2)
+
+
+def _run(layers: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    """Apply a Sequential, running its plain 1x1 convolutions through ``pointwise``."""
+    for layer in layers:
+        if isinstance(layer, nn.Conv2d) and layer.kernel_size == (1, 1):
+            x = pointwise(x, layer.weight, layer.bias)
+        else:
+            x = layer(x)
+    return x
 
 
 def _sample_like_authors(maps: torch.Tensor, keypoints: torch.Tensor, height: int, width: int, mode: str) -> torch.Tensor:
@@ -121,26 +139,29 @@ class XFeat(Extractor):
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(B, 1, H, W) in [0, 1] -> descriptors (B, 64, H/8, W/8) (not normalised),
         keypoint logits (B, 65, H/8, W/8) and reliability (B, 1, H/8, W/8) in [0, 1]."""
-        x = self.norm(image.mean(dim=1, keepdim=True))
-        # oneDNN convolutions run fastest on NHWC; every later tensor inherits the layout
-        x = x.contiguous(memory_format=torch.channels_last)
-        x2 = self.block2(self.block1(x) + self.skip1(x))
+        x = self.norm(image if image.shape[1] == 1 else image.mean(dim=1, keepdim=True))
+        # oneDNN convolutions run fastest on NHWC: keep every map channels-last
+        x1 = self.block1(x).contiguous(memory_format=torch.channels_last)
+        x2 = self.block2(x1 + _run(self.skip1, x))
         x3 = self.block3(x2)
         x4 = self.block4(x3)
         x5 = self.block5(x4)
         size = x3.shape[-2:]
         fused = x3 + F.interpolate(x4, size, mode="bilinear", align_corners=False)
         fused = fused + F.interpolate(x5, size, mode="bilinear", align_corners=False)
-        descriptors = self.block_fusion(fused)
-        reliability = self.heatmap_head(descriptors)
+        descriptors = _run(self.block_fusion, fused)
+        reliability = _run(self.heatmap_head, descriptors)
         # pixel (x, y) of the image is channel (y % 8) * 8 + x % 8 of cell (y // 8, x // 8)
-        keypoint_logits = self.keypoint_head(F.pixel_unshuffle(x, _CELL))
+        cells = F.pixel_unshuffle(x, _CELL).contiguous(memory_format=torch.channels_last)
+        keypoint_logits = _run(self.keypoint_head, cells)
         return descriptors, keypoint_logits, reliability
 
     @staticmethod
     def keypoint_heatmap(logits: torch.Tensor) -> torch.Tensor:
         """65-way cell logits -> (B, 1, H, W) keypoint probability per pixel (dustbin dropped)."""
-        return F.pixel_shuffle(torch.softmax(logits, dim=1)[:, :-1], _CELL)
+        heatmap = F.pixel_shuffle(torch.softmax(logits, dim=1)[:, :-1], _CELL)
+        # plain NCHW strides: max-pooling a channels-last single-channel map is ~3x slower
+        return heatmap.view(heatmap.shape)
 
     # --- the Extractor API ------------------------------------------------------------
 
