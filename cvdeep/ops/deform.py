@@ -25,6 +25,8 @@ from __future__ import annotations
 import torch
 from torch.nn.modules.utils import _pair
 
+from ._dispatch import _use_kernel
+
 
 def _check_shapes(
     input: torch.Tensor,
@@ -143,29 +145,6 @@ def deform_conv2d_reference(
     return out
 
 
-def compiled_available() -> bool:
-    """True when the built extension (``cvdeep._C``) provides ``torch.ops.cvdeep.deform_conv2d``."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("cvdeep._C")
-    if spec is None or spec.origin is None:
-        return False
-    try:
-        torch.ops.load_library(spec.origin)  # runs the library's op registrations
-    except OSError:
-        return False
-    return hasattr(torch.ops.cvdeep, "deform_conv2d")
-
-
-_COMPILED = compiled_available()
-
-
-def _has_kernel(device: torch.device) -> bool:
-    """Whether the built extension has a kernel for this device (CUDA only in CUDA builds)."""
-    key = {"cpu": "CPU", "cuda": "CUDA"}.get(device.type)
-    return key is not None and torch._C._dispatch_has_kernel_for_dispatch_key("cvdeep::deform_conv2d", key)
-
-
 def deform_conv2d(
     input: torch.Tensor,
     offset: torch.Tensor,
@@ -184,7 +163,7 @@ def deform_conv2d(
     needs_grad = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (input, offset, weight, bias, mask)
     )
-    if not _COMPILED or needs_grad or not _has_kernel(input.device):
+    if needs_grad or not _use_kernel(input, offset, weight):
         return deform_conv2d_reference(input, offset, weight, bias, stride, padding, dilation, mask)
     stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
     _check_shapes(input, offset, weight, mask, stride, padding, dilation)
