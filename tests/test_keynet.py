@@ -111,8 +111,8 @@ def test_detect_only(graf_small):
     assert 150 <= len(keypoints) <= 300
     assert len({kp.octave for kp in keypoints}) >= 3  # detections come from several pyramid levels
     sizes = np.array([kp.size for kp in keypoints])
-    # half-side 22 px x level scale for the patch descriptor: size = 44 / 6 px at the input's scale
-    expected = 44.0 / 6.0 * np.sqrt(2) ** np.array([kp.octave for kp in keypoints])
+    # half-side 22 px x level scale for the patch descriptor: size = 44 / SIFT_SCALE_FACTOR px at the input's scale
+    expected = 44.0 / SIFT_SCALE_FACTOR * np.sqrt(2) ** np.array([kp.octave for kp in keypoints])
     np.testing.assert_allclose(sizes, expected, rtol=1e-5)
     responses = [kp.response for kp in keypoints]
     assert responses == sorted(responses, reverse=True)

@@ -17,9 +17,11 @@ import torch
 
 import cvdeep
 from cvdeep.models import build_model
+from cvdeep.nets.deepdesc import DeepDesc
 from cvdeep.nets.hardnet import HardNet
 from cvdeep.nets.hynet import HyNet
 from cvdeep.nets.l2net import L2Net
+from cvdeep.nets.patch_descriptor import SIFT_SCALE_FACTOR
 from cvdeep.nets.sosnet import SOSNet
 from cvdeep.nets.tfeat import TFeat
 from cvdeep.ops import extract_patches
@@ -56,7 +58,7 @@ def _gray(image: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
 
 
-def _real_patches(image: np.ndarray, keypoints, patch_size: int = 32, scale_factor: float = 6.0) -> torch.Tensor:
+def _real_patches(image: np.ndarray, keypoints, patch_size: int = 32, scale_factor: float = SIFT_SCALE_FACTOR) -> torch.Tensor:
     tensor = torch.from_numpy(_gray(image)).float()[None, None] / 255.0
     xy = torch.from_numpy(cv2.KeyPoint_convert(keypoints)).float()
     sizes = torch.tensor([kp.size for kp in keypoints])
@@ -69,6 +71,27 @@ def graf_sift(graf_pair):
     image = graf_pair[0][:400, :500]
     keypoints = cv2.SIFT_create(150).detect(image)
     return image, keypoints
+
+
+# --- geometry: OpenCV SIFT keypoints are cropped as the HardNet authors' kornia pipeline crops them ---
+
+@pytest.mark.parametrize("model", [DeepDesc, HardNet, SOSNet, HyNet, TFeat, L2Net])
+def test_sift_patch_geometry_is_the_kornia_opencv_sift_convention(model, graf_sift):
+    """kornia_moons' laf_from_opencv_SIFT_kpts: LAF centre pt, scale 6 x size, orientation -angle
+    (A = 6 size R(-angle), cells on c + A [-1, 1]^2). Keypoints small enough that both sides
+    sample the image itself (no pyramid level), so the patches must agree to rounding."""
+    image, keypoints = graf_sift
+    scale_factor = model().scale_factor
+    small = [kp for kp in keypoints if kp.size * scale_factor / 32 < 2.0]
+    assert len(small) > 30
+    tensor = torch.from_numpy(_gray(image)).float()[None, None] / 255.0
+    xy = torch.from_numpy(cv2.KeyPoint_convert(small)).float()
+    lafs = kornia_feature.laf_from_center_scale_ori(
+        xy[None], 6.0 * torch.tensor([kp.size for kp in small]).view(1, -1, 1, 1),
+        -torch.tensor([kp.angle for kp in small]).view(1, -1, 1))
+    expected = kornia_feature.extract_patches_simple(tensor, lafs, 32)[0]
+    actual = _real_patches(image, small, scale_factor=scale_factor)
+    assert (actual - expected).abs().max().item() < 1e-4
 
 
 # --- fidelity: the same state_dict in cvdeep's and kornia's modules gives the same descriptors ---

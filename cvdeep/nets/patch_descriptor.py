@@ -11,11 +11,14 @@ import torch
 from ..ops.patches import extract_patches
 from .base import Extractor
 
-SIFT_SCALE_FACTOR = 6.0
-"""Patch side in units of ``KeyPoint.size`` for SIFT keypoints: kornia's convention for its
-HardNet/SOSNet/HyNet/TFeat pipelines (a frame of half-side 6 sigma, ``mr_size=6``), with
-OpenCV's SIFT ``size`` = 2 sigma. All seven networks were trained on patches of the same
-Brown/HPatches geometry, so they share it; each model may override it in its config."""
+SIFT_SCALE_FACTOR = 12.0
+"""Patch side in units of ``KeyPoint.size`` for SIFT keypoints. kornia_moons'
+``laf_from_opencv_SIFT_kpts`` (by HardNet's author) turns an OpenCV SIFT keypoint into a
+frame of half-side ``6 x size``, and kornia's ``DoGHardNet`` describes its 6-sigma DoG frames
+scaled by two, i.e. half-side 12 sigma = ``6 x size`` (OpenCV's SIFT ``size`` is 2 sigma):
+a patch side of ``12 x size``, twice the support of SIFT's own descriptor. All seven networks
+were trained on patches of the same Brown/HPatches geometry, so they share it; each model
+may override it in its config."""
 
 
 class PatchDescriptor(Extractor):
