@@ -63,6 +63,16 @@ def test_match_on_churchill(tmp_path: Path, data_dir: Path, capsys: pytest.Captu
     assert cv2.imread(str(viz)) is not None
 
 
+def test_match_with_lightglue_is_one_flag(data_dir: Path, capsys: pytest.CaptureFixture) -> None:
+    seq = data_dir / "oxford_affine" / "images" / "graf"
+    assert main(["match", str(seq / "img1.ppm"), str(seq / "img2.ppm"), "--features", "xfeat",
+                 "--matcher", "lightglue", "--max-size", "640"]) == 0
+    out = capsys.readouterr().out
+    assert "matcher: lightglue" in out
+    height, width = cv2.imread(str(seq / "img1.ppm")).shape[:2]
+    assert corner_error(printed_homography(out), read_homography(seq / "H1to2p"), width, height) < 3.0
+
+
 def test_match_errors_are_one_line(tmp_path: Path, data_dir: Path, capsys: pytest.CaptureFixture) -> None:
     graf = data_dir / "oxford_affine" / "images" / "graf" / "img1.ppm"
     assert main(["match", str(tmp_path / "missing.jpg"), str(graf)]) == 1
