@@ -77,12 +77,12 @@ def _print_table(header: Sequence[str], rows: list[Sequence[str]]) -> None:
 
 
 def _run_models(args: argparse.Namespace) -> int:
-    from .models import _import, get_model_spec, list_models
+    from .models import build_model, get_model_spec, list_models
 
     rows = []
     for name in list_models(args.family):
         spec = get_model_spec(name)
-        network = _import(spec.builder)(**spec.config)
+        network = build_model(name, pretrained=False)
         weight_spec = spec.weight_spec
         if weight_spec is None:
             license_, present = "-", "none needed"

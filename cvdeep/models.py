@@ -63,15 +63,21 @@ def _import(path: str) -> Any:
     return getattr(importlib.import_module(module), attribute)
 
 
-def build_model(name: str, weights: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> nn.Module:
+def build_model(
+    name: str,
+    weights: str | os.PathLike | None = None,
+    device: str | torch.device = "cpu",
+    pretrained: bool = True,
+) -> nn.Module:
     """Build a registered network in eval mode with its pretrained weights loaded strictly.
 
-    ``weights`` overrides the registered file with a local path.
+    ``weights`` overrides the registered file with a local path; ``pretrained=False``
+    builds the architecture alone (for introspection such as descriptor sizes).
     """
     spec = get_model_spec(name)
     network = _import(spec.builder)(**spec.config)
     weight_spec = spec.weight_spec
-    if weights is not None or weight_spec is not None:
+    if pretrained and (weights is not None or weight_spec is not None):
         network.load_pretrained(hub.load_checkpoint(weight_spec, weights))
     return network.eval().to(device)
 
