@@ -52,7 +52,7 @@ def test_official_checkpoint_loads_strictly_and_detects(shared, small_image, mod
     assert height and width
 
 
-def test_noncommercial_warning_is_emitted_once():
+def test_noncommercial_warning_is_emitted_once(shared):
     from cvdeep import weights as hub
 
     hub._warned.discard("r2d2")
