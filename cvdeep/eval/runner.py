@@ -262,7 +262,7 @@ def markdown_table(results: dict[str, Any]) -> str:
         lines += [f"**{group}** ({count} pairs)", "",
                   "| feature | MMA@1 | MMA@3 | MMA@5 | MMA@10 | H@1 | H@3 | H@5 | H@10 | rep. | loc. err (px) "
                   "| M.score | kpts/img | matches | ms/img |",
-                  "|---|" + "---:|" * 15]
+                  "|---|" + "---:|" * 14]
         for entry in results["results"]:
             s = entry["summary"][group]
             mma = dict(zip(results["config"]["thresholds"], s["mma"]))
