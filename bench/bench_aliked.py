@@ -25,7 +25,8 @@ import torch
 from cvdeep.image import to_tensor
 from cvdeep.models import build_model
 from cvdeep import ops
-from cvdeep.weights import get_spec, resolve
+from cvdeep.models import get_weight_spec
+from cvdeep.weights import resolve
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,7 +43,7 @@ def _kornia(model: str):
     from kornia.feature.aliked.aliked import ALIKED as KorniaALIKED
 
     net = KorniaALIKED(model_name=model, max_num_keypoints=5000, detection_threshold=0.2, nms_radius=2)
-    net.load_state_dict(torch.load(resolve(get_spec(model)), weights_only=True), strict=False)
+    net.load_state_dict(torch.load(resolve(get_weight_spec(model)), weights_only=True), strict=False)
     return net.eval()
 
 

@@ -27,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 import cvdeep  # noqa: E402
 import cvdeep.ops  # noqa: E402
+from cvdeep.models import get_weight_spec  # noqa: E402
 from cvdeep.weights import resolve  # noqa: E402
 
 IMAGES = (
@@ -67,7 +68,7 @@ def _kornia_xfeat() -> Run:
     import kornia.feature as KF
 
     model = KF.XFeat(top_k=4096, detection_threshold=0.05)
-    model.net.load_state_dict(torch.load(resolve("xfeat"), map_location="cpu", weights_only=True))
+    model.net.load_state_dict(torch.load(resolve(get_weight_spec("xfeat")), map_location="cpu", weights_only=True))
     model.eval()
     return lambda image: len(model.detectAndCompute(_gray_tensor(image))[0]["keypoints"])
 
@@ -76,7 +77,7 @@ def _kornia_disk() -> Run:
     import kornia.feature as KF
 
     model = KF.DISK()
-    model.load_state_dict(torch.load(resolve("disk-depth"), map_location="cpu", weights_only=True)["extractor"])
+    model.load_state_dict(torch.load(resolve(get_weight_spec("disk-depth")), map_location="cpu", weights_only=True)["extractor"])
     model.eval()
 
     def run(image: np.ndarray) -> int:
@@ -91,7 +92,7 @@ def _kornia_aliked(name: str) -> Callable[[], Run]:
         import kornia.feature as KF
 
         model = KF.ALIKED(model_name=name)
-        model.load_state_dict(torch.load(resolve(name), map_location="cpu", weights_only=True), strict=False)
+        model.load_state_dict(torch.load(resolve(get_weight_spec(name)), map_location="cpu", weights_only=True), strict=False)
         model.eval()
 
         def run(image: np.ndarray) -> int:

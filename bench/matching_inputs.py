@@ -116,13 +116,13 @@ def kornia_lightglue(features: str, **overrides: float) -> torch.nn.Module:
     """kornia's LightGlue (the reference) with the same official weights, loaded from cvdeep's hub."""
     import kornia.feature as KF
 
-    from cvdeep.models import get_model_spec
+    from cvdeep.models import get_model, lightglue_pairings
 
-    spec = get_model_spec(cvdeep.LightGlue.model_names[features])
-    config = {**spec.config, **overrides}
+    _, variant = get_model(lightglue_pairings()[features][1])
+    config = {**variant.network_args, **overrides}
     config.setdefault("descriptor_dim", 256)
     model = KF.LightGlue(None, **config)
-    state = hub.load_checkpoint(spec.weight_spec)
+    state = hub.load_checkpoint(variant.weights)
     state = {key.removeprefix("matcher."): value for key, value in state.items() if not key.startswith("extractor.")}
     for layer in range(model.conf.n_layers):
         for block in ("self_attn", "cross_attn"):

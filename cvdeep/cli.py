@@ -59,13 +59,13 @@ def _offline() -> Iterator[None]:
             os.environ["CVDEEP_OFFLINE"] = saved
 
 
-def _local_weights(name: str) -> str | None:
-    """Path of the verified local copy of weights ``name``, or None."""
+def _local_weights(spec: object) -> str | None:
+    """Path of the verified local copy of a weight file, or None."""
     from . import weights
 
     with _offline():
         try:
-            return str(weights.resolve(name))
+            return str(weights.resolve(spec))  # type: ignore[arg-type]
         except Error:
             return None
 
@@ -77,45 +77,48 @@ def _print_table(header: Sequence[str], rows: list[Sequence[str]]) -> None:
 
 
 def _run_models(args: argparse.Namespace) -> int:
-    from .models import build_model, get_model_spec, list_models
+    """Every model from its declaration (no network is built): family, kind, licence, weights present."""
+    from .models import get_model, list_models
 
     rows = []
     for name in list_models(args.family):
-        spec = get_model_spec(name)
-        network = build_model(name, pretrained=False)
-        weight_spec = spec.weight_spec
-        if weight_spec is None:
+        family, variant = get_model(name)
+        spec = variant.weights
+        if spec is None:
             license_, present = "-", "none needed"
         else:
-            license_ = weight_spec.license
-            if weight_spec.noncommercial and "non-commercial" not in license_.lower():
+            license_ = spec.license
+            if spec.noncommercial and "non-commercial" not in license_.lower():
                 license_ += " (non-commercial)"
-            present = "yes" if _local_weights(weight_spec.name) else "no"
-        rows.append((name, spec.family, str(getattr(network, "descriptor_size", "-") or "-"), license_, present))
+            present = "yes" if _local_weights(spec) else "no"
+        rows.append((name, family.public_name, family.kind, license_, present))
     if not rows:
         print("no models registered" + (f" in family {args.family!r}" if args.family else ""))
         return 0
-    _print_table(("model", "family", "descriptor", "weights license", "weights here"), rows)
+    _print_table(("model", "class", "kind", "weights license", "weights here"), rows)
     return 0
 
 
 def _run_weights(args: argparse.Namespace) -> int:
     from . import weights
+    from .models import get_weight_spec, weight_specs
 
     if args.action == "list":
-        rows = [(s.name, s.license, "yes" if _local_weights(s.name) else "no", s.filename, s.source) for s in weights.list_specs()]
+        rows = [(s.name, s.license, "yes" if _local_weights(s) else "no", s.filename, s.source)
+                for s in weight_specs().values()]
         print(f"cache: {weights.cache_dir() / 'weights'}")
         if rows:
             _print_table(("name", "license", "here", "file", "source"), rows)
         return 0
     if not args.names:
-        raise Error(f"cvdeep weights {args.action} needs at least one weights name (see `cvdeep weights list`)")
+        raise Error(f"cvdeep weights {args.action} needs at least one weights or model name (see `cvdeep weights list`)")
     for name in args.names:
+        spec = get_weight_spec(name)
         if args.action == "fetch":
-            print(f"{name}: {weights.resolve(name)}")
+            print(f"{name}: {weights.resolve(spec)}")
         else:
             with _offline():
-                print(weights.resolve(name))
+                print(weights.resolve(spec))
     return 0
 
 
@@ -160,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     hub = command("weights", _run_weights, "list, fetch or locate pretrained weights")
     hub.add_argument("action", choices=("list", "fetch", "path"), help="list: every known file; fetch: download into the cache; path: print the local path")
-    hub.add_argument("names", nargs="*", help="weights names (see `cvdeep weights list`)")
+    hub.add_argument("names", nargs="*", help="weights or model names (see `cvdeep weights list`, `cvdeep models`)")
 
     evaluation = _bench_module()
     if evaluation is not None:

@@ -7,28 +7,37 @@ thread safety. It knows nothing of any particular network (see docs/ARCHITECTURE
 """
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import os
 import threading
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import cv2
 import numpy as np
 import torch
 
 from . import image as imageio
+from .declaration import Config, ModelFamily, describe_accepted, translate_renamed
 from .errors import Error
 from .keypoints import KeypointArrays, from_cv_keypoints, to_cv_keypoints
-from .models import build_model, get_model_spec
+from .models import build_model, get_model
 from .nets.base import Extractor, Features
 
-_RELOADING_PARAMS = ("model", "weights", "device")
+_LOADING = ("model", "weights", "device")
+"""Parameters that choose the network rather than configure it: changing one rebuilds it."""
 
 
-def _accessor_suffix(param: str) -> str:
+def accessor_suffix(param: str) -> str:
     """``nfeatures`` -> ``NFeatures``, ``nms_radius`` -> ``NmsRadius`` (OpenCV's getter style)."""
     if param == "nfeatures":
         return "NFeatures"
     return "".join(part[:1].upper() + part[1:] for part in param.split("_"))
+
+
+ACCESSOR_ALIASES = {"MaxFeatures": "nfeatures"}
+"""OpenCV names for the same parameter (``cv2.ORB``'s ``getMaxFeatures``/``setMaxFeatures``)."""
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -44,41 +53,99 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return resolved
 
 
+def _getter(name: str) -> Any:
+    def get(self: "Feature2D") -> Any:
+        return self.getParams()[name]
+
+    get.__doc__ = f"The ``{name}`` parameter."
+    return get
+
+
+def _setter(name: str) -> Any:
+    def set_(self: "Feature2D", value: Any) -> None:
+        self.setParams(**{name: value})
+
+    set_.__doc__ = f"Set the ``{name}`` parameter (``cvdeep.Error`` when out of range)."
+    return set_
+
+
+def constructor_signature(family: ModelFamily, extra: tuple[inspect.Parameter, ...] = ()) -> inspect.Signature:
+    """``(nfeatures=..., ..., *, model=..., weights=None, device='auto')``: the config fields in
+    declaration order (positional, as OpenCV's factories), then the keyword-only choices."""
+    positional = [
+        inspect.Parameter(f.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=f.default, annotation=type(f.default).__name__)
+        for f in family.config.fields()
+    ]
+    keyword = [
+        inspect.Parameter("model", inspect.Parameter.KEYWORD_ONLY, default=family.default_model, annotation="str"),
+        inspect.Parameter("weights", inspect.Parameter.KEYWORD_ONLY, default=None, annotation="str | os.PathLike | None"),
+        inspect.Parameter("device", inspect.Parameter.KEYWORD_ONLY, default="auto", annotation="str | torch.device"),
+        *extra,
+    ]
+    return inspect.Signature(positional + keyword)
+
+
+def parameter_docs(family: ModelFamily) -> str:
+    """The ``Parameters`` section of a public class's docstring, from the declaration."""
+    lines = ["Parameters (positional in this order, as OpenCV's factories):"]
+    for spec in family.config.fields():
+        lines.append(f"    {spec.name} = {spec.default!r}: {spec.metadata.get('doc', '')} ({describe_accepted(spec)})")
+    names = ", ".join(repr(v.name) for v in family.variants)
+    lines.append(f"    model = {family.default_model!r} (keyword only): the registry name, one of {names}")
+    lines.append("    weights = None (keyword only): a local checkpoint path instead of the model's registered file")
+    lines.append("    device = 'auto' (keyword only): 'auto' (CUDA when available), 'cpu', 'cuda' or 'cuda:N'")
+    for old, rename in family.config.renamed.items():
+        lines.append(f"    {old}: deprecated name of {rename.new} (warns; removed in a later release)")
+    return "\n".join(lines)
+
+
 class Feature2D:
     """Base of every cvdeep detector/descriptor; behaves like ``cv2.Feature2D``.
 
-    Subclasses set ``_family`` (registry family), ``_name`` (OpenCV-style name) and
-    ``_params`` (ordered name -> default; the order is the positional order of
-    ``create``). Parameters named in the extractor's config are passed to it, with
-    ``nfeatures`` passed as ``max_keypoints`` (``<= 0`` meaning no limit).
+    A public subclass is derived from one ``ModelFamily`` declaration (see
+    ``cvdeep.features``): its typed config gives the constructor's parameters, accessors
+    and checks; the family's variants the accepted ``model`` names. The network gets the
+    config object itself (``Extractor.extract(image, valid, config)``).
+
+    Instances pickle and deep-copy by their parameters: the network is rebuilt (weights
+    reloaded) lazily on first use on the other side.
     """
 
-    _family: str = ""
-    _name: str = ""
-    _params: dict[str, Any] = {}
+    family: ClassVar[ModelFamily]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        for param in cls._params:
-            suffix = _accessor_suffix(param)
-            if not hasattr(cls, f"get{suffix}"):
-                setattr(cls, f"get{suffix}", lambda self, _p=param: self._values[_p])
-            if not hasattr(cls, f"set{suffix}"):
-                setattr(cls, f"set{suffix}", lambda self, value, _p=param: self.setParams(**{_p: value}))
+        family = cls.__dict__.get("family")
+        if family is None:
+            return
+        names = [*family.config.names(), *_LOADING]
+        for name in names:
+            suffix = accessor_suffix(name)
+            if f"get{suffix}" not in cls.__dict__:
+                setattr(cls, f"get{suffix}", _getter(name))
+            if f"set{suffix}" not in cls.__dict__:
+                setattr(cls, f"set{suffix}", _setter(name))
+        for alias, name in ACCESSOR_ALIASES.items():
+            if name in names:
+                setattr(cls, f"get{alias}", _getter(name))
+                setattr(cls, f"set{alias}", _setter(name))
 
-    def __init__(self, *args: Any, device: str | torch.device = "auto", **params: Any) -> None:
-        names = list(self._params)
+    def __init__(self, *args: Any, model: str | None = None, weights: str | os.PathLike | None = None,
+                 device: str | torch.device = "auto", **params: Any) -> None:
+        owner = f"{self.family.public_name}_create"
+        names = self.family.config.names()
         if len(args) > len(names):
-            raise Error(f"{self._name}_create takes at most {len(names)} positional arguments ({', '.join(names)})")
+            raise Error(f"{owner} takes at most {len(names)} positional arguments ({', '.join(names)}); "
+                        "model, weights and device are keyword-only")
         for name, value in zip(names, args):
             if name in params:
-                raise Error(f"{self._name}_create: {name!r} given twice")
+                raise Error(f"{owner}: {name!r} given twice")
             params[name] = value
-        self._values: dict[str, Any] = dict(self._params)
-        self._values["device"] = device
+        self._config: Config = self.family.config()
+        self._values: dict[str, Any] = {"model": self.family.default_model, "weights": None, "device": "auto"}
         self._lock = threading.Lock()
         self._extractor: Extractor | None = None
-        self.setParams(**params)
+        self.setParams(model=model or self.family.default_model, weights=weights, device=device, **params)
         self._load()
 
     # --- construction and parameters --------------------------------------------------
@@ -88,44 +155,42 @@ class Feature2D:
         """OpenCV-style factory: ``cvdeep.ALIKED.create(nfeatures=2048)``."""
         return cls(*args, **kwargs)
 
+    @property
+    def config(self) -> Config:
+        """The typed parameters the network receives (a copy: change them with ``setParams``)."""
+        return dataclasses.replace(self._config)
+
     def getParams(self) -> dict[str, Any]:
-        """All parameters as a plain dict (device included)."""
-        return dict(self._values)
+        """All parameters as a plain dict: the config fields, then model, weights and device."""
+        return {**dataclasses.asdict(self._config), **self._values}
 
     def setParams(self, **params: Any) -> None:
-        """Set parameters by name; the network is rebuilt when model, weights or device change."""
-        accepted = list(self._params) + ["device"]
-        reload = False
-        for name, value in params.items():
-            if name not in accepted:
-                raise Error(f"{self._name}: unknown parameter {name!r}; accepted: {', '.join(accepted)}")
-            value = self._coerce(name, value)
-            if name == "model":
-                get_model_spec(value, self._family)
-            if name == "device":
-                resolve_device(value)
-            if name in _RELOADING_PARAMS and self._values.get(name) != value:
-                reload = True
-            self._values[name] = value
+        """Set parameters by name (``cvdeep.Error`` for unknown names or values out of range);
+        the network is rebuilt when model, weights or device change."""
+        owner = self.family.public_name
+        params = translate_renamed(self.family.config, owner, params)
+        loading = {name: params.pop(name) for name in _LOADING if name in params}
+        if isinstance(loading.get("weights"), str) and loading["weights"] in self._model_names():
+            loading["model"], loading["weights"] = loading["weights"], None  # weights="superpoint-open": a model name
+        if "model" in loading:
+            model = loading["model"]
+            if not isinstance(model, str):
+                raise Error(f"{owner}: model got {model!r}; expected one of {', '.join(self._model_names())}")
+            get_model(model, self.family.name)
+        if "device" in loading:
+            resolve_device(loading["device"])
+        if loading.get("weights") is not None and not isinstance(loading["weights"], (str, os.PathLike)):
+            raise Error(f"{owner}: weights got {loading['weights']!r}; expected None or a file path")
+        config = self._config.replace(owner, **params)  # validates before anything changes
+        reload = any(self._values.get(name) != value for name, value in loading.items())
+        self._values.update(loading)
+        self._config = config
         if reload and self._extractor is not None:
             with self._lock:
                 self._extractor = None
 
-    def _coerce(self, name: str, value: Any) -> Any:
-        """Value converted to the type of the parameter's default, or ``Error``."""
-        default = self._params.get(name)
-        number = isinstance(value, (int, float, np.number)) and not isinstance(value, (bool, np.bool_))
-        if isinstance(default, bool) and isinstance(value, (bool, np.bool_, int, np.integer)):
-            return bool(value)
-        if isinstance(default, int) and not isinstance(default, bool) and number and float(value).is_integer():
-            return int(value)
-        if isinstance(default, float) and number:
-            return float(value)
-        if isinstance(default, str) and isinstance(value, str):
-            return value
-        if default is None or name == "device":
-            return value
-        raise Error(f"{self._name}: parameter {name!r} got {value!r}; expected a {type(default).__name__}")
+    def _model_names(self) -> list[str]:
+        return [variant.name for variant in self.family.variants]
 
     def _load(self) -> Extractor:
         extractor = self._extractor
@@ -133,24 +198,21 @@ class Feature2D:
             with self._lock:
                 if self._extractor is None:
                     self._extractor = build_model(
-                        self._values["model"], self._values.get("weights"), resolve_device(self._values["device"])
+                        self._values["model"], self._values["weights"], resolve_device(self._values["device"])
                     )
                 extractor = self._extractor
         return extractor
 
-    def _config(self, extractor: Extractor) -> dict[str, Any]:
-        config = {}
-        for name, value in self._values.items():
-            if name in _RELOADING_PARAMS:
-                continue
-            if name == "nfeatures":
-                config["max_keypoints"] = value if value > 0 else -1
-            else:
-                config[name] = value
-        unknown = set(config) - set(extractor.default_config)
-        if unknown:
-            raise RuntimeError(f"{type(extractor).__name__} does not take {sorted(unknown)}")
-        return config
+    # --- pickling: parameters travel, the network is rebuilt on first use ----------------
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"values": dict(self._values), "config": dataclasses.asdict(self._config)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._values = dict(state["values"])
+        self._config = self.family.config(**state["config"])
+        self._lock = threading.Lock()
+        self._extractor = None
 
     # --- OpenCV's introspection -------------------------------------------------------
 
@@ -164,7 +226,7 @@ class Feature2D:
         return cv2.NORM_L2
 
     def getDefaultName(self) -> str:
-        return f"Feature2D.{self._name}"
+        return f"Feature2D.{self.family.public_name}"
 
     def empty(self) -> bool:
         return self._extractor is None
@@ -174,8 +236,8 @@ class Feature2D:
         return next(self._load().parameters()).device
 
     def __repr__(self) -> str:
-        shown = ", ".join(f"{k}={v!r}" for k, v in self._values.items())
-        return f"cvdeep.{self._name}({shown})"
+        shown = ", ".join(f"{k}={v!r}" for k, v in self.getParams().items())
+        return f"cvdeep.{self.family.public_name}({shown})"
 
     # --- persistence ------------------------------------------------------------------
 
@@ -197,7 +259,7 @@ class Feature2D:
 
     def _write_params(self, fs: cv2.FileStorage) -> None:
         fs.write("name", self.getDefaultName())
-        for key, value in self._values.items():
+        for key, value in self.getParams().items():
             if value is None:
                 continue
             if isinstance(value, bool):
@@ -224,7 +286,7 @@ class Feature2D:
         if not name.empty() and name.string() != self.getDefaultName():
             raise Error(f"read: the file holds {name.string()!r}, not {self.getDefaultName()!r}")
         values = {}
-        for key in list(self._params) + ["device"]:
+        for key in [*self.family.config.names(), *_LOADING]:
             child = node.getNode(key)
             if child.empty():
                 continue
@@ -253,8 +315,7 @@ class Feature2D:
             return (), None
         extractor = self._load()
         arrays = from_cv_keypoints(kps)
-        tensor = imageio.to_tensor(img, extractor.input_channels, self.device)
-        tensor = imageio.pad_to_multiple(tensor, extractor.stride)
+        tensor = self._network_input(img)
         as_tensor = lambda a: torch.from_numpy(a).to(tensor.device)  # noqa: E731
         with torch.inference_mode():
             desc = extractor.describe(tensor, as_tensor(arrays.xy), as_tensor(arrays.size), as_tensor(arrays.angle))
@@ -289,20 +350,36 @@ class Feature2D:
             raise Error(f"{what}: with a list of {count} images, give None or a list of {count} {what}")
         return values
 
+    def _network_input(self, image: np.ndarray) -> torch.Tensor:
+        """The image as the declared input convention says: (1, C, H', W') float in [0, 1], padded."""
+        convention = self.family.input
+        tensor = imageio.to_tensor(image, convention.channels, self.device, gray=convention.gray)
+        return imageio.pad_to_multiple(tensor, convention.stride)
+
+    def _valid_mask(self, shape: tuple[int, int], padded: tuple[int, int], user_mask: np.ndarray | None) -> torch.Tensor:
+        """(1, 1, H', W') bool: inside the real image, at least ``border`` pixels from its edge
+        (when the config has one), and inside the user's mask."""
+        height, width = shape
+        border = int(getattr(self._config, "border", 0))
+        valid = torch.zeros((1, 1, *padded), dtype=torch.bool, device=self.device)
+        if user_mask is None:
+            valid[..., :height, :width] = True
+        else:
+            valid[0, 0, :height, :width] = torch.from_numpy(user_mask).to(self.device)
+        if border > 0:
+            inner = torch.zeros_like(valid)
+            inner[..., border : height - border, border : width - border] = True
+            valid &= inner
+        return valid
+
     def _detect_and_compute(self, image: Any, mask: Any, describe: bool) -> tuple[tuple[cv2.KeyPoint, ...], np.ndarray | None]:
         img = imageio.check_image(image)
         user_mask = imageio.check_mask(mask, img.shape)
         extractor = self._load()
-        device = self.device
-        tensor = imageio.pad_to_multiple(imageio.to_tensor(img, extractor.input_channels, device), extractor.stride)
-        valid = torch.zeros((1, 1, *tensor.shape[-2:]), dtype=torch.bool, device=device)
-        height, width = img.shape[:2]
-        if user_mask is None:
-            valid[..., :height, :width] = True
-        else:
-            valid[0, 0, :height, :width] = torch.from_numpy(user_mask).to(device)
+        tensor = self._network_input(img)
+        valid = self._valid_mask(img.shape[:2], tuple(tensor.shape[-2:]), user_mask)
         with torch.inference_mode():
-            features = extractor.extract(tensor, valid, **self._config(extractor))
+            features = extractor.extract(tensor, valid, self._config)
         arrays, desc = self._to_arrays(features, extractor, valid[0, 0])
         if len(arrays) == 0:
             return (), None
@@ -355,12 +432,33 @@ class PatchFeature2D(Feature2D):
 
     def setDetector(self, detector: Any) -> None:
         """``None`` restores the default ``cv2.SIFT_create()``."""
+        self._default_detector = detector is None
         if detector is None:
             detector = cv2.SIFT_create()
         if not callable(getattr(detector, "detect", None)):
             raise Error(f"detector: got an object of type {type(detector).__name__}; expected None or a "
                         "cv2/cvdeep Feature2D with detect(image, mask), e.g. cv2.SIFT_create()")
         self._detector = detector
+
+    def __getstate__(self) -> dict[str, Any]:
+        """cv2 objects do not pickle: the default SIFT detector travels as None (rebuilt on the other
+        side); a cvdeep detector travels by its parameters; another cv2 detector cannot travel."""
+        state = super().__getstate__()
+        if self._default_detector:
+            state["detector"] = None
+        elif isinstance(self._detector, Feature2D):
+            state["detector"] = self._detector
+        else:
+            raise Error(
+                f"{self.family.public_name}: its detector {type(self._detector).__name__} (an OpenCV object) cannot be "
+                "pickled; pass detector=None (cv2.SIFT with default parameters is rebuilt on the other side) or a "
+                "cvdeep detector"
+            )
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self.setDetector(state["detector"])
 
     def _detect_and_compute(self, image: Any, mask: Any, describe: bool) -> tuple[tuple[cv2.KeyPoint, ...], np.ndarray | None]:
         img = imageio.check_image(image)
@@ -370,3 +468,22 @@ class PatchFeature2D(Feature2D):
         if not describe:
             return keypoints, None
         return self.compute(img, keypoints)
+
+
+class DetectorOnlyFeature2D(Feature2D):
+    """Feature2D of a detector that computes no descriptors (Key.Net): ``compute`` and
+    ``detectAndCompute`` raise ``cvdeep.Error`` saying how to describe its keypoints."""
+
+    def compute(self, image: Any, keypoints: Any, descriptors: Any = None) -> tuple[Any, Any]:
+        raise Error(
+            f"{self.family.public_name} is a detector only: it computes no descriptors. Describe its keypoints "
+            "with a patch descriptor (e.g. cvdeep.HyNet_create() or cvdeep.HardNet_create()): "
+            "descriptor.compute(image, detector.detect(image))"
+        )
+
+    def detectAndCompute(self, image: Any, mask: Any = None, descriptors: Any = None,
+                         useProvidedKeypoints: bool = False, keypoints: Any = None) -> tuple[Any, Any]:
+        return self.compute(image, keypoints)
+
+    def descriptorSize(self) -> int:
+        return 0

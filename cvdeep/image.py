@@ -73,9 +73,17 @@ def check_keypoints(keypoints: Any, name: str = "keypoints") -> tuple[cv2.KeyPoi
     return keypoints
 
 
-def to_tensor(image: np.ndarray, channels: int, device: torch.device) -> torch.Tensor:
-    """uint8 gray/BGR/BGRA array -> float32 (1, channels, H, W) tensor in [0, 1] (RGB order when 3)."""
+def to_tensor(image: np.ndarray, channels: int, device: torch.device, gray: str = "luminance") -> torch.Tensor:
+    """uint8 gray/BGR/BGRA array -> float32 (1, channels, H, W) tensor in [0, 1] (RGB order when 3).
+
+    A colour image becomes gray (``channels == 1``) by ``gray``: ``"luminance"``
+    (``cv2.COLOR_BGR2GRAY``, rounded to uint8 as OpenCV does) or ``"mean"`` (the float
+    average of B, G and R, as XFeat's authors feed their network).
+    """
     if channels == 1:
+        if image.ndim == 3 and gray == "mean":
+            colour = torch.from_numpy(np.ascontiguousarray(image[:, :, :3])).to(device)
+            return colour.float().mean(dim=2)[None, None].div_(255.0)
         if image.ndim == 3:
             image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY if image.shape[2] == 3 else cv2.COLOR_BGRA2GRAY)
         array = image[None]

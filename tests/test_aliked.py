@@ -77,9 +77,10 @@ def _kornia(model, cache_weights):
 
 @pytest.fixture(scope="module")
 def cache_weights():
-    from cvdeep.weights import get_spec, resolve
+    from cvdeep.models import get_weight_spec
+    from cvdeep.weights import resolve
 
-    return lambda model: resolve(get_spec(model))
+    return lambda model: resolve(get_weight_spec(model))
 
 
 def _nearest(a, b):
@@ -170,7 +171,7 @@ def test_detect_and_compute_on_gray_and_describe_again(detector, graf_pair):
 
 def test_mask_removes_keypoints_without_moving_the_others(graf_pair):
     image = graf_pair[0][:256, :320]
-    detector = cvdeep.ALIKED_create(nfeatures=-1)
+    detector = cvdeep.ALIKED_create(nfeatures=0)
     full = np.array([k.pt for k in detector.detect(image)])
     mask = np.zeros(image.shape[:2], np.uint8)
     mask[:, :160] = 255
@@ -188,10 +189,10 @@ def test_nfeatures_and_top_k_mode(graf_pair):
     assert len(limited) == 50
     responses = [k.response for k in limited]
     assert responses == sorted(responses, reverse=True)
-    unlimited = np.array([k.pt for k in cvdeep.ALIKED_create(nfeatures=-1, threshold=0.2).detect(image)])
+    unlimited = np.array([k.pt for k in cvdeep.ALIKED_create(nfeatures=0, detection_threshold=0.2).detect(image)])
     assert len(unlimited) > 50
     assert np.abs(np.array([k.pt for k in limited])[:, None] - unlimited[None]).sum(-1).min(1).max() < 1e-4
-    top_k = cvdeep.ALIKED_create(nfeatures=30, threshold=0.0).detect(image)
+    top_k = cvdeep.ALIKED_create(nfeatures=30, detection_threshold=0.0).detect(image)
     assert len(top_k) == 30
 
 

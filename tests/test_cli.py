@@ -14,6 +14,7 @@ import pytest
 from conftest import ROOT, read_homography
 from cvdeep.apps.panorama import stitch
 from cvdeep.cli import build_parser, main
+from cvdeep.models import weight_specs
 from test_examples import corner_error, printed_homography
 
 COMMANDS = ["match", "panorama", "extract", "models", "weights"]
@@ -183,13 +184,12 @@ def test_extract_from_list_and_errors(tmp_path: Path, data_dir: Path, capsys: py
 
 def test_models_and_weights(capsys: pytest.CaptureFixture) -> None:
     from cvdeep.models import list_models
-    from cvdeep.weights import list_specs
 
     assert main(["models"]) == 0
     printed = capsys.readouterr().out
     assert all(name in printed for name in list_models())
     assert main(["weights", "list"]) == 0
     printed = capsys.readouterr().out
-    assert "cache:" in printed and all(spec.name in printed for spec in list_specs())
+    assert "cache:" in printed and all(spec.name in printed for spec in weight_specs().values())
     assert main(["weights", "path", "no-such-weights"]) == 1
     one_error_line(capsys.readouterr(), "no-such-weights")

@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 
 import cvdeep
-from cvdeep.models import build_model
-from cvdeep.nets.disk import DISK
+from cvdeep.models import build_model, get_weight_spec
+from cvdeep.nets.disk import DISK, DISKConfig
 from cvdeep.weights import resolve
 from feature_checks import (
     CHURCHILL,
@@ -40,7 +40,7 @@ def network(shared: Path) -> DISK:
 @pytest.fixture(scope="module")
 def reference(shared: Path):
     model = kornia_feature.DISK()
-    model.load_state_dict(torch.load(resolve("disk-depth"), map_location="cpu", weights_only=True)["extractor"])
+    model.load_state_dict(torch.load(resolve(get_weight_spec("disk-depth")), map_location="cpu", weights_only=True)["extractor"])
     return model.eval()
 
 
@@ -50,7 +50,7 @@ def test_official_checkpoint_loads_strictly(shared: Path, network: DISK) -> None
         name, shape, _ = line.split("\t")
         listed[name.removeprefix("extractor.")] = tuple(int(v) for v in shape.strip("()").split(",") if v.strip())
     assert {k: tuple(v.shape) for k, v in network.state_dict().items()} == listed
-    checkpoint = torch.load(resolve("disk-depth"), map_location="cpu", weights_only=True)
+    checkpoint = torch.load(resolve(get_weight_spec("disk-depth")), map_location="cpu", weights_only=True)
     bare = DISK()
     bare.load_pretrained(dict(checkpoint["extractor"]))  # a bare state_dict is accepted too
     del checkpoint["extractor"]["unet.path_up.3.conv.3.bias"]
@@ -99,7 +99,7 @@ def test_nfeatures_keeps_the_strongest(data_dir: Path, network: DISK, reference)
     tensor = rgb_tensor(load_image(data_dir, GRAF, SIZE))
     valid = torch.ones_like(tensor[:, :1], dtype=torch.bool)
     with torch.inference_mode():
-        ours = network.extract(tensor, valid, max_keypoints=300)
+        ours = network.extract(tensor, valid, DISKConfig(nfeatures=300))
         everything = network.extract(tensor, valid)
         found = reference(tensor, n=300)[0]
     assert len(ours["keypoints"]) == 300 < len(everything["keypoints"])

@@ -8,6 +8,7 @@ import torch
 
 import cvdeep
 from cvdeep.models import build_model
+from cvdeep.nets.keynet import KeyNetConfig
 from cvdeep.nets.patch_descriptor import SIFT_SCALE_FACTOR
 from cvdeep.eval.metrics import repeatability
 from classic_helpers import keypoint_xy, shrink_pair
@@ -64,7 +65,7 @@ def test_multiscale_detections_match_kornia(keynet_net, graf_small):
     detector.model.load_state_dict(keynet_net.state_dict(), strict=True)
     with torch.inference_mode():
         lafs, responses = detector.eval()(image)
-        ours = keynet_net.extract(image, torch.ones_like(image, dtype=torch.bool), max_keypoints=-1)
+        ours = keynet_net.extract(image, torch.ones_like(image, dtype=torch.bool), KeyNetConfig(nfeatures=0))
     responses = responses[0]
     real = responses > 0
     centres = lafs[0, real, :, 2].double()

@@ -13,7 +13,7 @@ import torch
 
 import cvdeep
 from cvdeep import weights as hub
-from cvdeep.models import build_model, get_model_spec
+from cvdeep.models import build_model, get_model
 from cvdeep.nets.lightglue import LightGlue as LightGlueNet
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
@@ -66,7 +66,7 @@ def _sorted(pairs: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarr
 @pytest.mark.parametrize("name", ["lightglue-aliked", "lightglue-disk", "lighterglue-xfeat"])
 def test_official_weights_load_strictly(shared: Path, name: str) -> None:
     network = build_model(name)
-    checkpoint = hub.load_checkpoint(get_model_spec(name).weight_spec)
+    checkpoint = hub.load_checkpoint(get_model(name)[1].weights)
     ours = network.state_dict()
     # Every learned tensor of the file reaches the network unchanged (up to the published renaming).
     for key, value in checkpoint.items():
@@ -81,7 +81,7 @@ def test_official_weights_load_strictly(shared: Path, name: str) -> None:
 
 
 def test_strict_load_refuses_a_foreign_or_incomplete_checkpoint(shared: Path) -> None:
-    checkpoint = hub.load_checkpoint(get_model_spec("lightglue-aliked").weight_spec)
+    checkpoint = hub.load_checkpoint(get_model("lightglue-aliked")[1].weights)
     network = LightGlueNet(input_dim=128)
     with pytest.raises(RuntimeError, match="Unexpected"):
         network.load_pretrained({**checkpoint, "transformers.9.self_attn.Wqkv.weight": torch.zeros(768, 256)})
@@ -247,7 +247,7 @@ def test_bad_pair_info_and_parameters_are_refused(aliked_matcher) -> None:
         aliked_matcher.setPairInfo(POINTS, POINTS, (320, 240, 3), (320, 240))  # an image shape
     with pytest.raises(cvdeep.Error, match="\\(N, 2\\) array"):
         aliked_matcher.setPairInfo(np.zeros((3, 3)), POINTS, (320, 240), (320, 240))
-    with pytest.raises(cvdeep.Error, match="accepted: 'aliked', 'disk', 'xfeat'"):
+    with pytest.raises(cvdeep.Error, match="accepted: 'aliked', 'aliked-n16', 'disk', 'xfeat'"):
         cvdeep.LightGlue("superpoint")
     with pytest.raises(cvdeep.Error, match="depth_confidence"):
         cvdeep.LightGlue("aliked", depth_confidence=1.5)

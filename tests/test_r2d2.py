@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import cvdeep
-from cvdeep.models import build_model, get_model_spec
+from cvdeep.models import build_model, get_model
 from cvdeep.weights import NonCommercialWeightsWarning
 from cvdeep.eval.matchers import mutual_nearest_neighbours
 from cvdeep.eval.metrics import inside_image, match_errors, matching_accuracy
@@ -32,7 +32,7 @@ def small_image(churchill_pair):
 
 @pytest.mark.parametrize("model", MODELS)
 def test_official_checkpoint_loads_strictly_and_detects(shared, small_image, model):
-    spec = get_model_spec(model).weight_spec
+    spec = get_model(model)[1].weights
     assert spec.noncommercial and "NC" in spec.license
     checkpoint_keys = set(torch.load(shared / "weights" / spec.filename, map_location="cpu", weights_only=False)["state_dict"])
     network = build_model(model)

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import warnings
 
+import cv2
 import numpy as np
 import pytest
 import torch
 
 import cvdeep
 from cvdeep.models import build_model
-from cvdeep.nets.superpoint import SuperPointMagicLeap, cell_logits_to_scores
+from cvdeep.nets.superpoint import SuperPointConfig, SuperPointMagicLeap, cell_logits_to_scores
 from cvdeep.weights import NonCommercialWeightsWarning
 
 
@@ -105,7 +106,7 @@ def test_a_checkpoint_of_the_other_layout_is_refused_with_advice(tmp_path):
     truncated = crafted_checkpoint("magicleap")
     truncated.pop("convDb.bias")
     torch.save(truncated, path)
-    with pytest.raises(RuntimeError, match="convDb.bias"):
+    with pytest.raises(cvdeep.Error, match=r"open.pth: not a checkpoint of model 'superpoint-v1'.*convDb.bias"):
         build_model("superpoint-v1", weights=path)
 
 
@@ -121,23 +122,34 @@ def test_cells_unfold_like_the_reference():
     assert float(scores[0, 0, :8, :8].max()) < 1e-6  # cell (0, 0) went to the dustbin
 
 
-def test_nms_threshold_and_border_on_a_synthetic_score_map():
+def test_nms_threshold_and_mask_on_a_synthetic_score_map():
     scores = torch.zeros(1, 1, 40, 48)
     scores[0, 0, 10, 10] = 0.9  # kept
     scores[0, 0, 12, 13] = 0.8  # within radius 4 of a stronger one: suppressed
     scores[0, 0, 10, 15] = 0.7  # 5 px from 0.9; its only stronger neighbour (0.8) is suppressed: kept
     scores[0, 0, 30, 30] = 0.004  # below the 0.005 threshold
-    scores[0, 0, 2, 20] = 0.95  # inside the 4-px border
-    scores[0, 0, 20, 44] = 0.6  # x = W - 4: inside the border (it still suppresses its neighbours)
-    scores[0, 0, 21, 43] = 0.55  # suppressed by the border point, as in the official code
-    scores[0, 0, 30, 43] = 0.5  # x = W - 5: kept
+    scores[0, 0, 30, 43] = 0.5  # kept
     valid = torch.ones_like(scores, dtype=torch.bool)
     keypoints, values = SuperPointMagicLeap().detect(scores, valid)
     assert keypoints.tolist() == [[10.0, 10.0], [15.0, 10.0], [43.0, 30.0]]
     torch.testing.assert_close(values, torch.tensor([0.9, 0.7, 0.5]))
     valid[..., :, :12] = False  # masks 0.9 out: 0.8 becomes a maximum and suppresses 0.7
-    keypoints, _ = SuperPointMagicLeap().detect(scores, valid, max_keypoints=2)
+    keypoints, _ = SuperPointMagicLeap().detect(scores, valid, SuperPointConfig(nfeatures=2))
     assert keypoints.tolist() == [[13.0, 12.0], [43.0, 30.0]]
+
+
+def test_border_is_measured_from_the_real_image_edge(checkpoint_file):
+    """remove_borders=4 on a 481 x 641 image once gave keypoints at x = 640: the border was
+    measured on the score map padded to a multiple of 8. Now it is the image's own edge."""
+    model, path = checkpoint_file
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NonCommercialWeightsWarning)
+        detector = cvdeep.SuperPoint_create(weights=str(path), model=model, device="cpu", detection_threshold=0.0)
+    image = np.random.default_rng(3).integers(0, 256, (481, 641), dtype=np.uint8)
+    xy = cv2.KeyPoint_convert(detector.detect(image))
+    assert len(xy) > 0
+    assert xy[:, 0].min() >= 4 and xy[:, 0].max() <= 640 - 4
+    assert xy[:, 1].min() >= 4 and xy[:, 1].max() <= 480 - 4
 
 
 def test_full_pipeline_finds_the_analytic_keypoints(checkpoint_file):
@@ -150,8 +162,7 @@ def test_full_pipeline_finds_the_analytic_keypoints(checkpoint_file):
     keypoints, descriptors = detector.detectAndCompute(image, None)
     height, width = image.shape
     expected = {(8 * j + CELL_COL, 8 * i + CELL_ROW) for i in range(8) for j in range(10)
-                if 4 <= 8 * i + CELL_ROW < 64 - 4 and 4 <= 8 * j + CELL_COL < 80 - 4
-                and 8 * i + CELL_ROW < height and 8 * j + CELL_COL < width}
+                if 4 <= 8 * i + CELL_ROW < height - 4 and 4 <= 8 * j + CELL_COL < width - 4}
     assert {(round(kp.pt[0]), round(kp.pt[1])) for kp in keypoints} == expected
     assert all(kp.pt[0] == round(kp.pt[0]) for kp in keypoints)
     probability = np.exp(10.0) / (np.exp(10.0) + 64)
@@ -172,7 +183,7 @@ def test_weights_names_select_the_model(tmp_path, monkeypatch):
 
 
 def test_v1_is_marked_noncommercial_and_open_is_mit(tmp_path):
-    from cvdeep.weights import get_spec
+    from cvdeep.models import get_weight_spec as get_spec
 
     assert get_spec("superpoint-v1").noncommercial
     assert get_spec("superpoint-open").license == "MIT" and not get_spec("superpoint-open").noncommercial

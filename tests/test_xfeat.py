@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 
 import cvdeep
-from cvdeep.models import build_model
-from cvdeep.nets.xfeat import XFeat
+from cvdeep.models import build_model, get_weight_spec
+from cvdeep.nets.xfeat import XFeat, XFeatConfig
 from cvdeep.weights import resolve
 from feature_checks import (
     CHURCHILL,
@@ -39,7 +39,7 @@ def network(shared: Path) -> XFeat:
 @pytest.fixture(scope="module")
 def reference(shared: Path):
     model = kornia_feature.XFeat()
-    model.net.load_state_dict(torch.load(resolve("xfeat"), map_location="cpu", weights_only=True))
+    model.net.load_state_dict(torch.load(resolve(get_weight_spec("xfeat")), map_location="cpu", weights_only=True))
     return model.eval()
 
 
@@ -63,7 +63,7 @@ def official_keys(shared: Path) -> dict[str, tuple[int, ...]]:
 def test_official_checkpoint_loads_strictly(shared: Path, network: XFeat) -> None:
     expected = official_keys(shared)
     assert {k: tuple(v.shape) for k, v in network.state_dict().items()} == expected
-    checkpoint = torch.load(resolve("xfeat"), map_location="cpu", weights_only=True)
+    checkpoint = torch.load(resolve(get_weight_spec("xfeat")), map_location="cpu", weights_only=True)
     del checkpoint["keypoint_head.3.bias"]
     with pytest.raises(RuntimeError, match="keypoint_head.3.bias"):
         XFeat().load_pretrained(checkpoint)
@@ -93,7 +93,7 @@ def test_fidelity_against_kornia(data_dir: Path, network: XFeat, reference, rela
     valid = torch.ones_like(tensor, dtype=torch.bool)
     height, width = image.shape[:2]
     with torch.inference_mode():
-        ours = network.extract(tensor, valid, max_keypoints=-1)
+        ours = network.extract(tensor, valid, XFeatConfig(nfeatures=0))
         theirs = reference.detectAndCompute(tensor, top_k=10**6)[0]
     stats = agreement(ours, theirs)
     print(relative, stats)

@@ -106,10 +106,9 @@ class PairMatcher:
         if method == "lightglue":
             import cvdeep
 
-            family = getattr(detector, "_family", None)
-            if family is None:
+            if not isinstance(detector, cvdeep.Feature2D):
                 raise Error(f"the lightglue matcher works with cvdeep's learned features; got {type(detector).__name__}")
-            self._matcher = cvdeep.LightGlue_create(features=family)
+            self._matcher = cvdeep.LightGlue_create(features=detector.getModel())
         else:
             self._matcher = _brute_force(detector.defaultNorm(), cross_check=method == "mutual")
 

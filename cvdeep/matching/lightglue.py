@@ -21,7 +21,7 @@ import torch
 
 from ..errors import Error
 from ..feature2d import resolve_device
-from ..models import build_model
+from ..models import build_model, lightglue_pairings
 
 _UNIT_NORM_TOLERANCE = 1e-2
 
@@ -78,8 +78,6 @@ class LightGlue:
     adaptive depth or width off. ``weights`` overrides the registered weight file with a local path.
     """
 
-    model_names = {"aliked": "lightglue-aliked", "disk": "lightglue-disk", "xfeat": "lighterglue-xfeat"}
-    _descriptor_names = {"aliked": "ALIKED", "disk": "DISK", "xfeat": "XFeat"}
 
     def __init__(
         self,
@@ -91,11 +89,13 @@ class LightGlue:
         device: str | torch.device = "cpu",
     ) -> None:
         key = str(features).lower()
-        if key not in self.model_names:
-            raise Error(f"features: got {features!r}; accepted: {', '.join(map(repr, self.model_names))}")
+        pairings = lightglue_pairings()
+        if key not in pairings:
+            raise Error(f"features: got {features!r}; accepted: {', '.join(map(repr, sorted(pairings)))}")
         self._features = key
+        self._family, self.model = pairings[key]
         self._device = resolve_device(device)
-        self._network = build_model(self.model_names[key], weights, self._device)
+        self._network = build_model(self.model, weights, self._device)
         if depth_confidence is not None:
             self._network.depth_confidence = _check_probability("depth_confidence", depth_confidence, True)
         if width_confidence is not None:
@@ -180,7 +180,7 @@ class LightGlue:
 
     def _check_descriptors(self, descriptors: Any, count: int, name: str) -> np.ndarray:
         """The matcher's own model's descriptors: float, right dimension, one per keypoint, unit L2 norm."""
-        model = self._descriptor_names[self._features]
+        model = self._family.public_name
         expected = f"{model}'s float32 (N, {self.descriptor_size}) L2-normalised descriptors, one row per keypoint"
         if isinstance(descriptors, torch.Tensor):
             descriptors = descriptors.detach().cpu().numpy()

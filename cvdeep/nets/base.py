@@ -9,7 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+from .. import ops
+from ..declaration import DetectorConfig
 
 Features = dict[str, torch.Tensor]
 
@@ -27,16 +31,17 @@ class PretrainedNetwork(nn.Module):
 
 
 class Extractor(PretrainedNetwork):
-    """Base of the dense detectors/descriptors (ALIKED, DISK, XFeat, SuperPoint, ...)."""
+    """Base of the dense detectors/descriptors (ALIKED, DISK, XFeat, SuperPoint, ...).
 
-    input_channels: int = 1  # 1 = gray, 3 = RGB
-    stride: int = 1  # the Feature2D layer pads H and W to a multiple of this
+    What the network is fed (channels, stride) is declared in its module's ``ModelFamily``.
+    """
+
     descriptor_size: int = 0  # 0 for detectors that do not describe
     keypoint_size: float = 0.0  # KeyPoint.size (diameter, px) when extract() returns no "sizes"
-    default_config: dict[str, Any] = {}
 
-    def extract(self, image: torch.Tensor, valid: torch.Tensor, **config: Any) -> Features:
-        """Detect and describe on one (1, C, H, W) image in [0, 1]; see the module docstring."""
+    def extract(self, image: torch.Tensor, valid: torch.Tensor, config: Any = None) -> Features:
+        """Detect and describe on one (1, C, H, W) image in [0, 1] with the family's config
+        (its defaults when None); see the module docstring."""
         raise NotImplementedError
 
     def describe(
@@ -55,3 +60,62 @@ def mask_scores(scores: torch.Tensor, valid: torch.Tensor, fill: float = float("
     if valid.shape[-2:] != scores.shape[-2:]:
         raise ValueError(f"valid mask {tuple(valid.shape)} does not match score map {tuple(scores.shape)}")
     return scores.masked_fill(~valid, fill)
+
+
+def soft_nms_keypoints(scores: torch.Tensor, config: DetectorConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``nms="soft"`` detection of every dense detector, on a (1, 1, H, W) score map.
+
+    Candidates are the 3x3 local maxima scoring above ``config.detection_threshold``; greedy
+    Gaussian soft-NMS (``cvdeep.ops.soft_nms``, sigma ``config.soft_nms_sigma`` pixels) then
+    picks them best first, each pick scaling its neighbours' scores by
+    ``1 - exp(-d^2 / 2 sigma^2)``, until ``config.nfeatures`` are picked (all when 0) or the
+    best decayed score is no longer above the threshold. Returns integer (x, y) pixels
+    (N, 2) and their decayed scores (N,), non-increasing.
+    """
+    candidates, values = ops.nms(scores, 1, config.detection_threshold)
+    picked, decayed, _ = ops.soft_nms(
+        candidates[0].to(scores.dtype), values[0], config.soft_nms_sigma, config.nfeatures or -1,
+        config.detection_threshold,
+    )
+    return picked.round().long(), decayed
+
+
+def pointwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """A 1x1 convolution as one matrix product over the NHWC view of ``x``; returns channels-last.
+
+    PyTorch's CPU 1x1 convolution takes a slow im2col path on the maps of these networks;
+    on a channels-last tensor the product reads the pixel rows in place.
+    """
+    return F.linear(x.permute(0, 2, 3, 1), weight.flatten(1), bias).permute(0, 3, 1, 2)
+
+
+def window_max(x: torch.Tensor, radius: int) -> torch.Tensor:
+    """``max_pool2d(x, 2r+1, stride 1, padding r)`` as a row pass then a column pass of
+    elementwise maxima over shifted views (max_pool2d also computes indices and is slow on
+    one channel); outside the map counts as -inf."""
+    size = 2 * radius + 1
+    height, width = x.shape[-2:]
+    padded = F.pad(x, (radius, radius, radius, radius), value=float("-inf"))
+    rows = padded[..., :, :width].clone()
+    for shift in range(1, size):
+        torch.maximum(rows, padded[..., :, shift : shift + width], out=rows)
+    out = rows[..., :height, :].clone()
+    for shift in range(1, size):
+        torch.maximum(out, rows[..., shift : shift + height, :], out=out)
+    return out
+
+
+def iterative_nms(scores: torch.Tensor, radius: int, iterations: int = 2) -> torch.Tensor:
+    """The NMS of SuperPoint's and ALIKED's official code, as a boolean map of kept positions.
+
+    First the positions equal to their (2r+1)^2 window's maximum (ties all kept); then,
+    ``iterations`` times, the windows around kept positions are suppressed and the positions
+    that are the maximum of their window outside the suppressed area are added, which
+    approximates greedy NMS (a point suppressed only by a suppressed point comes back).
+    """
+    keep = scores == window_max(scores, radius)
+    for _ in range(iterations):
+        suppressed = window_max(keep.to(scores.dtype), radius) > 0
+        remaining = scores.masked_fill(suppressed, 0.0)
+        keep |= (remaining == window_max(remaining, radius)) & ~suppressed
+    return keep

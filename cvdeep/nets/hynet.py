@@ -18,6 +18,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..declaration import DescriptorConfig, InputConvention, ModelFamily, Variant
+from ..weights import WeightSpec
 from .l2net import l2_normalize
 from .patch_descriptor import SIFT_SCALE_FACTOR, PatchDescriptor
 
@@ -86,3 +88,56 @@ class HyNet(PatchDescriptor):
             if key not in state or not torch.equal(state[key], value):
                 raise ValueError(f"checkpoint alias features.* disagrees with {key!r}; not an SDGMNet/HyNet file")
         self.load_state_dict(state, strict=True)
+
+
+_NO_LICENSE = "none stated upstream (no LICENSE file in the official repository)"
+_HYNET_FILES = (("liberty", "HyNet_LIB.pth"), ("notredame", "HyNet_ND.pth"), ("yosemite", "HyNet_YOS.pth"))
+_SDGMNET_FILES = (("liberty", "li"), ("notredame", "no"), ("yosemite", "yo"))
+
+FAMILIES = (
+    ModelFamily(
+        name="hynet",
+        public_name="HyNet",
+        kind="patch",
+        network=HyNet,
+        config=DescriptorConfig,
+        input=InputConvention(channels=1),
+        paper="Tian et al., HyNet: Learning Local Descriptor with Hybrid Similarity Measure and Triplet Loss, NeurIPS 2020",
+        summary="HyNet: an FRN/TLU network trained with a hybrid similarity loss; 128-D on 32x32 patches (MIT).",
+        variants=tuple(
+            Variant(
+                f"hynet-{subset}", f"HyNet trained on {subset}, fed 0..255 patches (official)",
+                WeightSpec(
+                    name=f"hynet-{subset}", filename=f"hynet/{file}", license="MIT",
+                    source=f"axelBarroso/Key.Net-Pytorch model/HyNet/weights/{file} (HyNet authors' release)",
+                    urls=(f"https://github.com/axelBarroso/Key.Net-Pytorch/raw/main/model/HyNet/weights/{file}",),
+                ),
+                network_args={"intensity_scale": 255.0},
+            )
+            for subset, file in _HYNET_FILES
+        ),
+    ),
+    ModelFamily(
+        name="sdgmnet",
+        public_name="SDGMNet",
+        kind="patch",
+        network=HyNet,
+        config=DescriptorConfig,
+        input=InputConvention(channels=1),
+        paper="Deng et al., SDGMNet: Statistic-based Dynamic Gradient Modulation for Local Descriptor Learning, 2022",
+        summary="SDGMNet: the HyNet architecture trained with statistic-based dynamic gradient modulation of the "
+        "triplet loss; 128-D on 32x32 patches in 0..1.",
+        variants=tuple(
+            Variant(
+                f"sdgmnet-{subset}", f"SDGMNet (HyNet architecture) trained on {subset}, fed 0..1 patches (official)",
+                WeightSpec(
+                    name=f"sdgmnet-{subset}", filename=f"sdgmnet/model_{tag}.pt", license=_NO_LICENSE,
+                    source=f"ACuOoOoO/SDGMNet pretrained/models/model_{tag}.pt",
+                    urls=(f"https://github.com/ACuOoOoO/SDGMNet/raw/main/pretrained/models/model_{tag}.pt",),
+                ),
+                network_args={"intensity_scale": 1.0},
+            )
+            for subset, tag in _SDGMNET_FILES
+        ),
+    ),
+)

@@ -12,6 +12,7 @@ State-dict keys follow axelBarroso/Key.Net-Pytorch (``feature_extractor.lb_block
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -19,8 +20,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import ops
+from ..declaration import DetectorConfig, InputConvention, ModelFamily, Renamed, Variant, param
+from ..weights import WeightSpec
 from .base import Extractor, Features, mask_scores
-from .multiscale import merge_levels
+from .multiscale import level_nms_radius, merge_levels
 from .patch_descriptor import SIFT_SCALE_FACTOR
 
 _SOBEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]) / 8.0
@@ -84,19 +87,23 @@ class FeatureExtractor(nn.Module):
         return self.lb_block(self.hc_block(image))
 
 
+@dataclass
+class KeyNetConfig(DetectorConfig):
+    """The official extractor's defaults: 5000 keypoints, 15x15 NMS, one level up and four down."""
+
+    renamed = {"nms_size": Renamed("nms_radius", convert=lambda size: int(size) // 2)}
+    nfeatures: int = param(5000, "keep at most this many keypoints, shared between levels by area; 0 keeps all", low=0)
+    detection_threshold: float = param(0.0, "minimum response", low=0.0)
+    nms_radius: int = param(7, "NMS radius in level pixels (the official 15x15 window)", low=0)
+    pyramid_levels: int = param(4, "pyramid levels below the input", low=0, high=12)
+    up_levels: int = param(1, "pyramid levels above the input (upsampled)", low=0, high=3)
+    scale_factor: float = param(math.sqrt(2.0), "pyramid step between levels", low=1.05, high=4.0)
+
+
 class KeyNet(Extractor):
     """Key.Net detector: ``forward`` gives the (B, 1, H, W) response, ``extract`` the multi-scale keypoints."""
 
-    input_channels = 1
-    stride = 1
     descriptor_size = 0
-    default_config = {
-        "max_keypoints": 5000,
-        "nms_size": 15,
-        "pyramid_levels": 4,
-        "up_levels": 1,
-        "scale_factor": math.sqrt(2.0),
-    }
     # The official extractor hands HyNet the square of half-side s_mult x level scale around a keypoint;
     # KeyPoint.size is set so that cvdeep's patch descriptors (side = SIFT_SCALE_FACTOR x size) crop it.
     patch_scale = 22.0
@@ -131,18 +138,18 @@ class KeyNet(Extractor):
         total = sum(weights)
         return [int(max_keypoints * weight / total) for weight in weights]
 
-    def _detect_level(self, level: torch.Tensor, valid: torch.Tensor, nms_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _detect_level(self, level: torch.Tensor, valid: torch.Tensor, radius: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Local maxima (x, y) in level pixels and their responses, sorted by response."""
         response = self(level)
         level_valid = F.interpolate(valid.float(), size=response.shape[-2:], mode="nearest-exact") > 0.5
-        keypoints, scores = ops.nms(mask_scores(response, level_valid, 0.0), nms_size // 2, 0.0, -1, _BORDER)
+        keypoints, scores = ops.nms(mask_scores(response, level_valid, 0.0), radius, 0.0, -1, _BORDER)
         return keypoints[0], scores[0]
 
-    def extract(self, image: torch.Tensor, valid: torch.Tensor, **config: Any) -> Features:
-        cfg = {**self.default_config, **config}
-        factor, up_levels = float(cfg["scale_factor"]), int(cfg["up_levels"])
-        limit = int(cfg["max_keypoints"])
-        level_count = up_levels + int(cfg["pyramid_levels"]) + 1
+    def extract(self, image: torch.Tensor, valid: torch.Tensor, config: KeyNetConfig | None = None) -> Features:
+        config = config or KeyNetConfig()
+        factor, up_levels = config.scale_factor, config.up_levels
+        limit = config.nfeatures if config.nms == "hard" else 0  # soft-NMS selects over all levels at once
+        level_count = up_levels + config.pyramid_levels + 1
         budgets = self.level_budgets(limit, level_count, up_levels, factor) if limit > 0 else [-1] * level_count
         height, width = image.shape[-2:]
 
@@ -153,14 +160,14 @@ class KeyNet(Extractor):
             pyramid.append(F.interpolate(image, size=(int(height * up), int(width * up)), mode="bilinear", align_corners=False))
         level = image
         pyramid.append(level)
-        for _ in range(int(cfg["pyramid_levels"])):
+        for _ in range(config.pyramid_levels):
             level = blur_and_shrink(level, factor)
             pyramid.append(level)
 
         levels: list[Features] = []
         granted = found = 0
         for index, level in enumerate(pyramid):
-            xy, response = self._detect_level(level, valid, int(cfg["nms_size"]))
+            xy, response = self._detect_level(level, valid, level_nms_radius(config))
             if limit > 0:
                 # Budget left unused by earlier levels carries over, as in the official extractor.
                 granted += budgets[index]
@@ -177,4 +184,31 @@ class KeyNet(Extractor):
                 "sizes": torch.full_like(response, 2 * self.patch_scale * factor**octave / SIFT_SCALE_FACTOR),
                 "octaves": torch.full((len(response),), octave, dtype=torch.int32, device=image.device),
             })
-        return merge_levels(levels, limit)
+        return merge_levels(levels, config)
+
+
+FAMILIES = (
+    ModelFamily(
+        name="keynet",
+        public_name="KeyNet",
+        kind="detector-only",
+        network=KeyNet,
+        config=KeyNetConfig,
+        input=InputConvention(channels=1),
+        paper="Barroso-Laguna et al., Key.Net: Keypoint Detection by Handcrafted and Learned CNN Filters, ICCV 2019",
+        summary="Key.Net: a multi-scale keypoint detector only. Describe its keypoints with a patch descriptor "
+        "(HyNet, the paper's pairing, or HardNet): descriptor.compute(image, keynet.detect(image)).",
+        variants=(
+            Variant(
+                "keynet",
+                "Key.Net multi-scale detector (detect only)",
+                WeightSpec(
+                    name="keynet", filename="keynet/keynet_pytorch.pth",
+                    sha256="59d3a46d57b439513acf531877fdfaa95eb550ccd10ec462e23d7c1f7a86d52a", license="MIT",
+                    source="axelBarroso/Key.Net-Pytorch model/weights/keynet_pytorch.pth",
+                    urls=("https://github.com/axelBarroso/Key.Net-Pytorch/raw/main/model/weights/keynet_pytorch.pth",),
+                ),
+            ),
+        ),
+    ),
+)

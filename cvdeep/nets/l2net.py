@@ -24,6 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import Error
+from ..declaration import DescriptorConfig, InputConvention, ModelFamily, Variant
+from ..weights import WeightSpec
 from .matconvnet import load_mat, simplenn_layers, unwrap
 from .patch_descriptor import SIFT_SCALE_FACTOR, PatchDescriptor
 
@@ -134,3 +136,31 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if "netCen" in variables and "pixMeanCen" in variables:
         state.update(_tower_state(variables["netCen"], variables["pixMeanCen"], "center_tower."))
     return state
+
+
+# One official file holds both towers: "l2net" uses the first, "l2net-cs" both.
+_L2NET_WEIGHTS = WeightSpec(
+    name="l2net-lib-aug", filename="l2net/L2Net-LIB+.mat", license="none stated upstream (no LICENSE file in the official repository)",
+    reader="cvdeep.nets.l2net:read_checkpoint",
+    source="yuruntian/L2-Net matlab/L2Net-LIB+.mat (MatConvNet; trained on Liberty with augmentation)",
+    urls=("https://github.com/yuruntian/L2-Net/raw/master/matlab/L2Net-LIB+.mat",),
+)
+
+FAMILIES = (
+    ModelFamily(
+        name="l2net",
+        public_name="L2Net",
+        kind="patch",
+        network=L2Net,
+        config=DescriptorConfig,
+        input=InputConvention(channels=1),
+        paper="Tian et al., L2-Net: Deep Learning of Discriminative Patch Descriptor in Euclidean Space, CVPR 2017",
+        summary="L2-Net: 128-D on 32x32 patches, or 256-D central-surround on 64x64 with model='l2net-cs' "
+        "(no licence stated upstream).",
+        variants=(
+            Variant("l2net", "L2-Net, 128-D on 32x32 patches (official, Liberty with augmentation)", _L2NET_WEIGHTS),
+            Variant("l2net-cs", "L2-Net central-surround, 256-D on 64x64 patches (official)", _L2NET_WEIGHTS,
+                    network_args={"central_surround": True}),
+        ),
+    ),
+)

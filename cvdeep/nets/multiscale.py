@@ -3,14 +3,35 @@ from __future__ import annotations
 
 import torch
 
+from .. import ops
+from ..declaration import DetectorConfig
 from .base import Features
 
 
-def merge_levels(levels: list[Features], max_keypoints: int) -> Features:
-    """Concatenate per-level features (same keys), sort by descending score (stable), keep the best
-    ``max_keypoints`` (all when <= 0)."""
+def merge_levels(levels: list[Features], config: DetectorConfig) -> Features:
+    """Concatenate per-level features (same keys, keypoints in input pixels) and select.
+
+    Hard NMS (each level already suppressed its own non-maxima): the keypoints scoring above
+    ``config.detection_threshold``, sorted by descending score (stable), the best
+    ``config.nfeatures`` (all when 0). Soft NMS: greedy Gaussian soft-NMS over all levels at
+    once in input pixels, which also thins out detections of one structure at several scales.
+    """
     merged = {key: torch.cat([level[key] for level in levels]) for key in levels[0]}
-    order = torch.argsort(merged["scores"], descending=True, stable=True)
-    if max_keypoints > 0:
-        order = order[:max_keypoints]
+    scores = merged["scores"]
+    if config.nms == "soft":
+        _, decayed, index = ops.soft_nms(
+            merged["keypoints"], scores, config.soft_nms_sigma, config.nfeatures or -1, config.detection_threshold
+        )
+        selected = {key: value[index] for key, value in merged.items()}
+        selected["scores"] = decayed
+        return selected
+    order = torch.argsort(scores, descending=True, stable=True)
+    order = order[scores[order] > config.detection_threshold]
+    if config.nfeatures > 0:
+        order = order[: config.nfeatures]
     return {key: value[order] for key, value in merged.items()}
+
+
+def level_nms_radius(config: DetectorConfig) -> int:
+    """Per-level NMS radius: the configured one, or 1 (3x3 maxima as soft-NMS candidates) in soft mode."""
+    return 1 if config.nms == "soft" else config.nms_radius

@@ -14,34 +14,43 @@ State-dict keys are naver/r2d2's ``ops.N``, ``clf``, ``sal``; its checkpoints ar
 from __future__ import annotations
 
 import math
-from typing import Any, Iterator
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .. import ops
+from ..declaration import DetectorConfig, InputConvention, ModelFamily, Variant, param
+from ..weights import DEFAULTDICT_ALLOWLIST, WeightSpec
 from .base import Extractor, Features
-from .multiscale import merge_levels
+from .multiscale import level_nms_radius, merge_levels
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+@dataclass
+class R2D2Config(DetectorConfig):
+    """naver/r2d2's extract.py defaults: top 5000, both confidences >= 0.7, 3x3 maxima, a pyramid
+    of factor 2^0.25 with the longest side from 1024 down to 256 px."""
+
+    nfeatures: int = param(5000, "keep at most this many keypoints, the strongest; 0 keeps all", low=0)
+    detection_threshold: float = param(0.0, "minimum score (reliability x repeatability)", low=0.0, high=1.0)
+    nms_radius: int = param(1, "NMS radius on the repeatability map, in level pixels", low=0)
+    reliability_threshold: float = param(0.7, "minimum reliability of a keypoint", low=0.0, high=1.0)
+    repeatability_threshold: float = param(0.7, "minimum repeatability of a keypoint", low=0.0, high=1.0)
+    scale_factor: float = param(2**0.25, "pyramid step between levels", low=1.01, high=4.0)
+    min_size: int = param(256, "smallest longest-side of a pyramid level (pixels)", low=16)
+    max_size: int = param(1024, "largest longest-side of a pyramid level (pixels)", low=16)
+
+
 class R2D2(Extractor):
     """R2D2 network; ``fast=True`` builds ``Fast_Quad_L2Net_ConfCFS`` (faster2d2)."""
 
-    input_channels = 3
-    stride = 1
     descriptor_size = 128
-    default_config = {
-        "max_keypoints": 5000,
-        "reliability_threshold": 0.7,
-        "repeatability_threshold": 0.7,
-        "scale_factor": 2**0.25,
-        "min_size": 256,
-        "max_size": 1024,
-    }
     base_keypoint_size = 32.0
 
     def __init__(self, mchan: int = 4, dim: int = 128, fast: bool = False):
@@ -122,25 +131,26 @@ class R2D2(Extractor):
                 size = (round(height * scale), round(width * scale))
                 level = F.interpolate(level, size=size, mode="bilinear", align_corners=False)
 
-    def _detect(self, maps: dict[str, torch.Tensor], valid: torch.Tensor, rel_thr: float, rep_thr: float) -> torch.Tensor:
-        """(N, 2) integer (x, y) level pixels: 3x3 maxima of repeatability passing both thresholds."""
+    def _detect(self, maps: dict[str, torch.Tensor], valid: torch.Tensor, config: R2D2Config) -> torch.Tensor:
+        """(N, 2) integer (x, y) level pixels: maxima of repeatability passing both thresholds."""
         repeatability, reliability = maps["repeatability"], maps["reliability"]
-        keep = (repeatability == F.max_pool2d(repeatability, 3, stride=1, padding=1)) & valid
-        keep &= (repeatability >= rep_thr) & (reliability >= rel_thr)
+        radius = level_nms_radius(config)
+        keep = (repeatability == F.max_pool2d(repeatability, 2 * radius + 1, stride=1, padding=radius)) & valid
+        keep &= (repeatability >= config.repeatability_threshold) & (reliability >= config.reliability_threshold)
         ys, xs = torch.nonzero(keep[0, 0], as_tuple=True)
         return torch.stack([xs, ys], dim=1)
 
-    def extract(self, image: torch.Tensor, valid: torch.Tensor, **config: Any) -> Features:
-        cfg = {**self.default_config, **config}
+    def extract(self, image: torch.Tensor, valid: torch.Tensor, config: R2D2Config | None = None) -> Features:
+        config = config or R2D2Config()
         height, width = image.shape[-2:]
-        pyramid = self.pyramid(image, float(cfg["scale_factor"]), int(cfg["min_size"]), int(cfg["max_size"]))
+        pyramid = self.pyramid(image, config.scale_factor, config.min_size, config.max_size)
         levels = []
         for scale, level in pyramid:
-            octave = round(math.log(1.0 / scale) / math.log(float(cfg["scale_factor"])))  # scale = factor^-octave
+            octave = round(math.log(1.0 / scale) / math.log(config.scale_factor))  # scale = factor^-octave
             size = tuple(level.shape[-2:])
             maps = self(level)
             level_valid = F.interpolate(valid.float(), size=size, mode="nearest-exact") > 0.5
-            xy = self._detect(maps, level_valid, float(cfg["reliability_threshold"]), float(cfg["repeatability_threshold"]))
+            xy = self._detect(maps, level_valid, config)
             x, y = xy[:, 0], xy[:, 1]
             # Level pixel centres -> input pixel centres.
             ratio = xy.new_tensor([width / size[1], height / size[0]], dtype=torch.float32)
@@ -151,7 +161,7 @@ class R2D2(Extractor):
                 "sizes": torch.full((len(xy),), self.base_keypoint_size / scale, device=image.device),
                 "octaves": torch.full((len(xy),), octave, dtype=torch.int32, device=image.device),
             })
-        return merge_levels(levels, int(cfg["max_keypoints"]))
+        return merge_levels(levels, config)
 
     def describe(
         self,
@@ -162,3 +172,43 @@ class R2D2(Extractor):
     ) -> torch.Tensor:
         """Descriptors sampled bilinearly from the full-resolution descriptor map."""
         return ops.sample_descriptors(self(image)["descriptors"][0], keypoints, stride=1.0)
+
+
+_R2D2_FILES = (
+    # model name, file, sha256, network arguments
+    ("r2d2", "r2d2_WASF_N16.pt", "9ae90e02a9a133d100ca7aeaa32f4d4d7736a6dd222a530a25c8f7da5e508528", {}),
+    ("r2d2-waf-n16", "r2d2_WAF_N16.pt", "27cebd6608317b35198a76f60f87492110dee3e88ca382586a729dadb1a16b90", {}),
+    ("r2d2-wasf-n8-big", "r2d2_WASF_N8_big.pt", "597dc13998e211e827c550bdc8f76dbb4aca32747846f96962c9168586cec418",
+     {"mchan": 6}),
+    ("faster2d2", "faster2d2_WASF_N16.pt", "217daa3a166bfe9bf2b68c05c1607a09dd4d552ae1bbeda885479d504eefc14b",
+     {"fast": True}),
+)
+
+FAMILIES = (
+    ModelFamily(
+        name="r2d2",
+        public_name="R2D2",
+        kind="detector",
+        network=R2D2,
+        config=R2D2Config,
+        input=InputConvention(channels=3),  # RGB in [0, 1]; ImageNet normalisation inside the network
+        paper="Revaud et al., R2D2: Repeatable and Reliable Detector and Descriptor, NeurIPS 2019",
+        summary="R2D2: repeatable and reliable multi-scale detector and 128-D descriptor. All official weights "
+        "are CC BY-NC-SA 3.0 (non-commercial).",
+        variants=tuple(
+            Variant(
+                name,
+                f"R2D2 {file} (non-commercial)",
+                WeightSpec(
+                    name=name, filename=f"r2d2/{file}", sha256=sha256, license="CC BY-NC-SA 3.0 (non-commercial)",
+                    source=f"naver/r2d2 models/{file}", urls=(f"https://github.com/naver/r2d2/raw/master/models/{file}",),
+                    noncommercial=True,
+                    # faster2d2's file pickles its training losses as collections.defaultdict(list)
+                    safe_globals=DEFAULTDICT_ALLOWLIST if arguments.get("fast") else (),
+                ),
+                network_args=arguments,
+            )
+            for name, file, sha256, arguments in _R2D2_FILES
+        ),
+    ),
+)

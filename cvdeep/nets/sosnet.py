@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..declaration import DescriptorConfig, InputConvention, ModelFamily, Variant
+from ..weights import WeightSpec
 from .l2net import l2_normalize, l2net_layers
 from .patch_descriptor import SIFT_SCALE_FACTOR, PatchDescriptor
 
@@ -22,3 +24,30 @@ class SOSNet(PatchDescriptor):
 
     def forward(self, patches: torch.Tensor) -> torch.Tensor:
         return l2_normalize(self.layers(patches))
+
+
+FAMILIES = (
+    ModelFamily(
+        name="sosnet",
+        public_name="SOSNet",
+        kind="patch",
+        network=SOSNet,
+        config=DescriptorConfig,
+        input=InputConvention(channels=1),
+        paper="Tian et al., SOSNet: Second Order Similarity Regularization for Local Descriptor Learning, CVPR 2019",
+        summary="SOSNet: the L2-Net body trained with second-order similarity regularisation; 128-D on 32x32 patches "
+        "(no licence stated upstream).",
+        variants=(
+            Variant(
+                "sosnet-liberty", "SOSNet trained on Liberty (official)",
+                WeightSpec(
+                    name="sosnet-liberty", filename="sosnet/sosnet_32x32_liberty.pth",
+                    license="none stated upstream (no LICENSE file in the official repository)",
+                    source="scape-research/SOSNet sosnet-weights/sosnet_32x32_liberty.pth",
+                    urls=("https://github.com/scape-research/SOSNet/raw/master/sosnet-weights/sosnet_32x32_liberty.pth",
+                          "https://github.com/yuruntian/SOSNet/raw/master/sosnet-weights/sosnet_32x32_liberty.pth"),
+                ),
+            ),
+        ),
+    ),
+)

@@ -10,11 +10,14 @@ Two official layouts load unchanged:
 
 Post-processing as published: 65-way softmax per 8x8 cell, dustbin dropped, cells unfolded to
 pixels; the official iterative max-pool NMS (radius 4), threshold 0.005, 4-pixel border; descriptors sampled bilinearly
-from the L2-normalised dense map and normalised again.
+from the L2-normalised dense map and normalised again. The border is measured from the real image edge
+(the Feature2D layer removes it from ``valid``), where the official code measures it on the score map
+padded to a multiple of 8; a pixel of the border strip therefore no longer suppresses its neighbours.
 """
 from __future__ import annotations
 
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -22,7 +25,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import ops
-from .base import Extractor, Features, mask_scores
+from ..declaration import DetectorConfig, InputConvention, ModelFamily, Renamed, Variant, param
+from ..weights import WeightSpec
+from .base import Extractor, Features, iterative_nms, mask_scores, soft_nms_keypoints
 
 _CELL = 8
 _ENCODER_CHANNELS = (64, 64, 128, 128)
@@ -44,29 +49,20 @@ def cell_logits_to_scores(logits: torch.Tensor) -> torch.Tensor:
     return F.pixel_shuffle(probabilities, _CELL)
 
 
-def suppress_non_maxima(scores: torch.Tensor, radius: int, iterations: int = 2) -> torch.Tensor:
-    """The official PyTorch NMS (``simple_nms``): keep the maxima of (2r+1)^2 windows, then, twice,
-    also the maxima among pixels no kept maximum covers, which approximates greedy NMS (a point
-    suppressed only by a suppressed point comes back). Other pixels are set to 0."""
+@dataclass
+class SuperPointConfig(DetectorConfig):
+    """The published settings: NMS radius 4, threshold 0.005, 4-pixel border, every keypoint."""
 
-    def window_max(x: torch.Tensor) -> torch.Tensor:
-        return F.max_pool2d(x, kernel_size=2 * radius + 1, stride=1, padding=radius)
-
-    keep = scores == window_max(scores)
-    for _ in range(iterations):
-        covered = window_max(keep.float()) > 0
-        uncovered = scores.masked_fill(covered, 0.0)
-        keep |= (uncovered == window_max(uncovered)) & ~covered
-    return scores.masked_fill(~keep, 0.0)
+    renamed = {"remove_borders": Renamed("border")}
+    detection_threshold: float = param(0.005, "minimum keypoint probability", low=0.0, high=1.0)
+    nms_radius: int = param(4, "NMS radius in pixels (the official iterative max-pool NMS)", low=0)
+    border: int = param(4, "no keypoint within this many pixels of the image edge", low=0)
 
 
 class SuperPoint(Extractor):
     """What both layouts share: heads -> dense maps, detection, description. ``_heads`` is the network."""
 
-    input_channels = 1
-    stride = _CELL
     descriptor_size = 256
-    default_config = {"max_keypoints": -1, "detection_threshold": 0.005, "nms_radius": 4, "remove_borders": 4}
     layout_key = ""  # a key only this layout has
     other_layout = ("", "")  # (a key only the other layout has, the registry model that loads it)
 
@@ -85,22 +81,22 @@ class SuperPoint(Extractor):
         logits, descriptors = self._heads(image)
         return {"scores": cell_logits_to_scores(logits), "descriptors": F.normalize(descriptors, p=2, dim=1)}
 
-    def detect(self, scores: torch.Tensor, valid: torch.Tensor, **config: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        """Published detection on a (1, 1, H, W) score map: NMS, threshold, border, top-k."""
-        cfg = {**self.default_config, **config}
-        kept = suppress_non_maxima(mask_scores(scores, valid, 0.0), int(cfg["nms_radius"]))
-        keypoints, values = ops.nms(
-            kept,
-            0,  # suppression is done; ops.nms thresholds, removes the border, sorts and truncates
-            float(cfg["detection_threshold"]),
-            int(cfg["max_keypoints"]),
-            int(cfg["remove_borders"]),
-        )
-        return keypoints[0].float(), values[0]
+    def detect(self, scores: torch.Tensor, valid: torch.Tensor,
+               config: SuperPointConfig | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Published detection on a (1, 1, H, W) score map: NMS, threshold, top-k."""
+        config = config or SuperPointConfig()
+        masked = mask_scores(scores, valid, 0.0)
+        if config.nms == "soft":
+            keypoints, values = soft_nms_keypoints(masked, config)
+            return keypoints.float(), values
+        kept = masked.masked_fill(~iterative_nms(masked, config.nms_radius), 0.0)
+        # suppression is done; ops.nms thresholds, sorts and truncates
+        found, values = ops.nms(kept, 0, config.detection_threshold, config.nfeatures or -1)
+        return found[0].float(), values[0]
 
-    def extract(self, image: torch.Tensor, valid: torch.Tensor, **config: Any) -> Features:
+    def extract(self, image: torch.Tensor, valid: torch.Tensor, config: SuperPointConfig | None = None) -> Features:
         dense = self(image)
-        keypoints, scores = self.detect(dense["scores"], valid, **config)
+        keypoints, scores = self.detect(dense["scores"], valid, config)
         descriptors = ops.sample_descriptors(dense["descriptors"][0], keypoints, stride=_CELL)
         return {"keypoints": keypoints, "scores": scores, "descriptors": descriptors}
 
@@ -164,3 +160,43 @@ class SuperPointOpen(SuperPoint):
     def _heads(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features = self.backbone(image)
         return self.detector(features), self.descriptor(features)
+
+
+_SUPERPOINT_PAPER = "DeTone, Malisiewicz, Rabinovich: SuperPoint: Self-Supervised Interest Point Detection and Description, CVPRW 2018"
+
+FAMILIES = (
+    ModelFamily(
+        name="superpoint",
+        public_name="SuperPoint",
+        kind="detector",
+        network=SuperPointMagicLeap,
+        config=SuperPointConfig,
+        input=InputConvention(channels=1, stride=_CELL),
+        paper=_SUPERPOINT_PAPER,
+        summary="SuperPoint: self-supervised interest points and 256-D descriptors from one VGG-style encoder.",
+        variants=(
+            Variant(
+                "superpoint-v1",
+                "SuperPoint, Magic Leap's released model (non-commercial)",
+                WeightSpec(
+                    name="superpoint-v1", filename="superpoint/superpoint_v1.pth", sha256=None,
+                    license="Magic Leap SuperGlue/SuperPoint license (academic or non-profit, non-commercial use only)",
+                    source="magicleap/SuperGluePretrainedNetwork models/weights/superpoint_v1.pth",
+                    urls=("https://github.com/magicleap/SuperGluePretrainedNetwork/raw/master/models/weights/"
+                          "superpoint_v1.pth",),
+                    noncommercial=True,
+                ),
+            ),
+            Variant(
+                "superpoint-open",
+                "SuperPoint re-trained by R. Pautrat (TF v6 port, BatchNorm), MIT",
+                WeightSpec(
+                    name="superpoint-open", filename="superpoint/superpoint_v6_from_tf.pth", sha256=None,
+                    license="MIT", source="rpautrat/SuperPoint weights/superpoint_v6_from_tf.pth",
+                    urls=("https://github.com/rpautrat/SuperPoint/raw/master/weights/superpoint_v6_from_tf.pth",),
+                ),
+                network=SuperPointOpen,
+            ),
+        ),
+    ),
+)

