@@ -1,3 +1,2 @@
-"""Training methods of the papers cvdeep implements: the descriptor-learning losses
-(``cvdeep.train.losses``) with which the shipped patch descriptors were trained, so a
-trainer can reproduce or fine-tune them on its own correspondences."""
+"""Training methods of the papers cvdeep implements: their losses, data generation and the
+training loop behind `cvdeep train`, reusing the same networks and ops as inference."""
