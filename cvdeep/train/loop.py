@@ -1,0 +1,257 @@
+"""The training loop every ``cvdeep train`` task shares: steps, checkpoints, resume, logs.
+
+A task supplies a ``step(step_index) -> dict of floats`` closure over its model, data and
+loss; ``run`` calls it ``total_steps`` times with a progress bar, appends each step's
+metrics to ``<out>/log.csv``, and every ``checkpoint_every`` steps (and at the end) writes
+``<out>/checkpoint.pt`` atomically: the state of every registered module and optimizer,
+the random generators (torch, NumPy, Python) and the step. ``resume=True`` continues from
+that file exactly where it stopped, so a run killed at any moment loses at most
+``checkpoint_every`` steps and, for a deterministic task, ends with the same weights as an
+uninterrupted run with the same seed.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import random
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import Error
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "checkpoint.pt"
+LOG = "log.csv"
+SUMMARY = "summary.json"
+
+Stateful = Any  # anything with state_dict() / load_state_dict(): modules, optimizers, schedulers, losses
+
+
+def seed_everything(seed: int) -> np.random.Generator:
+    """Seed torch, Python and NumPy; returns the NumPy generator the task should draw from."""
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    return np.random.default_rng(seed)
+
+
+def _numpy_global_state() -> list[Any]:
+    """NumPy's legacy global state as plain values and a tensor (loadable with weights_only=True)."""
+    name, keys, position, has_gauss, cached = np.random.get_state()
+    return [name, torch.from_numpy(keys.astype(np.int64)), int(position), int(has_gauss), float(cached)]
+
+
+def _set_numpy_global_state(state: list[Any]) -> None:
+    name, keys, position, has_gauss, cached = state
+    np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, cached))
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+class Trainer:
+    """Runs a step function with checkpoints, resume, CSV logs and a progress bar.
+
+    ``state`` names every object whose ``state_dict`` must survive a restart (model,
+    optimizer, scheduler, a loss with running statistics, ...). ``rng`` is the task's
+    NumPy generator; its state is checkpointed too. ``config`` (a JSON-able dict) is
+    stored beside the run and checked on resume, so a run is never continued with other
+    settings.
+    """
+
+    def __init__(
+        self,
+        out_dir: str | os.PathLike,
+        state: Mapping[str, Stateful],
+        total_steps: int,
+        rng: np.random.Generator,
+        config: Mapping[str, Any],
+        checkpoint_every: int = 500,
+        resume: bool = False,
+        progress: bool = True,
+    ) -> None:
+        if total_steps < 1:
+            raise Error(f"steps: got {total_steps}; expected at least 1")
+        if checkpoint_every < 1:
+            raise Error(f"checkpoint_every: got {checkpoint_every}; expected at least 1")
+        self.out = Path(out_dir)
+        self.state = dict(state)
+        self.total_steps = int(total_steps)
+        self.rng = rng
+        self.config = json.loads(json.dumps(dict(config), default=str))
+        self.checkpoint_every = int(checkpoint_every)
+        self.progress = progress
+        self.step = 0
+        self.elapsed = 0.0  # seconds of training, summed over resumed sessions
+        self.out.mkdir(parents=True, exist_ok=True)
+        checkpoint = self.out / CHECKPOINT
+        if resume and checkpoint.is_file():
+            self._restore(checkpoint)
+        elif checkpoint.is_file():
+            raise Error(f"{checkpoint} exists: pass resume=True (--resume) to continue it, or choose another output "
+                        "directory")
+        else:
+            (self.out / "config.json").write_text(json.dumps(self.config, indent=2, sort_keys=True) + "\n")
+            (self.out / LOG).unlink(missing_ok=True)
+
+    # --- checkpoints ---------------------------------------------------------------------
+
+    def save(self) -> Path:
+        """Write the checkpoint now (atomically) and return its path."""
+        payload = {
+            "step": self.step,
+            "elapsed": self.elapsed,
+            "config": self.config,
+            "state": {name: obj.state_dict() for name, obj in self.state.items()},
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "python": random.getstate(),
+                "numpy_global": _numpy_global_state(),
+                "numpy": self.rng.bit_generator.state,
+            },
+        }
+        path = self.out / CHECKPOINT
+        _atomic_save(payload, path)
+        return path
+
+    def _restore(self, path: Path) -> None:
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise Error(f"{path}: not a readable cvdeep training checkpoint ({type(exc).__name__}: {exc})") from exc
+        if payload["config"] != self.config:
+            changed = sorted(k for k in set(payload["config"]) | set(self.config)
+                             if payload["config"].get(k) != self.config.get(k))
+            raise Error(f"{path}: was trained with other settings ({', '.join(changed)}); resume with the same "
+                        "command, or start a new output directory")
+        for name, obj in self.state.items():
+            obj.load_state_dict(payload["state"][name])
+        torch.set_rng_state(payload["rng"]["torch"])
+        random.setstate(payload["rng"]["python"])
+        _set_numpy_global_state(payload["rng"]["numpy_global"])
+        self.rng.bit_generator.state = payload["rng"]["numpy"]
+        self.step = int(payload["step"])
+        self.elapsed = float(payload.get("elapsed", 0.0))
+        self._truncate_log(self.step)
+        log.info("resumed %s at step %d", path, self.step)
+
+    def _truncate_log(self, step: int) -> None:
+        """Drop log rows written after the checkpoint (they will be written again)."""
+        path = self.out / LOG
+        if not path.is_file():
+            return
+        with open(path, newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        if not rows:
+            return
+        fields = list(rows[0])
+        kept = [row for row in rows if int(row["step"]) <= step]
+        with open(path, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(kept)
+
+    # --- the loop ----------------------------------------------------------------------
+
+    def run(self, step_fn: Callable[[int], Mapping[str, float]]) -> dict[str, Any]:
+        """Call ``step_fn(i)`` for the remaining steps; returns the summary written to summary.json."""
+        bar = None
+        if self.progress:
+            try:
+                from tqdm.auto import tqdm
+            except ImportError:  # tqdm is a core dependency; keep working without it all the same
+                bar = None
+            else:
+                bar = tqdm(total=self.total_steps, initial=self.step, desc=f"training {self.out.name}", unit="step")
+        log_path = self.out / LOG
+        writer = None
+        handle = open(log_path, "a", newline="")
+        try:
+            while self.step < self.total_steps:
+                started = time.perf_counter()
+                metrics = {k: float(v) for k, v in step_fn(self.step).items()}
+                self.elapsed += time.perf_counter() - started
+                self.step += 1
+                row = {"step": self.step, "seconds": round(self.elapsed, 3), **metrics}
+                if writer is None:
+                    writer = csv.DictWriter(handle, fieldnames=list(row))
+                    if log_path.stat().st_size == 0:
+                        writer.writeheader()
+                writer.writerow(row)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix({k: f"{v:.4g}" for k, v in list(metrics.items())[:3]})
+                if self.step % self.checkpoint_every == 0 or self.step == self.total_steps:
+                    handle.flush()
+                    self.save()
+        finally:
+            handle.close()
+            if bar is not None:
+                bar.close()
+        summary = {"steps": self.step, "train_seconds": round(self.elapsed, 1), "config": self.config}
+        (self.out / SUMMARY).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+        return summary
+
+
+def read_log(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """A run's ``log.csv`` as column name -> float array."""
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows:
+        return {}
+    return {key: np.array([float(row[key]) for row in rows]) for key in rows[0]}
+
+
+def plot_curves(runs: Mapping[str, str | os.PathLike], out: str | os.PathLike, metric: str = "loss",
+                smooth: int = 50) -> Path:
+    """Plot ``metric`` against step for several runs (label -> run directory or log.csv) into a PNG.
+
+    Needs matplotlib (the ``plot`` extra). A moving average over ``smooth`` steps is drawn
+    over the raw curve.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise Error("plotting loss curves needs matplotlib: pip install 'cvdeep[plot]'") from None
+    figure, axis = plt.subplots(figsize=(7, 4))
+    for label, run in runs.items():
+        path = Path(run)
+        columns = read_log(path / LOG if path.is_dir() else path)
+        if metric not in columns:
+            raise Error(f"{path}: no {metric!r} column; it has {', '.join(columns)}")
+        steps, values = columns["step"], columns[metric]
+        line = axis.plot(steps, values, alpha=0.25, linewidth=0.8)[0]
+        if len(values) >= smooth > 1:
+            kernel = np.ones(smooth) / smooth
+            axis.plot(steps[smooth - 1:], np.convolve(values, kernel, mode="valid"), color=line.get_color(), label=label)
+        else:
+            line.set_label(label)
+    axis.set_xlabel("step")
+    axis.set_ylabel(metric)
+    axis.grid(alpha=0.3)
+    axis.legend()
+    figure.tight_layout()
+    out = Path(out)
+    figure.savefig(out, dpi=120)
+    plt.close(figure)
+    return out
