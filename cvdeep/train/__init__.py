@@ -1,0 +1,1 @@
+"""Training methods of the papers cvdeep implements."""
