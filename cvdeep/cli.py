@@ -122,6 +122,12 @@ def _run_weights(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_train(args: argparse.Namespace) -> int:
+    from .train import cli as train_cli
+
+    return train_cli.run(args)
+
+
 def _bench_module() -> object | None:
     """cvdeep.eval when this installation has it (it provides `cvdeep bench`)."""
     if importlib.util.find_spec("cvdeep.eval") is None:
@@ -164,6 +170,10 @@ def build_parser() -> argparse.ArgumentParser:
     hub = command("weights", _run_weights, "list, fetch or locate pretrained weights")
     hub.add_argument("action", choices=("list", "fetch", "path"), help="list: every known file; fetch: download into the cache; path: print the local path")
     hub.add_argument("names", nargs="*", help="weights or model names (see `cvdeep weights list`, `cvdeep models`)")
+
+    from .train import cli as train_cli
+
+    train_cli.add_arguments(command("train", _run_train, "train a model (descriptors, detectors) on unlabeled photos"))
 
     evaluation = _bench_module()
     if evaluation is not None:

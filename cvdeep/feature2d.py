@@ -22,7 +22,7 @@ from . import image as imageio
 from .declaration import Config, ModelFamily, describe_accepted, translate_renamed
 from .errors import Error
 from .keypoints import KeypointArrays, from_cv_keypoints, to_cv_keypoints
-from .models import build_model, get_model
+from .models import build_model, get_model, preferred_model
 from .nets.base import Extractor, Features
 
 _LOADING = ("model", "weights", "device")
@@ -77,7 +77,7 @@ def constructor_signature(family: ModelFamily, extra: tuple[inspect.Parameter, .
         for f in family.config.fields()
     ]
     keyword = [
-        inspect.Parameter("model", inspect.Parameter.KEYWORD_ONLY, default=family.default_model, annotation="str"),
+        inspect.Parameter("model", inspect.Parameter.KEYWORD_ONLY, default=None, annotation="str | None"),
         inspect.Parameter("weights", inspect.Parameter.KEYWORD_ONLY, default=None, annotation="str | os.PathLike | None"),
         inspect.Parameter("device", inspect.Parameter.KEYWORD_ONLY, default="auto", annotation="str | torch.device"),
         *extra,
@@ -91,7 +91,8 @@ def parameter_docs(family: ModelFamily) -> str:
     for spec in family.config.fields():
         lines.append(f"    {spec.name} = {spec.default!r}: {spec.metadata.get('doc', '')} ({describe_accepted(spec)})")
     names = ", ".join(repr(v.name) for v in family.variants)
-    lines.append(f"    model = {family.default_model!r} (keyword only): the registry name, one of {names}")
+    lines.append(f"    model = None (keyword only): the registry name, one of {names}; None takes the first whose "
+                 "weights are here (official first), else the one cvdeep trained and ships")
     lines.append("    weights = None (keyword only): a local checkpoint path instead of the model's registered file")
     lines.append("    device = 'auto' (keyword only): 'auto' (CUDA when available), 'cpu', 'cuda' or 'cuda:N'")
     for old, rename in family.config.renamed.items():
@@ -142,10 +143,10 @@ class Feature2D:
                 raise Error(f"{owner}: {name!r} given twice")
             params[name] = value
         self._config: Config = self.family.config()
-        self._values: dict[str, Any] = {"model": self.family.default_model, "weights": None, "device": "auto"}
+        self._values: dict[str, Any] = {"model": None, "weights": None, "device": "auto"}
         self._lock = threading.Lock()
         self._extractor: Extractor | None = None
-        self.setParams(model=model or self.family.default_model, weights=weights, device=device, **params)
+        self.setParams(model=model or preferred_model(self.family), weights=weights, device=device, **params)
         self._load()
 
     # --- construction and parameters --------------------------------------------------

@@ -95,6 +95,23 @@ def lightglue_pairings() -> dict[str, tuple[ModelFamily, str]]:
     return pairings
 
 
+def preferred_model(family: ModelFamily) -> str:
+    """The model a family's class builds when no ``model=`` is given.
+
+    The first declared variant (official weights come first) whose file is already here
+    (packaged, ``$CVDEEP_WEIGHTS_DIR`` or the cache); with none here, the first variant whose
+    weights ship inside the package (trained by cvdeep: works offline from install); else the
+    first variant, whose file the hub then fetches.
+    """
+    for variant in family.variants:
+        if variant.weights is None or hub.is_local(variant.weights):
+            return variant.name
+    for variant in family.variants:
+        if variant.weights is not None and variant.weights.packaged:
+            return variant.name
+    return family.default_model
+
+
 def weight_specs() -> dict[str, hub.WeightSpec]:
     """Every weight file any model can load, by its name (several models may share one file)."""
     specs: dict[str, hub.WeightSpec] = {}

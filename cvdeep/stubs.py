@@ -44,7 +44,7 @@ _LOADING_TYPES = (
 
 def _parameters(family: ModelFamily) -> str:
     parts = [f"{f.name}: {type(f.default).__name__} = {f.default!r}" for f in family.config.fields()]
-    parts += ["*", f"model: str = {family.default_model!r}", "weights: str | os.PathLike[str] | None = None",
+    parts += ["*", "model: str | None = None", "weights: str | os.PathLike[str] | None = None",
               "device: str | torch.device = 'auto'"]
     if family.kind == "patch":
         parts.append("detector: Any = None")

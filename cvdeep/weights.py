@@ -59,6 +59,7 @@ class WeightSpec:
     noncommercial: bool = False
     safe_globals: tuple[Any, ...] = field(default=(), compare=False)  # extra allow-list for torch.load
     reader: str | None = None  # "module:function" (path -> checkpoint) for files torch.load cannot read, e.g. Torch7 .t7
+    packaged: bool = False  # shipped inside the package (cvdeep/pretrained/<filename>): offline from install
 
     @property
     def basename(self) -> str:
@@ -105,8 +106,18 @@ def _verify(spec: WeightSpec, path: Path) -> None:
         )
 
 
+TRAINED_LICENSE = (
+    "research use only: trained by cvdeep on photos of BSDS500, SUN (Hays) and an ImageNet sample, "
+    "whose terms (research, non-commercial) the weights inherit"
+)
+"""Licence of every weight file cvdeep trained on ``shared/train_images``."""
+
+PACKAGED_DIR = Path(__file__).with_name("pretrained")
+"""Weights trained by cvdeep and shipped inside the package (see each model card in docs/models/)."""
+
+
 def _local_candidates(spec: WeightSpec) -> list[Path]:
-    candidates = []
+    candidates = [PACKAGED_DIR / spec.filename] if spec.packaged else []
     for directory in filter(None, os.environ.get("CVDEEP_WEIGHTS_DIR", "").split(os.pathsep)):
         base = Path(directory).expanduser()
         candidates += [base / spec.filename, base / spec.basename]
@@ -216,7 +227,7 @@ def _resolve_locked(spec: WeightSpec) -> Path:
             return candidate
         tried.append(f"{candidate} (not there)")
     if "CVDEEP_WEIGHTS_DIR" not in os.environ:
-        tried.insert(0, "$CVDEEP_WEIGHTS_DIR (not set)")
+        tried.insert(1 if spec.packaged else 0, "$CVDEEP_WEIGHTS_DIR (not set)")
     if _offline():
         tried.append("network sources (skipped: CVDEEP_OFFLINE is set)")
     else:
@@ -241,6 +252,12 @@ def _resolve_locked(spec: WeightSpec) -> Path:
         + f"\nProvide the file from {spec.source} with weights='path', put it in a directory named by "
         f"$CVDEEP_WEIGHTS_DIR, or run `cvdeep weights fetch {spec.name}` on a machine with network access."
     )
+
+
+def is_local(spec: WeightSpec) -> bool:
+    """Whether the file is here already (packaged, ``$CVDEEP_WEIGHTS_DIR`` or the cache), without
+    downloading or verifying it."""
+    return any(candidate.is_file() for candidate in _local_candidates(spec))
 
 
 def warn_license(spec: WeightSpec) -> None:

@@ -802,3 +802,23 @@ def test_module_constants_match_the_documented_sources() -> None:
     assert (losses.HARDNET_MARGIN, losses.HARDNET_DUPLICATE_DISTANCE) == (1.0, 0.008)
     assert (losses.HYNET_ALPHA, losses.HYNET_MARGIN, losses.HYNET_GAMMA, losses.SOS_KNN) == (2.0, 1.2, 0.1, 8)
     assert (losses.SDGM_ALPHA, losses.SDGM_PROB_MARGIN, losses.SDGM_MOMENTUM) == (0.9, 0.6, 0.999)
+
+
+def test_l2net_loss_known_value_and_gradient_direction():
+    """Two orthogonal points seen twice: E1 from the row/column softmax of exp(2 - d), E2 = 1
+    because two centred one-hot columns are perfectly anti-correlated."""
+    from cvdeep.train.losses import l2net_loss
+
+    anchor = torch.tensor([[1.0, 0.0], [0.0, 1.0]], requires_grad=True)
+    positive = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    same, other = math.sqrt(1e-6), math.sqrt(2.0 + 1e-6)
+    log_match = (2 - same) - math.log(math.exp(2 - same) + math.exp(2 - other))
+    expected = -log_match + 1.0  # rows and columns give the same term; E2 = 1
+    value = l2net_loss(anchor, positive)
+    assert abs(float(value) - expected) < 1e-5
+    # E1 alone: a gradient step moves anchor 0 away from the non-matching positive 1
+    e1 = l2net_loss(anchor, positive, compactness_weight=0.0)
+    e1.backward()
+    assert float(anchor.grad[0] @ (positive[1] - anchor.detach()[0])) > 0.0
+    assert torch.isfinite(anchor.grad).all()
+    assert "l2net" in LOSSES

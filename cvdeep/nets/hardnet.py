@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ..declaration import DescriptorConfig, InputConvention, ModelFamily, Variant
-from ..weights import WeightSpec
+from ..weights import TRAINED_LICENSE, WeightSpec
 from .l2net import l2_normalize, l2net_layers, standardize_patches
 from .patch_descriptor import SIFT_SCALE_FACTOR, PatchDescriptor
 
@@ -62,6 +62,15 @@ FAMILIES = (
                     source="DagnyT/hardnet pretrained/pretrained_all_datasets/HardNet++.pth",
                     urls=(_HARDNET_URL + "pretrained_all_datasets/HardNet++.pth",),
                 ),
+            ),
+            Variant(
+                "hardnet-cvdeep",
+                "HardNet trained by cvdeep (hardest-in-batch triplet loss) on homography-labelled patches of unlabeled "
+                "photos (docs/models/hardnet-cvdeep.md)",
+                WeightSpec(name="hardnet-cvdeep", filename="hardnet-cvdeep.pt", license=TRAINED_LICENSE,
+                           source="trained by cvdeep: docs/models/hardnet-cvdeep.md", packaged=True,
+                           noncommercial=True),
+                trained_by_cvdeep=True,
             ),
         ),
     ),

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ..declaration import DescriptorConfig, InputConvention, ModelFamily, Variant
-from ..weights import WeightSpec
+from ..weights import TRAINED_LICENSE, WeightSpec
 from .l2net import l2_normalize
 from .patch_descriptor import SIFT_SCALE_FACTOR, PatchDescriptor
 
@@ -138,6 +138,17 @@ FAMILIES = (
                 network_args={"intensity_scale": 1.0},
             )
             for subset, tag in _SDGMNET_FILES
+        ) + (
+            Variant(
+                "sdgmnet-cvdeep",
+                "SDGMNet trained by cvdeep with the SDGM loss on homography-labelled patches of unlabeled photos "
+                "(docs/models/sdgmnet-cvdeep.md)",
+                WeightSpec(name="sdgmnet-cvdeep", filename="sdgmnet-cvdeep.pt", license=TRAINED_LICENSE,
+                           source="trained by cvdeep: docs/models/sdgmnet-cvdeep.md", packaged=True,
+                           noncommercial=True),
+                network_args={"intensity_scale": 1.0},
+                trained_by_cvdeep=True,
+            ),
         ),
     ),
 )

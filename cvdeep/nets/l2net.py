@@ -25,7 +25,7 @@ from torch import nn
 
 from ..errors import Error
 from ..declaration import DescriptorConfig, InputConvention, ModelFamily, Variant
-from ..weights import WeightSpec
+from ..weights import TRAINED_LICENSE, WeightSpec
 from .matconvnet import load_mat, simplenn_layers, unwrap
 from .patch_descriptor import SIFT_SCALE_FACTOR, PatchDescriptor
 
@@ -161,6 +161,15 @@ FAMILIES = (
             Variant("l2net", "L2-Net, 128-D on 32x32 patches (official, Liberty with augmentation)", _L2NET_WEIGHTS),
             Variant("l2net-cs", "L2-Net central-surround, 256-D on 64x64 patches (official)", _L2NET_WEIGHTS,
                     network_args={"central_surround": True}),
+            Variant(
+                "l2net-cvdeep",
+                "L2-Net (128-D) trained by cvdeep with L2-Net's own loss on homography-labelled patches of unlabeled "
+                "photos (docs/models/l2net-cvdeep.md)",
+                WeightSpec(name="l2net-cvdeep", filename="l2net-cvdeep.pt", license=TRAINED_LICENSE,
+                           source="trained by cvdeep: docs/models/l2net-cvdeep.md", packaged=True,
+                           noncommercial=True),
+                trained_by_cvdeep=True,
+            ),
         ),
     ),
 )

@@ -35,6 +35,11 @@ class PatchDescriptor(Extractor):
         self.scale_factor = float(scale_factor)
         self.intensity_scale = float(intensity_scale)
 
+    def embed(self, patches: torch.Tensor) -> torch.Tensor:
+        """Descriptors (N, D) of (N, 1, P, P) patches in [0, 1]: the network on its authors'
+        intensity range. Inference (``describe``) and training both go through here."""
+        return self(patches * self.intensity_scale)
+
     def describe(
         self,
         image: torch.Tensor,
@@ -52,7 +57,7 @@ class PatchDescriptor(Extractor):
                 image, keypoints[part], sizes[part], None if angles is None else angles[part],
                 self.patch_size, self.scale_factor,
             )
-            rows.append(self(patches * self.intensity_scale))
+            rows.append(self.embed(patches))
         if not rows:
             return image.new_zeros((0, self.descriptor_size))
         return torch.cat(rows)

@@ -22,8 +22,8 @@ name in ``LOSSES``       paper                                       callable
 ``"sdgm"``               Deng and Ma, 2022 (SDGMNet)                 :class:`SDGMLoss`
 =======================  ==========================================  ===========================
 
-L2-Net's retraining in cvdeep uses the ``"hardnet"`` loss (HardNet was introduced on the
-L2-Net architecture). ``LOSSES[name](**overrides)`` builds an ``nn.Module`` whose
+``"l2net"`` is L2-Net's own objective (Tian et al., CVPR 2017): a row and column softmax
+of ``exp(2 - d)`` plus the decorrelation of descriptor dimensions. ``LOSSES[name](**overrides)`` builds an ``nn.Module`` whose
 ``forward(anchor, positive)`` returns the scalar loss; :func:`make_loss` does the same.
 
 Sources read for formulas and constants (facts only -- no code or prose was copied):
@@ -60,8 +60,9 @@ from ..errors import Error
 __all__ = [
     "DEEPDESC_MARGIN", "DEEPDESC_MINING_RATIO", "HARDNET_MARGIN", "HYNET_ALPHA", "HYNET_GAMMA", "HYNET_MARGIN",
     "LOSSES", "SDGM_ALPHA", "SDGM_MOMENTUM", "SDGM_PROB_MARGIN", "SOSNET_MARGIN", "SOS_KNN",
-    "HardestTripletMarginLoss", "HybridSimilarityLoss", "MinedHingeLoss", "SDGMLoss", "SOSNetLoss",
-    "hardest_triplet_margin_loss", "hybrid_similarity_loss", "make_loss", "mined_hinge_loss", "sos_regularizer",
+    "HardestTripletMarginLoss", "HybridSimilarityLoss", "L2NetLoss", "MinedHingeLoss", "SDGMLoss", "SOSNetLoss",
+    "hardest_triplet_margin_loss", "hybrid_similarity_loss", "l2net_loss", "make_loss", "mined_hinge_loss",
+    "sos_regularizer",
     "sosnet_loss",
 ]
 
@@ -840,6 +841,58 @@ class HybridSimilarityLoss(nn.Module):
         return hybrid_similarity_loss(anchor, positive, self.alpha, self.margin, self.gamma, raw_anchor, raw_positive)
 
 
+# --- L2-Net: Tian et al., CVPR 2017, section 3.2 ---------------------------------------------------
+#: Offset in L2-Net's similarity exp(2 - d): 2 is the largest distance of unit descriptors.
+L2NET_OFFSET = 2.0
+
+
+def l2net_loss(anchor: torch.Tensor, positive: torch.Tensor, compactness_weight: float = 1.0) -> torch.Tensor:
+    """L2-Net's training objective without its intermediate-feature term (Tian et al., CVPR 2017).
+
+    E1 (relative distance): with ``d_ij = ||a_i - p_j||`` and similarity ``s_ij = exp(2 - d_ij)``,
+    the matching pair should win both its column and its row softmax:
+    ``E1 = -1/2 (mean_i log(s_ii / sum_k s_ki) + mean_i log(s_ii / sum_k s_ik))``.
+    E2 (compactness): each set's descriptor dimensions, centred and normalised over the batch,
+    should be decorrelated: ``E2 = 1/2 (mean of squared off-diagonal correlations of the anchors
+    + the same for the positives)``. Returns ``E1 + compactness_weight * E2``.
+
+    The paper sums over pairs and adds E3, a supervision of intermediate feature maps; this
+    averages (so the scale does not grow with B) and leaves E3 out, as cvdeep's trainer sees
+    only the descriptors. (B, D) inputs as every loss here.
+    """
+    _check_pair(anchor, positive)
+    _check_real("compactness_weight", compactness_weight, 0.0)
+    with _full_precision(anchor.device):
+        a, p = _upcast(anchor), _upcast(positive)
+        logits = L2NET_OFFSET - _unit_distances(a, p)
+        diagonal = logits.diagonal()
+        columns = diagonal - torch.logsumexp(logits, dim=0)
+        rows = diagonal - torch.logsumexp(logits, dim=1)
+        relative = -0.5 * (columns.mean() + rows.mean())
+
+        def decorrelation(x: torch.Tensor) -> torch.Tensor:
+            centred = x - x.mean(dim=0, keepdim=True)
+            unit = centred / centred.norm(dim=0, keepdim=True).clamp_min(1e-8)
+            correlation = unit.t() @ unit
+            off = correlation - torch.diag_embed(correlation.diagonal())
+            dims = x.shape[1]
+            return off.pow(2).sum() / max(dims * (dims - 1), 1)
+
+        compact = 0.5 * (decorrelation(a) + decorrelation(p))
+        return relative + compactness_weight * compact
+
+
+class L2NetLoss(nn.Module):
+    """Module form of :func:`l2net_loss`."""
+
+    def __init__(self, compactness_weight: float = 1.0) -> None:
+        super().__init__()
+        self.compactness_weight = _check_real("compactness_weight", compactness_weight, 0.0)
+
+    def forward(self, anchor: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
+        return l2net_loss(anchor, positive, self.compactness_weight)
+
+
 class _LossRegistry(dict):
     """A dict whose missing keys raise cvdeep.Error naming the accepted losses."""
 
@@ -855,6 +908,7 @@ LOSSES: dict[str, Callable[..., nn.Module]] = _LossRegistry({
     "sosnet": SOSNetLoss,
     "hynet": HybridSimilarityLoss,
     "sdgm": SDGMLoss,
+    "l2net": L2NetLoss,
 })
 
 
