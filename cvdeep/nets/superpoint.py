@@ -26,7 +26,7 @@ from torch import nn
 
 from .. import ops
 from ..declaration import DetectorConfig, InputConvention, ModelFamily, Renamed, Variant, param
-from ..weights import WeightSpec
+from ..weights import TRAINED_LICENSE, WeightSpec
 from .base import Extractor, Features, iterative_nms, mask_scores, soft_nms_keypoints
 
 _CELL = 8
@@ -196,6 +196,16 @@ FAMILIES = (
                     urls=("https://github.com/rpautrat/SuperPoint/raw/master/weights/superpoint_v6_from_tf.pth",),
                 ),
                 network=SuperPointOpen,
+            ),
+            Variant(
+                "superpoint-cvdeep",
+                "SuperPoint trained by cvdeep with the paper's recipe (Synthetic Shapes, homographic adaptation of "
+                "unlabeled photos, joint training); the SuperPointOpen layout (docs/models/superpoint-cvdeep.md)",
+                WeightSpec(name="superpoint-cvdeep", filename="superpoint-cvdeep.pt", license=TRAINED_LICENSE,
+                           source="trained by cvdeep: docs/models/superpoint-cvdeep.md", packaged=True,
+                           noncommercial=True),
+                network=SuperPointOpen,
+                trained_by_cvdeep=True,
             ),
         ),
     ),

@@ -65,6 +65,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             help='patch-pair settings overriding the defaults, e.g. \'{"keypoints_per_image": 256}\'')
     _common(descriptor)
 
+    magicpoint = tasks.add_parser("magicpoint", help="SuperPoint stage 1: the detector on Synthetic Shapes")
+    from .superpoint import AdaptationSettings, JointTraining, MagicPointTraining
+
+    stage1 = MagicPointTraining()
+    magicpoint.add_argument("--steps", type=int, default=stage1.steps)
+    magicpoint.add_argument("--batch-size", type=int, default=stage1.batch_size)
+    magicpoint.add_argument("--shapes-per-primitive", type=int, default=stage1.shapes_per_primitive)
+    magicpoint.add_argument("--lr", type=float, default=stage1.lr)
+    magicpoint.add_argument("--no-compile", action="store_true")
+    _common(magicpoint)
+
+    adapt = tasks.add_parser("adapt", help="SuperPoint stage 2: homographic adaptation -> pseudo ground truth")
+    stage2 = AdaptationSettings()
+    adapt.add_argument("--detector", required=True, help="weights.pt of the detector (the magicpoint run's)")
+    adapt.add_argument("--images", default=stage2.images)
+    adapt.add_argument("--homographies", type=int, default=stage2.homographies)
+    adapt.add_argument("--out", required=True, help="labels file to write (npz); resumable")
+    adapt.add_argument("--seed", type=int, default=0)
+    adapt.add_argument("--device", default="auto")
+    adapt.add_argument("--threads", type=_threads, default=None)
+    adapt.add_argument("--quiet", action="store_true")
+
+    joint = tasks.add_parser("superpoint", help="SuperPoint stage 3: detector + descriptor on pseudo-labelled photos")
+    stage3 = JointTraining()
+    joint.add_argument("--labels", required=True, help="the adapt stage's labels.npz")
+    joint.add_argument("--images", default=stage2.images, help="the photos the labels were made from")
+    joint.add_argument("--init", default=None, help="weights to start from (e.g. the magicpoint run's weights.pt)")
+    joint.add_argument("--steps", type=int, default=stage3.steps)
+    joint.add_argument("--batch-size", type=int, default=stage3.batch_size)
+    joint.add_argument("--lr", type=float, default=stage3.lr)
+    joint.add_argument("--no-compile", action="store_true")
+    _common(joint)
+
     plot = tasks.add_parser("plot", help="plot the loss curves of runs into a PNG (needs matplotlib)")
     plot.add_argument("runs", nargs="+", help="run directories (label=dir to name a curve)")
     plot.add_argument("--out", required=True, help="PNG file to write")
@@ -103,6 +136,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    if args.task in ("magicpoint", "adapt", "superpoint"):
+        return _run_superpoint(args)
     from .descriptor import DescriptorTraining, train_descriptor
 
     pairs = DescriptorTraining().pairs
@@ -121,4 +156,30 @@ def run(args: argparse.Namespace) -> int:
                                cache_dir=args.cache, checkpoint_every=args.checkpoint_every, progress=not args.quiet)
     print(f"trained {summary['steps']} steps in {summary['train_seconds']} s; held-out FPR95 "
           f"{summary['holdout_fpr95']:.4f}; weights: {summary['weights']}")
+    return 0
+
+
+def _run_superpoint(args: argparse.Namespace) -> int:
+    from . import superpoint
+
+    device = _device(args.device)
+    if args.task == "magicpoint":
+        settings = superpoint.MagicPointTraining(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                                                 shapes_per_primitive=args.shapes_per_primitive,
+                                                 compile=not args.no_compile, seed=args.seed)
+        summary = superpoint.train_magicpoint(settings, args.out, args.resume, device, args.cache,
+                                              args.checkpoint_every, not args.quiet)
+    elif args.task == "adapt":
+        adaptation = superpoint.AdaptationSettings(detector=args.detector, images=args.images,
+                                                   homographies=args.homographies, seed=args.seed)
+        result = superpoint.export_pseudo_labels(adaptation, args.out, device, not args.quiet)
+        print(f"wrote {args.out}: {result['photos']} photos, {result['keypoints_mean']:.0f} keypoints each on average")
+        return 0
+    else:
+        joint = superpoint.JointTraining(labels=args.labels, init=args.init, steps=args.steps,
+                                         batch_size=args.batch_size, lr=args.lr, compile=not args.no_compile,
+                                         seed=args.seed)
+        summary = superpoint.train_joint(joint, args.out, args.resume, device, args.images, args.checkpoint_every,
+                                         not args.quiet)
+    print(f"trained {summary['steps']} steps in {summary['train_seconds']} s; weights: {summary['weights']}")
     return 0
