@@ -195,11 +195,11 @@ class Trainer:
                     if log_path.stat().st_size == 0:
                         writer.writeheader()
                 writer.writerow(row)
+                handle.flush()  # the log is how a background run is watched
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix({k: f"{v:.4g}" for k, v in list(metrics.items())[:3]})
                 if self.step % self.checkpoint_every == 0 or self.step == self.total_steps:
-                    handle.flush()
                     self.save()
         finally:
             handle.close()
