@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Copy the resumable state of running trainings (runs/<name>) into train_state/<name>.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+for name in "$@"; do
+    mkdir -p "train_state/$name"
+    cp "runs/$name/checkpoint.pt" "runs/$name/config.json" "runs/$name/log.csv" "train_state/$name/"
+done
