@@ -15,6 +15,7 @@ import torch
 
 import cvdeep
 from cvdeep import weights as hub
+from cvdeep.keypoints import keypoint_coordinates
 
 Extract = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # BGR image -> (N, 2) keypoints, (N, D) descriptors
 
@@ -85,7 +86,7 @@ def cvdeep_extractor(features: str, max_keypoints: int) -> Extract | None:
 
     def extract(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         keypoints, descriptors = detector.detectAndCompute(image, None)
-        return cv2.KeyPoint_convert(keypoints).reshape(-1, 2).astype(np.float32), descriptors
+        return keypoint_coordinates(keypoints), descriptors
 
     return extract
 

@@ -19,11 +19,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from ..errors import Error
-from .common import create_features, detect, read_image
+from ..image import limit_size, read_image
+from ..keypoints import keypoint_responses
+from ..matching.pairs import detect_features
+from .common import create_features
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".pbm", ".bmp", ".tif", ".tiff", ".webp"}
 DATASETS = ("keypoints", "descriptors", "scores", "image_size")
@@ -85,22 +87,18 @@ def extract_to_h5(
             if name in store and _complete(store[name]):
                 skipped += 1
                 continue
-            image, resize = read_image(path, max_size)
-            found = detect(detector, image)
+            image, resize = limit_size(read_image(path), max_size)
+            found = detect_features(detector, image)
             scale = np.diag(resize)[:2]  # processed / original pixels, per axis
             keypoints = (found.points + 0.5) / scale - 0.5
-            descriptors = found.descriptors
-            if descriptors is None:  # no keypoints: an empty array of the detector's shape and type
-                dtype = np.uint8 if detector.descriptorType() == cv2.CV_8U else np.float32
-                descriptors = np.zeros((0, detector.descriptorSize()), dtype)
-            scores = np.array([kp.response for kp in found.keypoints], np.float32)
+            scores = keypoint_responses(found.keypoints)
             width, height = (np.array(found.size) / scale).round().astype(int)
             if name in store:
                 del store[name]
             group = store.create_group(name)
             group.create_dataset("keypoints", data=keypoints.astype(np.float32))
             group["keypoints"].attrs["uncertainty"] = float(1.0 / scale.mean())
-            group.create_dataset("descriptors", data=np.ascontiguousarray(descriptors.T))
+            group.create_dataset("descriptors", data=np.ascontiguousarray(found.descriptors.T))
             group.create_dataset("scores", data=scores)
             group.create_dataset("image_size", data=np.array([width, height]))
             store.flush()

@@ -13,8 +13,9 @@ import cv2
 import numpy as np
 
 from ..errors import Error
-from .common import LOWE_RATIO, ImageFeatures, PairGeometry, PairMatcher
-from .common import add_matching_arguments, create_features, detect, estimate_homography, read_image
+from ..image import limit_size, read_image
+from ..matching.pairs import LOWE_RATIO, ImageFeatures, PairMatcher, detect_features
+from .common import PairGeometry, add_matching_arguments, create_features, pair_geometry
 
 INLIER_COLOUR, OUTLIER_COLOUR = (80, 220, 60), (40, 40, 230)  # BGR
 
@@ -53,24 +54,24 @@ def match_images(
     """Estimate the homography from image ``first`` to image ``second`` (file paths)."""
     timings: dict[str, float] = {}
     start = time.perf_counter()
-    (image1, resize1), (image2, resize2) = read_image(first, max_size), read_image(second, max_size)
+    (image1, resize1), (image2, resize2) = (limit_size(read_image(path), max_size) for path in (first, second))
     timings["read"] = time.perf_counter() - start
 
     tick = time.perf_counter()
     detector = create_features(features, nfeatures)
-    pair_matcher = PairMatcher(matcher, detector, ratio)
+    pair_matcher = PairMatcher(matcher, detector, ratio, name=features)
     timings["setup"] = time.perf_counter() - tick
     tick = time.perf_counter()
-    features1 = detect(detector, image1)
+    features1 = detect_features(detector, image1)
     timings["features 1"] = time.perf_counter() - tick
     tick = time.perf_counter()
-    features2 = detect(detector, image2)
+    features2 = detect_features(detector, image2)
     timings["features 2"] = time.perf_counter() - tick
     tick = time.perf_counter()
     matches = pair_matcher(features1, features2)
     timings["match"] = time.perf_counter() - tick
     tick = time.perf_counter()
-    geometry = estimate_homography(features1, features2, matches, estimator, threshold)
+    geometry = pair_geometry(features1, features2, matches, estimator, threshold)
     timings["homography"] = time.perf_counter() - tick
     timings["total"] = time.perf_counter() - start
     return HomographyResult((image1, image2), (resize1, resize2), (features1, features2), geometry, timings)

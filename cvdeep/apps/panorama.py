@@ -21,8 +21,9 @@ import cv2
 import numpy as np
 
 from ..errors import Error
-from .common import LOWE_RATIO, PairGeometry, PairMatcher, add_matching_arguments
-from .common import create_features, detect, estimate_homography, read_image
+from ..image import limit_size, read_image
+from ..matching.pairs import LOWE_RATIO, PairMatcher, detect_features
+from .common import PairGeometry, add_matching_arguments, create_features, pair_geometry
 
 BLENDERS = ("multiband", "feather", "none")
 BLEND_STRENGTH = 5.0  # percent of the canvas diagonal, OpenCV's stitching_detailed default
@@ -180,18 +181,18 @@ def stitch(
         raise Error(f"unknown blender {blender!r}; accepted: {', '.join(BLENDERS)}")
     say = log or (lambda message: None)
     names = [Path(p).name for p in paths]
-    images = [read_image(path, max_size)[0] for path in paths]
+    images = [limit_size(read_image(path), max_size)[0] for path in paths]
     detector = create_features(features, nfeatures)
-    pair_matcher = PairMatcher(matcher, detector, ratio)
+    pair_matcher = PairMatcher(matcher, detector, ratio, name=features)
     tick = time.perf_counter()
-    found = [detect(detector, image) for image in images]
+    found = [detect_features(detector, image) for image in images]
     say(f"features: {', '.join(f'{n} {len(f.keypoints)}' for n, f in zip(names, found))} ({time.perf_counter() - tick:.1f} s)")
 
     tick = time.perf_counter()
     edges: dict[tuple[int, int], PairGeometry] = {}
     best: dict[int, tuple[float, int]] = {}
     for i, j in itertools.combinations(range(len(images)), 2):
-        geometry = estimate_homography(found[i], found[j], pair_matcher(found[i], found[j]), estimator, threshold)
+        geometry = pair_geometry(found[i], found[j], pair_matcher(found[i], found[j]), estimator, threshold)
         for a, b in ((i, j), (j, i)):
             if geometry.confidence > best.get(a, (-1.0, -1))[0]:
                 best[a] = (geometry.confidence, b)

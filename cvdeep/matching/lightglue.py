@@ -21,6 +21,7 @@ import torch
 
 from ..errors import Error
 from ..feature2d import resolve_device
+from ..keypoints import keypoint_coordinates
 from ..models import build_model
 
 _UNIT_NORM_TOLERANCE = 1e-2
@@ -54,7 +55,7 @@ def _points(keypoints: Any, name: str) -> np.ndarray:
                     "expected a sequence of cv2.KeyPoint or an (N, 2) array of (x, y) pixels") from None
     if not all(isinstance(kp, cv2.KeyPoint) for kp in keypoints):
         raise Error(f"{name}: expected a sequence of cv2.KeyPoint or an (N, 2) array of (x, y) pixels")
-    return cv2.KeyPoint_convert(keypoints).reshape(-1, 2).astype(np.float32) if keypoints else np.zeros((0, 2), np.float32)
+    return keypoint_coordinates(keypoints)
 
 
 def _size(size: Any, name: str) -> tuple[int, int]:
