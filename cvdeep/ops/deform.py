@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 from torch.nn.modules.utils import _pair
 
-from ._dispatch import _use_kernel
+from ._dispatch import kernel_or_reference
 
 
 def _check_shapes(
@@ -145,28 +145,18 @@ def deform_conv2d_reference(
     return out
 
 
-def deform_conv2d(
-    input: torch.Tensor,
-    offset: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None = None,
-    stride: int | tuple[int, int] = 1,
-    padding: int | tuple[int, int] = 0,
-    dilation: int | tuple[int, int] = 1,
-    mask: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Deformable convolution: the compiled kernel when built (inference only), else the reference.
-
-    The compiled kernel returns a channels_last tensor (its natural layout); values are
-    the same as the reference's.
-    """
-    needs_grad = torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in (input, offset, weight, bias, mask)
-    )
-    if needs_grad or not _use_kernel(input, offset, weight):
-        return deform_conv2d_reference(input, offset, weight, bias, stride, padding, dilation, mask)
+def _deform_conv2d_kernel(input: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                          stride: int | tuple[int, int], padding: int | tuple[int, int],
+                          dilation: int | tuple[int, int], mask: torch.Tensor | None) -> torch.Tensor:
+    """The compiled kernel (inference only); returns a channels_last tensor (its natural layout)
+    with the reference's values."""
     stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
     _check_shapes(input, offset, weight, mask, stride, padding, dilation)
     return torch.ops.cvdeep.deform_conv2d(
         input, offset, weight, bias, mask, stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1]
     )
+
+
+#: Deformable convolution: the compiled kernel when built and no gradient is needed, else the reference.
+deform_conv2d = kernel_or_reference("deform_conv2d", deform_conv2d_reference, _deform_conv2d_kernel,
+                                    ("input", "offset", "weight"), inference_only=True)
