@@ -160,6 +160,20 @@ def bench_dmatch(n: int, d: int, repeats: int) -> None:
     )
 
 
+def bench_hamming(sizes: list[int], repeats: int) -> None:
+    """Binary descriptors (ORB's 32 bytes, AKAZE's 61): cvdeep.BFMatcher's NORM_HAMMING k=2 (dense
+    path: one float32 matrix product over the unpacked bits) against cv2.BFMatcher's."""
+    rng = np.random.default_rng(2)
+    print("\nHamming k=2, wall / CPU ms, cvdeep.BFMatcher vs cv2.BFMatcher (ratio: cv2 / cvdeep)")
+    for n in sizes:
+        for width in (32, 61):
+            a = rng.integers(0, 256, size=(n, width), dtype=np.uint8)
+            b = rng.integers(0, 256, size=(n, width), dtype=np.uint8)
+            ours = measure(lambda: cvdeep.BFMatcher(cv2.NORM_HAMMING).knnMatch(a, b, k=2), repeats)
+            theirs = measure(lambda: cv2.BFMatcher(cv2.NORM_HAMMING).knnMatch(a, b, k=2), repeats)
+            print(f"  {n}x{n}x{width} bytes: cvdeep {ours.cell()}, cv2 {theirs.cell(ours)}")
+
+
 def bench_kernels(repeats: int) -> None:
     def compare(what: str, ours: Callable[[], object], ref: Callable[[], object], ref_repeats: int = repeats) -> None:
         a, b = measure(ours, repeats), measure(ref, ref_repeats)
@@ -223,6 +237,7 @@ def main() -> None:
     bench_peak_memory(sizes[-1], 128)
     bench_sgemm(8192 if not args.quick else 2048, 128, repeats)
     bench_dmatch(8192 if not args.quick else 2048, 128, repeats)
+    bench_hamming([2048] if args.quick else [2048, 8192], repeats)
     bench_kernels(repeats)
 
 

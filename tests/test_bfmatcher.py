@@ -122,6 +122,22 @@ def test_hamming_on_orb(orb_pair) -> None:
     )
 
 
+@pytest.mark.parametrize("width", [32, 61, 1])  # ORB / BRIEF, AKAZE's MLDB (not a multiple of 8 bytes), one byte
+def test_hamming_distances_equal_opencv_exactly(width: int) -> None:
+    """Every query-train Hamming distance (k-NN over the whole train set) equals cv2.BFMatcher's and
+    the bit count of the XOR, to the last bit, on random rows and on rows at distance 0 and 8 * width."""
+    rng = np.random.default_rng(width)
+    query = rng.integers(0, 256, size=(70, width), dtype=np.uint8)
+    train = np.concatenate([rng.integers(0, 256, size=(50, width), dtype=np.uint8), query[:3], ~query[3:5]])
+    expected = np.unpackbits(query[:, None, :] ^ train[None, :, :], axis=2).sum(axis=2)
+    ours = cvdeep.BFMatcher(cv2.NORM_HAMMING).knnMatch(query, train, k=len(train))
+    theirs = cv2.BFMatcher(cv2.NORM_HAMMING).knnMatch(query, train, k=len(train))
+    for row, (mine, opencv) in enumerate(zip(ours, theirs)):
+        assert [m.distance for m in mine] == [m.distance for m in opencv] == sorted(expected[row].tolist())
+        assert all(m.distance == expected[row, m.trainIdx] for m in mine)
+    assert ours[2][0].distance == 0 and ours[3][-1].distance == ours[4][-1].distance == 8 * width
+
+
 def test_uint8_descriptors_under_l2_and_empty_inputs(orb_pair) -> None:
     d1, d2 = orb_pair
     _assert_same(cvdeep.BFMatcher().knnMatch(d1, d2, k=2), cv2.BFMatcher().knnMatch(d1, d2, k=2))

@@ -15,7 +15,7 @@ train images, masks, ``crossCheck``); only faster. Differences, all on purpose:
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import cv2
@@ -272,24 +272,32 @@ class BFMatcher:
         image = np.searchsorted(offsets, global_index, side="right") - 1
         return image, global_index - offsets[image]
 
-    def _distances(self, query: np.ndarray, train: np.ndarray) -> np.ndarray:
-        """Dense distances of a block of query rows to all train rows (the generic path)."""
+    def _operand(self, descriptors: np.ndarray) -> torch.Tensor:
+        """Rows as the dense distance computation takes them: float64 values for L1/L2, the
+        unpacked bits as float32 for Hamming (one 0/1 column per bit)."""
         if self.normType == cv2.NORM_HAMMING:
-            wide = np.uint64 if query.shape[1] % 8 == 0 else np.uint8
-            q, t = query.view(wide), train.view(wide)
-            return np.bitwise_count(q[:, None, :] ^ t[None, :, :]).sum(axis=2, dtype=np.int64).astype(np.float32)
-        q, t = torch.from_numpy(query).double(), torch.from_numpy(train).double()
+            return torch.from_numpy(np.unpackbits(descriptors, axis=1)).float()
+        return torch.from_numpy(descriptors).double()
+
+    def _distances(self, q: torch.Tensor, t: torch.Tensor) -> np.ndarray:
+        """Dense float32 distances of a block of query rows to all train rows (``_operand`` form)."""
+        if self.normType == cv2.NORM_HAMMING:
+            # |a xor b| = |a| + |b| - 2 a.b over the bits: one float32 matrix product (any NumPy,
+            # BLAS speed), exact because every partial sum is an integer below 2^24.
+            return (q.sum(1, keepdim=True) + t.sum(1)[None] - 2.0 * (q @ t.t())).numpy()
         if self.normType == cv2.NORM_L1:
             return torch.cdist(q, t, p=1).float().numpy()
         squared = ((q * q).sum(1, keepdim=True) - 2 * q @ t.t() + (t * t).sum(1)[None]).clamp_min(0)
         return (squared if self.normType == cv2.NORM_L2SQR else squared.sqrt()).float().numpy()
 
-    def _distance_blocks(self, query: np.ndarray, train: np.ndarray, masks: np.ndarray | None):
+    def _distance_blocks(
+        self, query: np.ndarray, train: np.ndarray, masks: np.ndarray | None
+    ) -> Iterator[tuple[int, np.ndarray]]:
         """Yield (first row, distances) blocks of query rows; masked-out pairs are inf."""
-        width = query.shape[1] if self.normType == cv2.NORM_HAMMING else 1
-        block = max(1, _CHUNK_ELEMENTS // max(1, len(train) * width))
+        t = self._operand(train)
+        block = max(1, _CHUNK_ELEMENTS // max(1, len(train)))
         for start in range(0, len(query), block):
-            dist = self._distances(query[start : start + block], train)
+            dist = self._distances(self._operand(query[start : start + block]), t)
             if masks is not None:
                 dist[~masks[start : start + block]] = np.inf
             yield start, dist
