@@ -22,9 +22,9 @@ from pathlib import Path
 import cv2
 import torch
 
+from cvdeep import ops
 from cvdeep.image import to_tensor
 from cvdeep.models import build_model
-from cvdeep import ops
 from cvdeep.weights import get_spec, resolve
 
 ROOT = Path(__file__).resolve().parents[1]

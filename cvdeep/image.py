@@ -17,7 +17,8 @@ import torch.nn.functional as F
 
 from .errors import Error
 
-_ACCEPTED_IMAGES = "a uint8 numpy array of shape (H, W), (H, W, 1), (H, W, 3) BGR or (H, W, 4) BGRA, as cv2.imread returns"
+_ACCEPTED_IMAGES = ("a uint8 numpy array of shape (H, W), (H, W, 1), (H, W, 3) BGR or (H, W, 4) BGRA, "
+                    "as cv2.imread returns")
 
 
 def _describe(value: Any) -> str:
@@ -52,7 +53,8 @@ def check_mask(mask: Any, image_shape: tuple[int, ...], name: str = "mask") -> n
     if mask is None:
         return None
     height, width = image_shape[:2]
-    accepted = f"None or a uint8 (or bool) array of shape ({height}, {width}) matching the image, non-zero where features may be found"
+    accepted = (f"None or a uint8 (or bool) array of shape ({height}, {width}) matching the image, "
+                "non-zero where features may be found")
     if not isinstance(mask, np.ndarray):
         raise Error(f"{name}: got {_describe(mask)}; expected {accepted}")
     if mask.ndim == 3 and mask.shape[2] == 1:

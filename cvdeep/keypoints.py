@@ -48,7 +48,7 @@ def keypoint_coordinates(keypoints: Sequence[cv2.KeyPoint]) -> np.ndarray:
     """(N, 2) float32 array of the keypoints' (x, y) pixel coordinates; (0, 2) for none."""
     if len(keypoints) == 0:
         return np.zeros((0, 2), np.float32)
-    return cv2.KeyPoint_convert(keypoints).reshape(-1, 2).astype(np.float32, copy=False)
+    return np.asarray(cv2.KeyPoint.convert(keypoints), np.float32).reshape(-1, 2).astype(np.float32, copy=False)
 
 
 def keypoint_responses(keypoints: Sequence[cv2.KeyPoint]) -> np.ndarray:

@@ -90,7 +90,7 @@ def check_agreement_up_to_border(ours: dict[str, torch.Tensor], reference: dict[
     assert in_border_strip(stats.extra, width, height, strip).all()
 
 
-def shifted_keypoints_agree(detector: object, image: np.ndarray, shift: int, margin: int, strongest: int = 300) -> float:
+def shifted_keypoints_agree(detector: Any, image: np.ndarray, shift: int, margin: int, strongest: int = 300) -> float:
     """Share of the ``strongest`` interior keypoints found again, moved by exactly ``shift`` px,
     among all keypoints of the image cropped by ``shift`` px on the left and top (a shift the
     network is equivariant to, up to the image statistics its normalisations see)."""
@@ -193,7 +193,8 @@ def homography_quality(detector: Any, first: np.ndarray, second: np.ndarray,
     estimated, _ = cv2.findHomography(source, target, cv2.RANSAC, 3.0)
     height, width = first.shape[:2]
     corners = np.float32([[0, 0], [width - 1, 0], [0, height - 1], [width - 1, height - 1]])[:, None]
-    error = np.linalg.norm(cv2.perspectiveTransform(corners, estimated) - cv2.perspectiveTransform(corners, truth), axis=2)
+    moved = cv2.perspectiveTransform(corners, estimated) - cv2.perspectiveTransform(corners, truth)
+    error = np.linalg.norm(moved, axis=2)
     return int(correct.sum()), float(correct.mean()), float(error.mean())
 
 

@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 
 from cvdeep import Error
-from cvdeep.eval import BenchConfig, main, run, write_outputs
-from cvdeep.eval import runner
+from cvdeep.eval import BenchConfig, main, run, runner, write_outputs
 from cvdeep.eval.datasets import load_oxford
 from cvdeep.eval.runner import PROTOCOL_BRUTE_FORCE, build_feature, evaluate_pair, extract
 from cvdeep.matching.pairs import PairMatcher

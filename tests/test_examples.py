@@ -22,7 +22,8 @@ SIFT_LINE = "detector = cv2.SIFT_create()"
 
 def run_script(script: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    return subprocess.run([sys.executable, str(script), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run([sys.executable, str(script), *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=600)
 
 
 def printed_homography(stdout: str) -> np.ndarray:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -50,10 +51,11 @@ def list_images(source: str | os.PathLike) -> list[tuple[str, Path]]:
         if not entries:
             raise Error(f"{source}: the image list is empty")
         return [(entry, (source.parent / entry) if not Path(entry).is_absolute() else Path(entry)) for entry in entries]
-    raise Error(f"{source}: no such file or directory; expected a directory of images or a text file listing image paths")
+    raise Error(f"{source}: no such file or directory; "
+                "expected a directory of images or a text file listing image paths")
 
 
-def _complete(group: object) -> bool:
+def _complete(group: Any) -> bool:
     return all(name in group for name in DATASETS)
 
 

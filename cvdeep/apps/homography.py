@@ -8,6 +8,7 @@ import argparse
 import os
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import cv2
 import numpy as np
@@ -101,10 +102,11 @@ def draw_matches(result: HomographyResult, limit: int = 400) -> np.ndarray:
     dmatches = [cv2.DMatch(int(i), int(j), 0.0) for i, j in geometry.matches]
     rate = min(1.0, limit / max(1, len(dmatches)))
     outliers = len(dmatches) - geometry.inlier_count
-    canvas = None
+    canvas: Any = None  # allocated by the first drawMatches (OpenCV's type stubs do not allow None)
     for colour, mask, flags in (
         (OUTLIER_COLOUR, _subset(~geometry.inliers, round(rate * outliers)), 0),
-        (INLIER_COLOUR, _subset(geometry.inliers, round(rate * geometry.inlier_count)), cv2.DrawMatchesFlags_DRAW_OVER_OUTIMG),
+        (INLIER_COLOUR, _subset(geometry.inliers, round(rate * geometry.inlier_count)),
+         cv2.DrawMatchesFlags_DRAW_OVER_OUTIMG),
     ):
         canvas = cv2.drawMatches(
             image1, features1.keypoints, image2, features2.keypoints, dmatches, canvas, matchColor=colour,
@@ -118,6 +120,8 @@ def draw_matches(result: HomographyResult, limit: int = 400) -> np.ndarray:
 def draw_overlay(result: HomographyResult, tile: int = 64) -> np.ndarray:
     """Image 2 warped into image 1's frame: blended half and half, and as a checkerboard with image 1."""
     (image1, image2), homography = result.images, result.geometry.homography
+    if homography is None:
+        raise Error("draw_overlay: no homography was found between the two images")
     height, width = image1.shape[:2]
     inverse = np.linalg.inv(homography)
     warped = cv2.warpPerspective(image2, inverse, (width, height))
@@ -168,12 +172,12 @@ def run(args: argparse.Namespace) -> int:
         if not cv2.imwrite(args.out, draw_result(result)):
             raise Error(f"{args.out}: cannot write an image there (check the directory and the extension)")
         print(f"wrote {args.out}")
-    if not geometry.overlaps:
+    homography = result.homography
+    if homography is None or not geometry.overlaps:
         raise Error(
             f"{args.image1} and {args.image2} do not overlap: {geometry.inlier_count} of {len(geometry.matches)} "
             "matches agree on a homography, too few to trust it"
         )
-    homography = result.homography
     print("H (image1 -> image2, original pixels):")
     for row in homography:
         print("".join(f"{value:16.8g}" for value in row))

@@ -131,7 +131,8 @@ def load_oxford(root: str | os.PathLike, names: list[str] | None = None) -> list
         incomplete += [p.name for p in homography_files if not p.is_file()]
         if incomplete:
             raise Error(f"Oxford sequence {str(folder)!r} lacks {', '.join(incomplete)}")
-        sequences.append(Sequence(folder.name, "oxford", OXFORD_KINDS.get(folder.name, "other"), tuple(images),
+        found = tuple(p for p in images if p is not None)  # all six, checked above
+        sequences.append(Sequence(folder.name, "oxford", OXFORD_KINDS.get(folder.name, "other"), found,
                                   tuple(read_homography(p) for p in homography_files)))
     return _select(sequences, names, base, "Oxford")
 

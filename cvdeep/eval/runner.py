@@ -18,7 +18,7 @@ import time
 from collections.abc import Sequence as SequenceType
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import cv2
 import numpy as np
@@ -81,7 +81,7 @@ def build_feature(name: str, max_keypoints: int, device: str = "auto") -> Featur
         detector_name, _, descriptor_name = name.partition("+")
         return DetectThenDescribe(build_feature(detector_name, max_keypoints, device),
                                   build_feature(descriptor_name, -1, device))
-    feature = cast(Feature, create(name))
+    feature: Any = create(name)
     if device != "auto" and hasattr(feature, "getParams") and "device" in feature.getParams():
         feature.setParams(device=device)
     if max_keypoints > 0:
@@ -335,7 +335,8 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
                         help=f"ratio of the 'ratio' matcher (default {LOWE_RATIO})")
     parser.add_argument("--max-keypoints", type=int, default=2048,
                         help="keep at most this many strongest keypoints per image; <= 0: each method's default")
-    parser.add_argument("--device", default="auto", help="device of cvdeep features and of LightGlue: auto, cpu, cuda, cuda:N")
+    parser.add_argument("--device", default="auto",
+                        help="device of cvdeep features and of LightGlue: auto, cpu, cuda, cuda:N")
     parser.add_argument("--sequences", type=_names, default=None, help="comma-separated sequence names to keep")
     parser.add_argument("--all-hpatches", action="store_true",
                         help="keep the 8 high-resolution HPatches sequences D2-Net's protocol leaves out")

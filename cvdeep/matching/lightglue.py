@@ -13,7 +13,8 @@ or in one call, without cv2 objects: ``matcher.match_features(kp1, des1, size1, 
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any, cast
 
 import cv2
 import numpy as np
@@ -23,6 +24,7 @@ from ..errors import Error
 from ..feature2d import resolve_device
 from ..keypoints import keypoint_coordinates
 from ..models import build_model
+from ..nets.lightglue import LightGlue as LightGlueNetwork
 
 _UNIT_NORM_TOLERANCE = 1e-2
 
@@ -96,7 +98,7 @@ class LightGlue:
             raise Error(f"features: got {features!r}; accepted: {', '.join(map(repr, self.model_names))}")
         self._features = key
         self._device = resolve_device(device)
-        self._network = build_model(self.model_names[key], weights, self._device)
+        self._network = cast(LightGlueNetwork, build_model(self.model_names[key], weights, self._device))
         if depth_confidence is not None:
             self._network.depth_confidence = _check_probability("depth_confidence", depth_confidence, True)
         if width_confidence is not None:

@@ -7,6 +7,7 @@ reference (signature and documentation) and a call of its kernel.
 """
 from __future__ import annotations
 
+import importlib
 import inspect
 import os
 import sys
@@ -29,10 +30,9 @@ R = TypeVar("R")
 def _extension() -> Any | None:
     """The imported ``cvdeep._C`` module, or None when it was not built or fails to load."""
     try:
-        from .. import _C
+        return importlib.import_module("cvdeep._C")
     except ImportError:  # not compiled (no compiler at install time), or an ABI mismatch
         return None
-    return _C
 
 
 @cache
