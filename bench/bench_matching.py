@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import functools
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -36,6 +35,7 @@ import torch
 
 import cvdeep
 from cvdeep import ops
+from cvdeep.eval.runner import machine_description
 from cvdeep.ops import reference
 
 try:
@@ -94,18 +94,13 @@ def measure(fn: Callable[[], object], repeats: int) -> Timing:
 
 
 def machine() -> str:
-    model = "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as handle:
-            model = next(line.split(":", 1)[1].strip() for line in handle if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    info = ops.build_info()
+    """The benchmark's machine description (``cvdeep.eval``'s), plus faiss, cvdeep's backend and the load."""
+    host = machine_description()
     return (
-        f"{model}, {os.cpu_count()} logical CPUs, torch {torch.__version__} ({torch.get_num_threads()} threads), "
-        f"OpenCV {cv2.__version__}, faiss {getattr(faiss, '__version__', 'absent')}, "
-        f"Python {platform.python_version()}, "
-        f"cvdeep backend {ops.backend()} ({info.get('cpu_isa', '-')}), load average {os.getloadavg()[0]:.1f}"
+        f"{host['cpu']}, {host['cpu_count']} logical CPUs, torch {host['torch']} ({host['torch_threads']} threads), "
+        f"OpenCV {host['opencv']}, faiss {getattr(faiss, '__version__', 'absent')}, Python {host['python']}, "
+        f"cvdeep backend {ops.backend()} ({ops.build_info().get('cpu_isa', '-')}), "
+        f"load average {os.getloadavg()[0]:.1f}"
     )
 
 

@@ -98,19 +98,18 @@ def _prepare(descriptors1: np.ndarray, descriptors2: np.ndarray, norm: int) -> t
 
 
 def nearest_neighbours(descriptors1: np.ndarray, descriptors2: np.ndarray, norm: int,
-                       brute_force: BruteForceFactory = BFMatcher) -> np.ndarray:
-    """(M, 2) pairs (row of 1, its nearest row of 2)."""
+                       brute_force: BruteForceFactory = BFMatcher, cross_check: bool = False) -> np.ndarray:
+    """(M, 2) pairs (row of 1, its nearest row of 2); with ``cross_check`` only the pairs that are
+    each other's nearest neighbour."""
     if len(descriptors1) == 0 or len(descriptors2) == 0:
         return _as_pairs([])
-    return _as_pairs(brute_force(norm, False).match(*_prepare(descriptors1, descriptors2, norm)))
+    return _as_pairs(brute_force(norm, cross_check).match(*_prepare(descriptors1, descriptors2, norm)))
 
 
 def mutual_nearest_neighbours(descriptors1: np.ndarray, descriptors2: np.ndarray, norm: int,
                               brute_force: BruteForceFactory = BFMatcher) -> np.ndarray:
-    """(M, 2) pairs of rows that are each other's nearest neighbour (``crossCheck=True``)."""
-    if len(descriptors1) == 0 or len(descriptors2) == 0:
-        return _as_pairs([])
-    return _as_pairs(brute_force(norm, True).match(*_prepare(descriptors1, descriptors2, norm)))
+    """(M, 2) pairs of rows that are each other's nearest neighbour (``crossCheck=True``; D2-Net's matcher)."""
+    return nearest_neighbours(descriptors1, descriptors2, norm, brute_force, cross_check=True)
 
 
 def ratio_test(descriptors1: np.ndarray, descriptors2: np.ndarray, norm: int, ratio: float = LOWE_RATIO,
