@@ -22,6 +22,7 @@ from pathlib import Path
 import cv2
 import torch
 
+from cvdeep import ops
 from cvdeep.image import to_tensor
 from cvdeep.models import build_model
 from cvdeep import ops

@@ -59,9 +59,10 @@ def main() -> None:
     sizes = torch.tensor([kp.size for kp in keypoints])
     angles = torch.tensor([kp.angle for kp in keypoints])
     gray_float = gray.astype(np.float32) / 255
-    baseline = best_of(args.repeats, lambda: warp_affine_loop(gray_float, keypoints, args.patch_size, args.scale_factor))
+    side, factor = args.patch_size, args.scale_factor
+    baseline = best_of(args.repeats, lambda: warp_affine_loop(gray_float, keypoints, side, factor))
     with torch.inference_mode():
-        ours = best_of(args.repeats, lambda: extract_patches(tensor, xy, sizes, angles, args.patch_size, args.scale_factor))
+        ours = best_of(args.repeats, lambda: extract_patches(tensor, xy, sizes, angles, side, factor))
     print(f"{len(keypoints)} keypoints, {args.patch_size}x{args.patch_size} patches, {torch.get_num_threads()} threads")
     print(f"cv2.warpAffine loop: {baseline * 1e3:8.1f} ms")
     print(f"extract_patches:     {ours * 1e3:8.1f} ms   speed-up x{baseline / ours:.2f}")

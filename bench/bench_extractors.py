@@ -5,7 +5,8 @@ resized with INTER_AREA to each benchmark size), on the same number of threads, 
 the timings are interleaved round by round so that load on a shared machine hits all
 methods alike; the ratios are what to read. kornia runs with the same weight files.
 
-    PYTHONPATH=. python bench/bench_extractors.py [--threads 2] [--rounds 15] [--warmup 2] [--clock wall|cpu] [--sizes 640x480 1024x768]
+    PYTHONPATH=. python bench/bench_extractors.py [--threads 2] [--rounds 15] [--warmup 2] [--clock wall|cpu] \
+        [--sizes 640x480 1024x768]
 """
 from __future__ import annotations
 
@@ -112,7 +113,8 @@ def methods() -> list[Method]:
     ]
     if hasattr(cvdeep, "ALIKED"):
         found.append(
-            Method("ALIKED-n16", _cvdeep(lambda: cvdeep.ALIKED_create(model="aliked-n16")), _kornia_aliked("aliked-n16"))
+            Method("ALIKED-n16", _cvdeep(lambda: cvdeep.ALIKED_create(model="aliked-n16")),
+                   _kornia_aliked("aliked-n16"))
         )
     return found
 
@@ -133,7 +135,11 @@ def load_images(shared: Path, size: tuple[int, int]) -> list[np.ndarray]:
 
 
 def time_interleaved(
-    runs: dict[str, Run], images: list[np.ndarray], rounds: int, warmup: int = 2, clock: Callable[[], float] = time.perf_counter
+    runs: dict[str, Run],
+    images: list[np.ndarray],
+    rounds: int,
+    warmup: int = 2,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> dict[str, tuple[float, float]]:
     """Median milliseconds per image and mean keypoint count of each run, interleaved per round."""
     samples: dict[str, list[float]] = {name: [] for name in runs}

@@ -58,7 +58,8 @@ def main() -> None:
     keypoints = to_cv_keypoints(arrays)
     back = _median_ms(lambda: from_cv_keypoints(keypoints), args.repeat)
     print(f"{args.n} keypoints, OpenCV {cv2.__version__}")
-    print(f"  arrays -> cv2.KeyPoint  cvdeep {fast:7.2f} ms   per-keypoint loop {slow:7.2f} ms   ratio {fast / slow:.2f}")
+    print(f"  arrays -> cv2.KeyPoint  cvdeep {fast:7.2f} ms   per-keypoint loop {slow:7.2f} ms   "
+          f"ratio {fast / slow:.2f}")
     print(f"  cv2.KeyPoint -> arrays  cvdeep {back:7.2f} ms")
 
 

@@ -72,11 +72,13 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"LightGlue CPU benchmark: torch {torch.__version__}, {args.threads} threads, median of {args.rounds} rounds")
-    print("\n| features | keypoints | cvdeep ms | kornia ms | kornia / cvdeep | keypoints, matches (cvdeep/kornia) |\n|---|---:|---:|---:|---:|---|", flush=True)
+    print("\n| features | keypoints | cvdeep ms | kornia ms | kornia / cvdeep | keypoints, matches (cvdeep/kornia) |"
+          "\n|---|---:|---:|---:|---:|---|", flush=True)
     for features in args.features.split(","):
         for num_keypoints in map(int, args.keypoints.split(",")):
             ours, theirs, summary = bench(features, num_keypoints, args.rounds, args.data)
-            print(f"| {features} | {num_keypoints} | {ours:.1f} | {theirs:.1f} | {theirs / ours:.2f} | {summary} |", flush=True)
+            print(f"| {features} | {num_keypoints} | {ours:.1f} | {theirs:.1f} | {theirs / ours:.2f} | {summary} |",
+                  flush=True)
 
 
 if __name__ == "__main__":

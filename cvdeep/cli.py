@@ -12,6 +12,7 @@ import importlib.util
 import os
 import sys
 from collections.abc import Iterator, Sequence
+from types import ModuleType
 from typing import Callable
 
 from .errors import Error
@@ -40,7 +41,8 @@ def _run_panorama(args: argparse.Namespace) -> int:
 def _run_extract(args: argparse.Namespace) -> int:
     from .apps.extract import extract_to_h5
 
-    extracted, skipped = extract_to_h5(args.source, args.out, args.features, args.nfeatures, args.max_size, not args.quiet)
+    extracted, skipped = extract_to_h5(args.source, args.out, args.features, args.nfeatures, args.max_size,
+                                       not args.quiet)
     print(f"wrote {args.out}: {extracted} images extracted, {skipped} already there")
     return 0
 
@@ -70,7 +72,7 @@ def _local_weights(spec: object) -> str | None:
             return None
 
 
-def _print_table(header: Sequence[str], rows: list[Sequence[str]]) -> None:
+def _print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
     for row in [header, ["-" * width for width in widths], *rows]:
         print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
@@ -128,7 +130,7 @@ def _run_train(args: argparse.Namespace) -> int:
     return train_cli.run(args)
 
 
-def _bench_module() -> object | None:
+def _bench_module() -> ModuleType | None:
     """cvdeep.eval when this installation has it (it provides `cvdeep bench`)."""
     if importlib.util.find_spec("cvdeep.eval") is None:
         return None
@@ -136,7 +138,9 @@ def _bench_module() -> object | None:
 
 
 def _run_bench(args: argparse.Namespace) -> int:
-    _bench_module().run_bench(args)  # prints its table and writes its files; returns the results
+    from .eval import run_bench
+
+    run_bench(args)  # prints its table and writes its files; returns the results
     return 0
 
 
@@ -159,16 +163,19 @@ def build_parser() -> argparse.ArgumentParser:
     panorama.add_arguments(command("panorama", _run_panorama, "stitch overlapping photos into a panorama"))
 
     extract = command("extract", _run_extract, "extract features of many images into an hloc-style HDF5 file")
-    extract.add_argument("source", help="a directory of images (searched recursively) or a text file with one image path per line")
+    extract.add_argument("source", help="a directory of images (searched recursively) "
+                                        "or a text file with one image path per line")
     extract.add_argument("--out", required=True, help="HDF5 file to write or to resume (e.g. features.h5)")
     add_feature_arguments(extract)
     extract.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    models = command("models", _run_models, "list the registered models: descriptor size, weights license, weights present")
+    models = command("models", _run_models,
+                     "list the registered models: descriptor size, weights license, weights present")
     models.add_argument("--family", default=None, help="only the models of this family (e.g. aliked)")
 
     hub = command("weights", _run_weights, "list, fetch or locate pretrained weights")
-    hub.add_argument("action", choices=("list", "fetch", "path"), help="list: every known file; fetch: download into the cache; path: print the local path")
+    hub.add_argument("action", choices=("list", "fetch", "path"),
+                     help="list: every known file; fetch: download into the cache; path: print the local path")
     hub.add_argument("names", nargs="*", help="weights or model names (see `cvdeep weights list`, `cvdeep models`)")
 
     from .train import cli as train_cli

@@ -1,10 +1,13 @@
 """Validation and conversion of what users pass in: images, masks and keypoint lists.
 
 Everything here mirrors what ``cv2.SIFT`` accepts, and turns everything else into a
-``cvdeep.Error`` that names the offending value and the accepted forms.
+``cvdeep.Error`` that names the offending value and the accepted forms. ``read_image``
+and ``limit_size`` are the one image reader of the applications and the benchmark.
 """
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 import cv2
@@ -14,7 +17,8 @@ import torch.nn.functional as F
 
 from .errors import Error
 
-_ACCEPTED_IMAGES = "a uint8 numpy array of shape (H, W), (H, W, 1), (H, W, 3) BGR or (H, W, 4) BGRA, as cv2.imread returns"
+_ACCEPTED_IMAGES = ("a uint8 numpy array of shape (H, W), (H, W, 1), (H, W, 3) BGR or (H, W, 4) BGRA, "
+                    "as cv2.imread returns")
 
 
 def _describe(value: Any) -> str:
@@ -49,7 +53,8 @@ def check_mask(mask: Any, image_shape: tuple[int, ...], name: str = "mask") -> n
     if mask is None:
         return None
     height, width = image_shape[:2]
-    accepted = f"None or a uint8 (or bool) array of shape ({height}, {width}) matching the image, non-zero where features may be found"
+    accepted = (f"None or a uint8 (or bool) array of shape ({height}, {width}) matching the image, "
+                "non-zero where features may be found")
     if not isinstance(mask, np.ndarray):
         raise Error(f"{name}: got {_describe(mask)}; expected {accepted}")
     if mask.ndim == 3 and mask.shape[2] == 1:
@@ -106,3 +111,39 @@ def pad_to_multiple(tensor: torch.Tensor, multiple: int) -> torch.Tensor:
         return tensor
     mode = "replicate" if tensor.is_floating_point() else "constant"
     return F.pad(tensor, (0, pad_w, 0, pad_h), mode=mode)
+
+
+def read_image(path: str | os.PathLike[str]) -> np.ndarray:
+    """The image file at ``path`` as BGR uint8 (grey files replicated to three channels).
+
+    ``cvdeep.Error`` naming the path when it does not exist, is a directory or is not an
+    image OpenCV can decode.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise Error(f"{path}: no such file")
+    if path.is_dir():
+        raise Error(f"{path}: is a directory; expected an image file")
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise Error(f"{path}: not an image OpenCV can read (jpg, png, ppm, pgm, tif, bmp, webp, ...)")
+    return image
+
+
+def scaling_matrix(scale_x: float, scale_y: float) -> np.ndarray:
+    """Homography of a resize by (scale_x, scale_y), pixel centres at integer coordinates."""
+    return np.array([[scale_x, 0.0, 0.5 * scale_x - 0.5], [0.0, scale_y, 0.5 * scale_y - 0.5], [0.0, 0.0, 1.0]])
+
+
+def limit_size(image: np.ndarray, max_size: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """``image`` downscaled (``cv2.INTER_AREA``) so its longest side is at most ``max_size``
+    pixels (``None``: unchanged), and the homography from its pixels to the returned ones."""
+    if max_size is not None and max_size <= 0:
+        raise Error(f"max_size must be a positive number of pixels; got {max_size}")
+    height, width = image.shape[:2]
+    if max_size is None or max(height, width) <= max_size:
+        return image, np.eye(3)
+    scale = max_size / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    resized = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    return resized, scaling_matrix(size[0] / width, size[1] / height)

@@ -6,6 +6,7 @@ keypoints take about a millisecond.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -43,17 +44,25 @@ def to_cv_keypoints(arrays: KeypointArrays) -> tuple[cv2.KeyPoint, ...]:
     return tuple(map(cv2.KeyPoint, *columns))
 
 
-def from_cv_keypoints(keypoints: tuple[cv2.KeyPoint, ...]) -> KeypointArrays:
+def keypoint_coordinates(keypoints: Sequence[cv2.KeyPoint]) -> np.ndarray:
+    """(N, 2) float32 array of the keypoints' (x, y) pixel coordinates; (0, 2) for none."""
+    if len(keypoints) == 0:
+        return np.zeros((0, 2), np.float32)
+    return np.asarray(cv2.KeyPoint.convert(keypoints), np.float32).reshape(-1, 2).astype(np.float32, copy=False)
+
+
+def keypoint_responses(keypoints: Sequence[cv2.KeyPoint]) -> np.ndarray:
+    """(N,) float32 array of the keypoints' ``response`` (detector score)."""
+    return np.fromiter((kp.response for kp in keypoints), np.float32, len(keypoints))
+
+
+def from_cv_keypoints(keypoints: Sequence[cv2.KeyPoint]) -> KeypointArrays:
     """Tuple of cv2.KeyPoint -> arrays."""
     n = len(keypoints)
-    if n == 0:
-        empty = np.zeros(0, np.float32)
-        return KeypointArrays(np.zeros((0, 2), np.float32), empty, empty, empty, np.zeros(0, np.int32))
-    xy = cv2.KeyPoint_convert(keypoints).reshape(n, 2).astype(np.float32)
     return KeypointArrays(
-        xy=xy,
+        xy=keypoint_coordinates(keypoints),
         size=np.fromiter((kp.size for kp in keypoints), np.float32, n),
         angle=np.fromiter((kp.angle for kp in keypoints), np.float32, n),
-        response=np.fromiter((kp.response for kp in keypoints), np.float32, n),
+        response=keypoint_responses(keypoints),
         octave=np.fromiter((kp.octave for kp in keypoints), np.int32, n),
     )

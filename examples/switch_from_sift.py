@@ -79,5 +79,6 @@ print(f"wrote {args.out}")
 if true_h is not None:
     height, width = img1.shape[:2]
     corners = np.float32([[0, 0], [width - 1, 0], [width - 1, height - 1], [0, height - 1]]).reshape(-1, 1, 2)
-    error = np.linalg.norm(cv2.perspectiveTransform(corners, H) - cv2.perspectiveTransform(corners, true_h), axis=2).mean()
+    moved = cv2.perspectiveTransform(corners, H) - cv2.perspectiveTransform(corners, true_h)
+    error = np.linalg.norm(moved, axis=2).mean()
     print(f"mean corner error of the recovered homography: {error:.2f} px")

@@ -1,8 +1,12 @@
 """Helpers of the R2D2 / Key.Net tests: shrinking real image pairs with their homography."""
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import cv2
 import numpy as np
+
+from cvdeep.keypoints import keypoint_coordinates
 
 
 def shrink(image: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
@@ -22,5 +26,6 @@ def shrink_pair(image1: np.ndarray, image2: np.ndarray, homography: np.ndarray, 
     return small1, small2, s2 @ homography @ np.linalg.inv(s1)
 
 
-def keypoint_xy(keypoints) -> np.ndarray:
-    return np.array([kp.pt for kp in keypoints], dtype=np.float64).reshape(-1, 2)
+def keypoint_xy(keypoints: Sequence[cv2.KeyPoint]) -> np.ndarray:
+    """(N, 2) float64 (x, y) of the keypoints."""
+    return keypoint_coordinates(keypoints).astype(np.float64)

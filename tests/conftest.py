@@ -8,6 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
+from cvdeep.eval.datasets import read_homography  # noqa: F401  (the tests import it from here)
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -38,11 +40,6 @@ def _weights_dirs() -> None:
     root = shared_root()
     if root is not None and "CVDEEP_WEIGHTS_DIR" not in os.environ:
         os.environ["CVDEEP_WEIGHTS_DIR"] = str(root / "weights")
-
-
-def read_homography(path: Path) -> np.ndarray:
-    """Whitespace-separated 3x3 matrix (Oxford ``H1to2p`` / HPatches ``H_1_2``)."""
-    return np.array(path.read_text().split(), dtype=np.float64).reshape(3, 3)
 
 
 @pytest.fixture(scope="session")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 import cv2
 import numpy as np
@@ -66,7 +67,30 @@ def in_border_strip(xy: np.ndarray, width: int, height: int, strip: int) -> np.n
     return (x < strip) | (y < strip) | (x > width - 1 - strip) | (y > height - 1 - strip)
 
 
-def shifted_keypoints_agree(detector: object, image: np.ndarray, shift: int, margin: int, strongest: int = 300) -> float:
+def check_dense_maps_match(network: Callable[[torch.Tensor], Any], reference: Callable[[torch.Tensor], Any],
+                           image: torch.Tensor) -> None:
+    """Every dense map of ``network(image)`` equals the reference's, to 1e-4."""
+    with torch.inference_mode():
+        ours, theirs = network(image), reference(image)
+    assert len(ours) == len(theirs)
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
+def check_agreement_up_to_border(ours: dict[str, torch.Tensor], reference: dict[str, torch.Tensor], width: int,
+                                 height: int, label: str, strip: int = 2) -> None:
+    """>= 99% of the reference's keypoints within 0.1 px of ours, descriptor cosine >= 0.999, scores
+    within 1e-4, and our extra keypoints only in the ``strip``-px border strip (where the reference's
+    NMS departs from the authors')."""
+    stats = agreement(ours, reference)
+    print(label, stats)
+    assert stats.matched >= 0.99
+    assert stats.min_cosine >= 0.999
+    assert stats.score_error < 1e-4
+    assert in_border_strip(stats.extra, width, height, strip).all()
+
+
+def shifted_keypoints_agree(detector: Any, image: np.ndarray, shift: int, margin: int, strongest: int = 300) -> float:
     """Share of the ``strongest`` interior keypoints found again, moved by exactly ``shift`` px,
     among all keypoints of the image cropped by ``shift`` px on the left and top (a shift the
     network is equivariant to, up to the image statistics its normalisations see)."""
@@ -84,9 +108,10 @@ def shifted_keypoints_agree(detector: object, image: np.ndarray, shift: int, mar
     return float(np.mean(distance == 0.0))
 
 
-def check_feature2d_contract(detector: object, image: np.ndarray, descriptor_size: int, gray_network: bool) -> None:
-    """nfeatures, sorted responses, unit float32 descriptors, masks applied before the limit,
-    odd sizes, gray input and compute() on given keypoints, on one real image."""
+def check_feature2d_contract(detector: Any, image: np.ndarray, descriptor_size: int, gray_network: bool) -> None:
+    """descriptorSize, nfeatures, sorted responses, unit float32 descriptors, masks applied before the
+    limit, odd sizes, gray input and compute() on given keypoints, on one real image."""
+    assert detector.descriptorSize() == descriptor_size
     height, width = image.shape[:2]
     default_nfeatures = detector.getNFeatures()
     detector.setNFeatures(300)
@@ -154,7 +179,8 @@ def resized_pair(folder: Path, index: int, scale: float) -> tuple[np.ndarray, np
     return resize(first), resize(second), homography
 
 
-def homography_quality(detector: object, first: np.ndarray, second: np.ndarray, truth: np.ndarray) -> tuple[int, float, float]:
+def homography_quality(detector: Any, first: np.ndarray, second: np.ndarray,
+                       truth: np.ndarray) -> tuple[int, float, float]:
     """Ratio-tested BFMatcher matches as with cv2.SIFT: (matches correct within 3 px under the
     ground truth, their share, corner error of the RANSAC homography)."""
     k1, d1 = detector.detectAndCompute(first, None)
@@ -168,5 +194,15 @@ def homography_quality(detector: object, first: np.ndarray, second: np.ndarray, 
     estimated, _ = cv2.findHomography(source, target, cv2.RANSAC, 3.0)
     height, width = first.shape[:2]
     corners = np.float32([[0, 0], [width - 1, 0], [0, height - 1], [width - 1, height - 1]])[:, None]
-    error = np.linalg.norm(cv2.perspectiveTransform(corners, estimated) - cv2.perspectiveTransform(corners, truth), axis=2)
+    moved = cv2.perspectiveTransform(corners, estimated) - cv2.perspectiveTransform(corners, truth)
+    error = np.linalg.norm(moved, axis=2)
     return int(correct.sum()), float(correct.mean()), float(error.mean())
+
+
+def check_matching_on_hpatches_pair(detector: Any, data_dir: Path) -> None:
+    """End to end as with cv2.SIFT: BFMatcher + ratio test + findHomography on v_wormhole 1 -> 3
+    at half size: at least 500 correct matches, half of them correct, corner error < 3 px."""
+    first, second, truth = resized_pair(data_dir / WORMHOLE, 3, 0.5)
+    correct, share, error = homography_quality(detector, first, second, truth)
+    print("correct matches", correct, "share", share, "corner error", error)
+    assert correct >= 500 and share >= 0.5 and error < 3.0

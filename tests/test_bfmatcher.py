@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import cvdeep
+from cvdeep.matching.bf import _smallest_columns
 
 
 @pytest.fixture(scope="module")
@@ -118,8 +119,43 @@ def test_hamming_on_orb(orb_pair) -> None:
         cvdeep.BFMatcher(cv2.NORM_HAMMING).knnMatch(d1, d2, k=3), cv2.BFMatcher(cv2.NORM_HAMMING).knnMatch(d1, d2, k=3)
     )
     _assert_same(
-        cvdeep.BFMatcher(cv2.NORM_HAMMING).radiusMatch(d1, d2, 40), cv2.BFMatcher(cv2.NORM_HAMMING).radiusMatch(d1, d2, 40)
+        cvdeep.BFMatcher(cv2.NORM_HAMMING).radiusMatch(d1, d2, 40),
+        cv2.BFMatcher(cv2.NORM_HAMMING).radiusMatch(d1, d2, 40),
     )
+
+
+@pytest.mark.parametrize("width", [32, 61, 1])  # ORB / BRIEF, AKAZE's MLDB (not a multiple of 8 bytes), one byte
+def test_hamming_distances_equal_opencv_exactly(width: int) -> None:
+    """Every query-train Hamming distance (k-NN over the whole train set) equals cv2.BFMatcher's and
+    the bit count of the XOR, to the last bit, on random rows and on rows at distance 0 and 8 * width."""
+    rng = np.random.default_rng(width)
+    query = rng.integers(0, 256, size=(70, width), dtype=np.uint8)
+    train = np.concatenate([rng.integers(0, 256, size=(50, width), dtype=np.uint8), query[:3], ~query[3:5]])
+    expected = np.unpackbits(query[:, None, :] ^ train[None, :, :], axis=2).sum(axis=2)
+    ours = cvdeep.BFMatcher(cv2.NORM_HAMMING).knnMatch(query, train, k=len(train))
+    theirs = cv2.BFMatcher(cv2.NORM_HAMMING).knnMatch(query, train, k=len(train))
+    for row, (mine, opencv) in enumerate(zip(ours, theirs)):
+        assert [m.distance for m in mine] == [m.distance for m in opencv] == sorted(expected[row].tolist())
+        assert all(m.distance == expected[row, m.trainIdx] for m in mine)
+    assert ours[2][0].distance == 0 and ours[3][-1].distance == ours[4][-1].distance == 8 * width
+
+
+def test_k_smallest_selection_equals_a_stable_sort() -> None:
+    """The generic path's top-k (partition, then sort only the candidates) picks what a stable sort's
+    first k columns hold: ascending, lower column first among ties, non-finite entries last."""
+    rng = np.random.default_rng(5)
+    for _ in range(200):
+        n, m = int(rng.integers(1, 30)), int(rng.integers(1, 120))
+        k = int(rng.integers(0, m + 1))
+        dist = rng.integers(0, int(rng.integers(1, 6)), size=(n, m)).astype(np.float32)  # many ties
+        dist[rng.random((n, m)) < 0.2] = np.inf
+        dist[rng.random((n, m)) < 0.1] = np.nan
+        want = np.argsort(np.where(np.isnan(dist), np.inf, dist), axis=1, kind="stable")[:, :k]
+        got = _smallest_columns(dist, k)
+        finite = np.isfinite(np.take_along_axis(dist, want, axis=1))
+        assert got.shape == (n, k)
+        np.testing.assert_array_equal(got[finite], want[finite])
+        assert not np.isfinite(np.take_along_axis(dist, got, axis=1)[~finite]).any()
 
 
 def test_uint8_descriptors_under_l2_and_empty_inputs(orb_pair) -> None:
@@ -141,9 +177,11 @@ def test_uint8_descriptors_under_l2_and_empty_inputs(orb_pair) -> None:
         lambda: cvdeep.BFMatcher().match([[1.0]], np.zeros((3, 8), np.float32)),
         lambda: cvdeep.BFMatcher(cv2.NORM_HAMMING).match(np.zeros((3, 8), np.float32), np.zeros((3, 8), np.float32)),
         lambda: cvdeep.BFMatcher().knnMatch(np.ones((3, 8), np.float32), np.ones((3, 8), np.float32), k=0),
-        lambda: cvdeep.BFMatcher(crossCheck=True).knnMatch(np.ones((3, 8), np.float32), np.ones((3, 8), np.float32), k=2),
+        lambda: cvdeep.BFMatcher(crossCheck=True).knnMatch(np.ones((3, 8), np.float32), np.ones((3, 8), np.float32),
+                                                           k=2),
         lambda: cvdeep.BFMatcher().radiusMatch(np.ones((3, 8), np.float32), np.ones((3, 8), np.float32), 0),
-        lambda: cvdeep.BFMatcher().match(np.ones((3, 8), np.float32), np.ones((4, 8), np.float32), np.ones((4, 3), np.uint8)),
+        lambda: cvdeep.BFMatcher().match(np.ones((3, 8), np.float32), np.ones((4, 8), np.float32),
+                                         np.ones((4, 3), np.uint8)),
         lambda: cvdeep.BFMatcher().add(np.ones((3, 8), np.float32)),
         lambda: cvdeep.BFMatcher().match_mutual(np.ones((3, 8), np.float32), np.ones((3, 8), np.float32), ratio=1.5),
     ],

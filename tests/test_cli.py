@@ -14,10 +14,11 @@ import pytest
 from conftest import ROOT, read_homography
 from cvdeep.apps.panorama import stitch
 from cvdeep.cli import build_parser, main
+from cvdeep.eval.metrics import corner_error
 from cvdeep.models import weight_specs
-from test_examples import corner_error, printed_homography
+from test_examples import printed_homography
 
-COMMANDS = ["match", "panorama", "extract", "models", "weights"]
+COMMANDS = ["match", "panorama", "extract", "models", "weights", "train"]
 
 
 def one_error_line(captured: pytest.CaptureResult, *words: str) -> str:
@@ -30,7 +31,8 @@ def one_error_line(captured: pytest.CaptureResult, *words: str) -> str:
 
 def test_console_script_help() -> None:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    result = subprocess.run([sys.executable, "-m", "cvdeep.cli", "--help"], env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run([sys.executable, "-m", "cvdeep.cli", "--help"], env=env, capture_output=True, text=True,
+                            timeout=300)
     assert result.returncode == 0
     assert all(command in result.stdout for command in COMMANDS)
 
@@ -57,10 +59,11 @@ def test_help_for_every_command(command: str, capsys: pytest.CaptureFixture) -> 
 def test_match_on_churchill(tmp_path: Path, data_dir: Path, capsys: pytest.CaptureFixture) -> None:
     folder = data_dir / "hpatches_subset" / "vbalnt_tfeat" / "imgs" / "v_churchill"
     viz = tmp_path / "viz.png"
-    assert main(["match", str(folder / "1.ppm"), str(folder / "2.ppm"), "--max-size", "640", "--matcher", "mutual", "--out", str(viz)]) == 0
+    assert main(["match", str(folder / "1.ppm"), str(folder / "2.ppm"), "--max-size", "640", "--matcher", "mutual",
+                 "--out", str(viz)]) == 0
     out = capsys.readouterr().out
-    height, width = cv2.imread(str(folder / "1.ppm")).shape[:2]
-    assert corner_error(printed_homography(out), read_homography(folder / "H_1_2"), width, height) < 3.0
+    truth = read_homography(folder / "H_1_2")
+    assert corner_error(printed_homography(out), truth, cv2.imread(str(folder / "1.ppm")).shape) < 3.0
     assert cv2.imread(str(viz)) is not None
 
 
@@ -70,8 +73,8 @@ def test_match_with_lightglue_is_one_flag(data_dir: Path, capsys: pytest.Capture
                  "--matcher", "lightglue", "--max-size", "640"]) == 0
     out = capsys.readouterr().out
     assert "matcher: lightglue" in out
-    height, width = cv2.imread(str(seq / "img1.ppm")).shape[:2]
-    assert corner_error(printed_homography(out), read_homography(seq / "H1to2p"), width, height) < 3.0
+    truth = read_homography(seq / "H1to2p")
+    assert corner_error(printed_homography(out), truth, cv2.imread(str(seq / "img1.ppm")).shape) < 3.0
 
 
 def test_match_errors_are_one_line(tmp_path: Path, data_dir: Path, capsys: pytest.CaptureFixture) -> None:
@@ -140,7 +143,8 @@ def test_extract_layout_and_resume(tmp_path: Path, data_dir: Path, capsys: pytes
     h5py = pytest.importorskip("h5py")
     folder = make_image_folder(tmp_path, data_dir)
     out = tmp_path / "features.h5"
-    command = ["extract", str(folder), "--features", "sift", "--nfeatures", "300", "--max-size", "200", "--out", str(out), "--quiet"]
+    command = ["extract", str(folder), "--features", "sift", "--nfeatures", "300", "--max-size", "200",
+               "--out", str(out), "--quiet"]
     assert main(command) == 0
     assert "3 images extracted, 0 already there" in capsys.readouterr().out
     with h5py.File(out, "r") as store:

@@ -35,7 +35,9 @@ def _random_case(case, generator, dtype=torch.float64, with_mask=True):
     weight = torch.randn(out, channels // groups, kh, kw, generator=generator, dtype=dtype)
     bias = torch.randn(out, generator=generator, dtype=dtype)
     offset = 3 * torch.randn(batch, 2 * offset_groups * kh * kw, out_h, out_w, generator=generator, dtype=dtype)
-    mask = torch.rand(batch, offset_groups * kh * kw, out_h, out_w, generator=generator, dtype=dtype) if with_mask else None
+    mask = None
+    if with_mask:
+        mask = torch.rand(batch, offset_groups * kh * kw, out_h, out_w, generator=generator, dtype=dtype)
     return x, offset, weight, bias, mask, dict(stride=stride, padding=padding, dilation=dilation)
 
 
@@ -76,7 +78,8 @@ def test_bad_shapes_are_rejected():
     with pytest.raises(ValueError, match="offset"):
         deform_conv2d_reference(x, torch.zeros(1, 17, 8, 8), torch.randn(2, 4, 3, 3), padding=1)
     with pytest.raises(ValueError, match="mask"):
-        deform_conv2d_reference(x, torch.zeros(1, 18, 8, 8), torch.randn(2, 4, 3, 3), padding=1, mask=torch.ones(1, 8, 8, 8))
+        deform_conv2d_reference(x, torch.zeros(1, 18, 8, 8), torch.randn(2, 4, 3, 3), padding=1,
+                                mask=torch.ones(1, 8, 8, 8))
 
 
 compiled = pytest.mark.skipif(ops.backend() == "reference", reason="the C++ extension is not built")
@@ -96,8 +99,8 @@ def test_compiled_kernel_matches_the_reference(case, with_mask):
 @compiled
 def test_compiled_kernel_on_real_aliked_features(graf_pair):
     """block3's deformable conv of ALIKED-n16 on a real image: real offsets, float32, channels_last."""
-    from cvdeep.models import build_model
     from cvdeep.image import to_tensor
+    from cvdeep.models import build_model
 
     network = build_model("aliked-n16")
     image = to_tensor(graf_pair[0][:192, :256], 3, torch.device("cpu"))

@@ -16,13 +16,12 @@ from cvdeep.weights import resolve
 from feature_checks import (
     CHURCHILL,
     GRAF,
-    WORMHOLE,
     agreement,
+    check_agreement_up_to_border,
+    check_dense_maps_match,
     check_feature2d_contract,
-    homography_quality,
-    in_border_strip,
+    check_matching_on_hpatches_pair,
     load_image,
-    resized_pair,
     rgb_tensor,
     shifted_keypoints_agree,
 )
@@ -60,11 +59,7 @@ def test_official_checkpoint_loads_strictly(shared: Path, network: DISK) -> None
 
 def test_dense_maps_match_kornia(data_dir: Path, network: DISK, reference) -> None:
     image = rgb_tensor(load_image(data_dir, GRAF, (256, 192)))
-    with torch.inference_mode():
-        ours = network(image)
-        theirs = reference.heatmap_and_dense_descriptors(image)
-    for a, b in zip(ours, theirs):
-        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    check_dense_maps_match(network, reference.heatmap_and_dense_descriptors, image)
 
 
 @pytest.mark.parametrize("relative", [GRAF, CHURCHILL])
@@ -85,12 +80,7 @@ def test_fidelity_against_kornia(data_dir: Path, network: DISK, reference, relat
         ours = network.extract(tensor, valid)
         found = reference(tensor)[0]
     theirs = {"keypoints": found.keypoints, "descriptors": found.descriptors, "scores": found.detection_scores}
-    stats = agreement(ours, theirs)
-    print(relative, stats)
-    assert stats.matched >= 0.99
-    assert stats.min_cosine >= 0.999
-    assert stats.score_error < 1e-4
-    assert in_border_strip(stats.extra, SIZE[0], SIZE[1], strip=2).all()
+    check_agreement_up_to_border(ours, theirs, SIZE[0], SIZE[1], relative)
 
 
 def test_nfeatures_keeps_the_strongest(data_dir: Path, network: DISK, reference) -> None:
@@ -135,13 +125,8 @@ def test_keypoints_are_image_pixels(data_dir: Path) -> None:
 def test_feature2d_contract_on_a_real_image(data_dir: Path) -> None:
     detector = cvdeep.DISK_create()
     assert (detector.getNFeatures(), detector.getDetectionThreshold(), detector.getNmsRadius()) == (0, 0.0, 2)
-    assert detector.descriptorSize() == 128
     check_feature2d_contract(detector, load_image(data_dir, CHURCHILL, (320, 416)), 128, gray_network=False)
 
 
 def test_matching_on_hpatches_pair(data_dir: Path) -> None:
-    """End to end as with cv2.SIFT: BFMatcher + ratio test + findHomography on v_wormhole 1 -> 3."""
-    first, second, truth = resized_pair(data_dir / WORMHOLE, 3, 0.5)
-    correct, share, error = homography_quality(cvdeep.DISK_create(), first, second, truth)
-    print("correct matches", correct, "share", share, "corner error", error)
-    assert correct >= 500 and share >= 0.5 and error < 3.0
+    check_matching_on_hpatches_pair(cvdeep.DISK_create(), data_dir)

@@ -8,10 +8,11 @@ import cv2
 import numpy as np
 import pytest
 
-from cvdeep.eval import BenchConfig, main, run, write_outputs
+from cvdeep import Error
+from cvdeep.eval import BenchConfig, main, run, runner, write_outputs
 from cvdeep.eval.datasets import load_oxford
-from cvdeep.eval.matchers import mutual_nearest_neighbours
-from cvdeep.eval.runner import build_feature, evaluate_pair, extract
+from cvdeep.eval.runner import PROTOCOL_BRUTE_FORCE, build_feature, evaluate_pair, extract
+from cvdeep.matching.pairs import PairMatcher
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +66,9 @@ def test_a_wrong_ground_truth_is_detected(oxford_root: Path) -> None:
     reference, target = (extract(sift, leuven.read_image(i), 500) for i in (0, 1))
     truth = leuven.homographies[0]
     shifted = np.array([[1, 0, 20], [0, 1, 0], [0, 0, 1]]) @ truth
-    good = evaluate_pair(reference, target, truth, mutual_nearest_neighbours, cv2.NORM_L2)
-    bad = evaluate_pair(reference, target, shifted, mutual_nearest_neighbours, cv2.NORM_L2)
+    mutual = PairMatcher("mutual", sift, brute_force=PROTOCOL_BRUTE_FORCE)
+    good = evaluate_pair(reference, target, truth, mutual)
+    bad = evaluate_pair(reference, target, shifted, mutual)
     assert good["mma"][2] > 0.6 and bad["mma"][2] < 0.05
     assert good["corner_error"] < 3 < bad["corner_error"]
 
@@ -77,10 +79,9 @@ def test_max_keypoints_keeps_the_strongest(oxford_root: Path) -> None:
     keypoints, _ = sift.detectAndCompute(image, None)
     strongest = np.sort([kp.response for kp in keypoints])[::-1]
     capped = extract(sift, image, 100)  # cv2.SIFT_create() has no cap of its own here
-    assert len(capped.points) == 100 and len(capped.descriptors) == 100
-    kept = {tuple(np.round(p, 3)) for p in capped.points}
-    top = {tuple(np.round(kp.pt, 3)) for kp in keypoints if kp.response >= strongest[99]}
-    assert kept <= top
+    assert len(capped.points) == len(capped.keypoints) == len(capped.descriptors) == 100
+    assert capped.points.tolist() == [list(kp.pt) for kp in capped.keypoints]
+    assert {kp.pt for kp in capped.keypoints} <= {kp.pt for kp in keypoints if kp.response >= strongest[99]}
 
 
 def test_command_line_reports_bad_input(oxford_root: Path, capsys: pytest.CaptureFixture) -> None:
@@ -104,6 +105,29 @@ def test_a_pair_without_keypoints_scores_zero_without_failing() -> None:
     sift = build_feature("sift", 100)
     empty = extract(sift, blank, 100)
     assert len(empty.points) == 0 and empty.descriptors.shape == (0, 128)
-    result = evaluate_pair(empty, empty, np.eye(3), mutual_nearest_neighbours, cv2.NORM_L2)
+    result = evaluate_pair(empty, empty, np.eye(3), PairMatcher("mutual", sift, brute_force=PROTOCOL_BRUTE_FORCE))
     assert result["matches"] == 0 and max(result["mma"]) == 0.0
     assert result["corner_error"] == float("inf") and result["repeatability"] == 0.0
+
+
+def test_lightglue_pipeline_is_one_flag(oxford_root: Path) -> None:
+    """XFeat + LighterGlue through the same runner: on ubc (JPEG only, identity homographies) most
+    matches are right (0.90 at 3 px when written) and the matcher is recorded with the results."""
+    config = BenchConfig(dataset="oxford", root=str(oxford_root), features=["xfeat"], matcher="lightglue",
+                         sequences=["ubc"], max_keypoints=500)
+    results = run(config, show_progress=False)
+    summary = results["results"][0]["summary"]["all"]
+    assert results["config"]["matcher"] == "lightglue"
+    assert summary["matches_per_pair"] > 100 and summary["mma"][2] > 0.8
+
+
+def test_lightglue_refuses_features_without_weights_before_describing(
+        oxford_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_description(*args: object) -> None:
+        raise AssertionError("an image was described before the bad pairing was refused")
+
+    monkeypatch.setattr(runner, "detect_features", no_description)
+    config = BenchConfig(dataset="oxford", root=str(oxford_root), features=["xfeat", "sift"], matcher="lightglue",
+                         sequences=["ubc"])
+    with pytest.raises(Error, match="aliked, aliked-n16, disk, xfeat; got 'sift'"):
+        run(config, show_progress=False)

@@ -9,8 +9,15 @@ import pytest
 
 from cvdeep import Error
 from cvdeep.eval import metrics
-from cvdeep.eval.datasets import (HPATCHES_HIGH_RESOLUTION, OXFORD_KINDS, load_dataset, load_hpatches, load_oxford,
-                                  load_shared, read_homography)
+from cvdeep.eval.datasets import (
+    HPATCHES_HIGH_RESOLUTION,
+    OXFORD_KINDS,
+    load_dataset,
+    load_hpatches,
+    load_oxford,
+    load_shared,
+    read_homography,
+)
 
 HPATCHES_SHARED = ("v_churchill", "v_graffiti", "v_wormhole")
 

@@ -1,13 +1,10 @@
-"""cvdeep.eval.metrics and matchers on synthetic cases whose answers are known by construction."""
+"""cvdeep.eval.metrics on synthetic cases whose answers are known by construction."""
 from __future__ import annotations
 
-import cv2
 import numpy as np
 import pytest
 
-from cvdeep import Error
 from cvdeep.eval import metrics
-from cvdeep.eval.matchers import get_matcher, mutual_nearest_neighbours, ratio_test
 
 SHAPE = (480, 640, 3)
 
@@ -119,38 +116,3 @@ def test_nearest_distances() -> None:
     others = np.array([[3.0, 4.0], [10.0, 11.0], [100.0, 100.0]])
     np.testing.assert_allclose(metrics.nearest_distances(points, others), [5.0, 1.0])
     assert np.isinf(metrics.nearest_distances(points, np.zeros((0, 2)))).all()
-
-
-def test_mutual_nearest_neighbours_recovers_a_permutation() -> None:
-    rng = np.random.default_rng(2)
-    descriptors = rng.normal(size=(200, 64)).astype(np.float32)
-    order = rng.permutation(200)
-    noisy = descriptors[order] + rng.normal(scale=0.05, size=(200, 64)).astype(np.float32)
-    matches = mutual_nearest_neighbours(descriptors, noisy, cv2.NORM_L2)
-    assert len(matches) == 200
-    np.testing.assert_array_equal(order[matches[:, 1]], matches[:, 0])
-
-
-def test_mutual_nearest_neighbours_drops_one_sided_pairs() -> None:
-    a = np.array([[0.0], [1.0]], np.float32)
-    b = np.array([[0.9]], np.float32)  # nearest of both; only a[1] is mutual
-    np.testing.assert_array_equal(mutual_nearest_neighbours(a, b, cv2.NORM_L2), [[1, 0]])
-
-
-def test_hamming_matching_on_binary_descriptors() -> None:
-    rng = np.random.default_rng(3)
-    descriptors = rng.integers(0, 256, size=(50, 32), dtype=np.uint8)
-    matches = mutual_nearest_neighbours(descriptors, descriptors[::-1].copy(), cv2.NORM_HAMMING)
-    np.testing.assert_array_equal(matches[:, 1], 49 - matches[:, 0])
-
-
-def test_ratio_test_rejects_ambiguous_matches() -> None:
-    a = np.array([[0.0, 0.0], [10.0, 0.0]], np.float32)
-    b = np.array([[0.1, 0.0], [5.0, 1.0], [5.0, -1.0]], np.float32)  # a[1] is as far from b[1] as from b[2]
-    np.testing.assert_array_equal(ratio_test(a, b, cv2.NORM_L2), [[0, 0]])
-    assert len(ratio_test(a, b[:1], cv2.NORM_L2)) == 0
-
-
-def test_unknown_matcher_is_an_error_naming_the_choices() -> None:
-    with pytest.raises(Error, match="mutual"):
-        get_matcher("magic")

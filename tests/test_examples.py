@@ -13,6 +13,7 @@ import pytest
 
 import cvdeep
 from conftest import ROOT, read_homography
+from cvdeep.eval.metrics import corner_error
 
 EXAMPLES = ROOT / "examples"
 CVDEEP_LINE = "detector = cvdeep.XFeat_create()"
@@ -21,13 +22,8 @@ SIFT_LINE = "detector = cv2.SIFT_create()"
 
 def run_script(script: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    return subprocess.run([sys.executable, str(script), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-
-
-def corner_error(estimated: np.ndarray, truth: np.ndarray, width: int, height: int) -> float:
-    """Mean distance between the image corners mapped by both homographies (HPatches' metric)."""
-    corners = np.array([[0, 0], [width - 1, 0], [width - 1, height - 1], [0, height - 1]], np.float64).reshape(-1, 1, 2)
-    return float(np.linalg.norm(cv2.perspectiveTransform(corners, estimated) - cv2.perspectiveTransform(corners, truth), axis=2).mean())
+    return subprocess.run([sys.executable, str(script), *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=600)
 
 
 def printed_homography(stdout: str) -> np.ndarray:
@@ -98,8 +94,7 @@ def test_homography_example_against_ground_truth(pair: str, tmp_path: Path, data
     result = run_script(EXAMPLES / "homography.py", str(first), str(second), "--features", "sift",
                         "--max-size", "640", "--out", str(viz), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    height, width = cv2.imread(str(first)).shape[:2]
-    assert corner_error(printed_homography(result.stdout), truth, width, height) < 3.0
+    assert corner_error(printed_homography(result.stdout), truth, cv2.imread(str(first)).shape) < 3.0
     assert re.search(r"matches: \d+ tentative, \d+ inliers", result.stdout)
     assert all(stage in result.stdout for stage in ("features 1", "features 2", "match", "homography"))
     drawing = cv2.imread(str(viz))

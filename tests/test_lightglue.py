@@ -3,7 +3,7 @@ pairs (adaptive depth and width on and off), the cv2-style matcher and its input
 from __future__ import annotations
 
 import sys
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import cv2
@@ -29,14 +29,14 @@ PAIRS = {
 ADAPTIVE_OFF = {"depth_confidence": -1, "width_confidence": -1}
 
 
-@lru_cache(maxsize=None)
+@cache
 def _extract(data_dir: Path, features: str, relative: str) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
     image = read(data_dir / relative, MAX_SIDE)
     keypoints, descriptors = _extractor(features)(image)
     return keypoints, descriptors, image_size(image)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _extractor(features: str):
     return kornia_extractor(features, NUM_KEYPOINTS)
 
@@ -200,7 +200,8 @@ def test_empty_inputs_give_no_matches(shared: Path) -> None:
     matcher = cvdeep.LightGlue("aliked")
     none = np.zeros((0, 2), np.float32), np.zeros((0, 128), np.float32), (640, 480)
     descriptors = np.eye(3, 128, dtype=np.float32)
-    pairs, confidences = matcher.match_features(*none, np.array([[1, 2], [3, 4], [5, 6]], np.float32), descriptors, (640, 480))
+    three = np.array([[1, 2], [3, 4], [5, 6]], np.float32)
+    pairs, confidences = matcher.match_features(*none, three, descriptors, (640, 480))
     assert pairs.shape == (0, 2) and confidences.shape == (0,)
 
 

@@ -95,7 +95,8 @@ def test_nms_real_harris_response(graf_pair) -> None:
 
 # --- soft-NMS ---
 
-def _same_soft_nms(points: torch.Tensor, scores: torch.Tensor, sigma: float, max_keypoints: int = -1, min_score: float = 0.0):
+def _same_soft_nms(points: torch.Tensor, scores: torch.Tensor, sigma: float, max_keypoints: int = -1,
+                   min_score: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     got = torch.ops.cvdeep.soft_nms(points, scores, sigma, max_keypoints, min_score)
     want = reference.soft_nms(points, scores, sigma, max_keypoints, min_score)
     assert torch.equal(got[2], want[2])

@@ -31,8 +31,9 @@ def test_matches_opencv_warp_affine(graf_crop):
     """Small keypoints (no pyramid level): bilinear samples equal cv2.warpAffine's with the same map."""
     rng = np.random.default_rng(0)
     height, width = graf_crop.shape
-    keypoints = [cv2.KeyPoint(float(x), float(y), float(s), float(a)) for x, y, s, a in zip(
-        rng.uniform(40, width - 40, 50), rng.uniform(40, height - 40, 50), rng.uniform(3, 10, 50), rng.uniform(0, 360, 50))]
+    columns = (rng.uniform(40, width - 40, 50), rng.uniform(40, height - 40, 50), rng.uniform(3, 10, 50),
+               rng.uniform(0, 360, 50))
+    keypoints = [cv2.KeyPoint(float(x), float(y), float(s), float(a)) for x, y, s, a in zip(*columns)]
     ours = _patches(graf_crop, keypoints, patch_size=16, scale_factor=3.0)[:, 0].numpy() * 255.0
     image = graf_crop.astype(np.float32)
     for patch, kp in zip(ours, keypoints):
@@ -126,7 +127,9 @@ def test_empty_keypoints():
     assert out.shape == (0, 1, 32, 32)
 
 
-@pytest.mark.parametrize("change", ["zero_size", "nan_size", "bad_xy", "bad_angles", "int_image", "bad_patch", "bad_scale"])
+@pytest.mark.parametrize(
+    "change", ["zero_size", "nan_size", "bad_xy", "bad_angles", "int_image", "bad_patch", "bad_scale"]
+)
 def test_bad_input_raises_cvdeep_error(change):
     image, xy, sizes, angles = torch.rand(1, 1, 20, 20), torch.ones(3, 2), torch.ones(3), torch.zeros(3)
     patch_size, scale = 32, 3.0

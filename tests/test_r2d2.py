@@ -11,7 +11,7 @@ import torch
 import cvdeep
 from cvdeep.models import build_model, get_model
 from cvdeep.weights import NonCommercialWeightsWarning
-from cvdeep.eval.matchers import mutual_nearest_neighbours
+from cvdeep.matching.pairs import mutual_nearest_neighbours
 from cvdeep.eval.metrics import inside_image, match_errors, matching_accuracy
 from classic_helpers import keypoint_xy, shrink_pair
 

@@ -18,13 +18,12 @@ from feature_checks import (
     CHURCHILL,
     GRAF,
     agreement,
+    check_agreement_up_to_border,
+    check_dense_maps_match,
     check_feature2d_contract,
+    check_matching_on_hpatches_pair,
     gray_tensor,
-    homography_quality,
-    in_border_strip,
-    WORMHOLE,
     load_image,
-    resized_pair,
     shifted_keypoints_agree,
 )
 
@@ -72,11 +71,7 @@ def test_official_checkpoint_loads_strictly(shared: Path, network: XFeat) -> Non
 def test_dense_maps_match_kornia(data_dir: Path, network: XFeat, reference) -> None:
     """The folded Conv+BatchNorm inference path gives the maps of the official module layout."""
     image = gray_tensor(load_image(data_dir, GRAF, (320, 256)))
-    with torch.inference_mode():
-        ours = network(image)
-        theirs = reference.net(image)
-    for a, b in zip(ours, theirs):
-        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    check_dense_maps_match(network, reference.net, image)
 
 
 @pytest.mark.parametrize("relative", [GRAF, CHURCHILL])
@@ -95,12 +90,7 @@ def test_fidelity_against_kornia(data_dir: Path, network: XFeat, reference, rela
     with torch.inference_mode():
         ours = network.extract(tensor, valid, XFeatConfig(nfeatures=0))
         theirs = reference.detectAndCompute(tensor, top_k=10**6)[0]
-    stats = agreement(ours, theirs)
-    print(relative, stats)
-    assert stats.matched >= 0.99
-    assert stats.min_cosine >= 0.999
-    assert stats.score_error < 1e-4
-    assert in_border_strip(stats.extra, width, height, strip=2).all()
+    check_agreement_up_to_border(ours, theirs, width, height, relative)
 
     # with the published top-4096 the same holds, up to the border keypoints that enter our ranking
     with torch.inference_mode():
@@ -151,13 +141,8 @@ def test_keypoints_are_image_pixels(data_dir: Path) -> None:
 def test_feature2d_contract_on_a_real_image(data_dir: Path) -> None:
     detector = cvdeep.XFeat_create()
     assert (detector.getNFeatures(), detector.getDetectionThreshold(), detector.getNmsRadius()) == (4096, 0.05, 2)
-    assert detector.descriptorSize() == 64
     check_feature2d_contract(detector, load_image(data_dir, GRAF, (640, 480)), 64, gray_network=True)
 
 
 def test_matching_on_hpatches_pair(data_dir: Path) -> None:
-    """End to end as with cv2.SIFT: BFMatcher + ratio test + findHomography on v_wormhole 1 -> 3."""
-    first, second, truth = resized_pair(data_dir / WORMHOLE, 3, 0.5)
-    correct, share, error = homography_quality(cvdeep.XFeat_create(), first, second, truth)
-    print("correct matches", correct, "share", share, "corner error", error)
-    assert correct >= 500 and share >= 0.5 and error < 3.0
+    check_matching_on_hpatches_pair(cvdeep.XFeat_create(), data_dir)

@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
-import cv2
 import numpy as np
 
 from ..errors import Error
-from .common import create_features, detect, read_image
+from ..image import limit_size, read_image
+from ..keypoints import keypoint_responses
+from ..matching.pairs import detect_features
+from .common import create_features
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".pbm", ".bmp", ".tif", ".tiff", ".webp"}
 DATASETS = ("keypoints", "descriptors", "scores", "image_size")
@@ -48,10 +51,11 @@ def list_images(source: str | os.PathLike) -> list[tuple[str, Path]]:
         if not entries:
             raise Error(f"{source}: the image list is empty")
         return [(entry, (source.parent / entry) if not Path(entry).is_absolute() else Path(entry)) for entry in entries]
-    raise Error(f"{source}: no such file or directory; expected a directory of images or a text file listing image paths")
+    raise Error(f"{source}: no such file or directory; "
+                "expected a directory of images or a text file listing image paths")
 
 
-def _complete(group: object) -> bool:
+def _complete(group: Any) -> bool:
     return all(name in group for name in DATASETS)
 
 
@@ -85,22 +89,18 @@ def extract_to_h5(
             if name in store and _complete(store[name]):
                 skipped += 1
                 continue
-            image, resize = read_image(path, max_size)
-            found = detect(detector, image)
+            image, resize = limit_size(read_image(path), max_size)
+            found = detect_features(detector, image)
             scale = np.diag(resize)[:2]  # processed / original pixels, per axis
             keypoints = (found.points + 0.5) / scale - 0.5
-            descriptors = found.descriptors
-            if descriptors is None:  # no keypoints: an empty array of the detector's shape and type
-                dtype = np.uint8 if detector.descriptorType() == cv2.CV_8U else np.float32
-                descriptors = np.zeros((0, detector.descriptorSize()), dtype)
-            scores = np.array([kp.response for kp in found.keypoints], np.float32)
+            scores = keypoint_responses(found.keypoints)
             width, height = (np.array(found.size) / scale).round().astype(int)
             if name in store:
                 del store[name]
             group = store.create_group(name)
             group.create_dataset("keypoints", data=keypoints.astype(np.float32))
             group["keypoints"].attrs["uncertainty"] = float(1.0 / scale.mean())
-            group.create_dataset("descriptors", data=np.ascontiguousarray(descriptors.T))
+            group.create_dataset("descriptors", data=np.ascontiguousarray(found.descriptors.T))
             group.create_dataset("scores", data=scores)
             group.create_dataset("image_size", data=np.array([width, height]))
             store.flush()

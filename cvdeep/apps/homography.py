@@ -8,13 +8,15 @@ import argparse
 import os
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import cv2
 import numpy as np
 
 from ..errors import Error
-from .common import LOWE_RATIO, ImageFeatures, PairGeometry, PairMatcher
-from .common import add_matching_arguments, create_features, detect, estimate_homography, read_image
+from ..image import limit_size, read_image
+from ..matching.pairs import LOWE_RATIO, ImageFeatures, PairMatcher, detect_features
+from .common import PairGeometry, add_matching_arguments, create_features, pair_geometry
 
 INLIER_COLOUR, OUTLIER_COLOUR = (80, 220, 60), (40, 40, 230)  # BGR
 
@@ -53,24 +55,24 @@ def match_images(
     """Estimate the homography from image ``first`` to image ``second`` (file paths)."""
     timings: dict[str, float] = {}
     start = time.perf_counter()
-    (image1, resize1), (image2, resize2) = read_image(first, max_size), read_image(second, max_size)
+    (image1, resize1), (image2, resize2) = (limit_size(read_image(path), max_size) for path in (first, second))
     timings["read"] = time.perf_counter() - start
 
     tick = time.perf_counter()
     detector = create_features(features, nfeatures)
-    pair_matcher = PairMatcher(matcher, detector, ratio)
+    pair_matcher = PairMatcher(matcher, detector, ratio, name=features)
     timings["setup"] = time.perf_counter() - tick
     tick = time.perf_counter()
-    features1 = detect(detector, image1)
+    features1 = detect_features(detector, image1)
     timings["features 1"] = time.perf_counter() - tick
     tick = time.perf_counter()
-    features2 = detect(detector, image2)
+    features2 = detect_features(detector, image2)
     timings["features 2"] = time.perf_counter() - tick
     tick = time.perf_counter()
     matches = pair_matcher(features1, features2)
     timings["match"] = time.perf_counter() - tick
     tick = time.perf_counter()
-    geometry = estimate_homography(features1, features2, matches, estimator, threshold)
+    geometry = pair_geometry(features1, features2, matches, estimator, threshold)
     timings["homography"] = time.perf_counter() - tick
     timings["total"] = time.perf_counter() - start
     return HomographyResult((image1, image2), (resize1, resize2), (features1, features2), geometry, timings)
@@ -100,10 +102,11 @@ def draw_matches(result: HomographyResult, limit: int = 400) -> np.ndarray:
     dmatches = [cv2.DMatch(int(i), int(j), 0.0) for i, j in geometry.matches]
     rate = min(1.0, limit / max(1, len(dmatches)))
     outliers = len(dmatches) - geometry.inlier_count
-    canvas = None
+    canvas: Any = None  # allocated by the first drawMatches (OpenCV's type stubs do not allow None)
     for colour, mask, flags in (
         (OUTLIER_COLOUR, _subset(~geometry.inliers, round(rate * outliers)), 0),
-        (INLIER_COLOUR, _subset(geometry.inliers, round(rate * geometry.inlier_count)), cv2.DrawMatchesFlags_DRAW_OVER_OUTIMG),
+        (INLIER_COLOUR, _subset(geometry.inliers, round(rate * geometry.inlier_count)),
+         cv2.DrawMatchesFlags_DRAW_OVER_OUTIMG),
     ):
         canvas = cv2.drawMatches(
             image1, features1.keypoints, image2, features2.keypoints, dmatches, canvas, matchColor=colour,
@@ -117,6 +120,8 @@ def draw_matches(result: HomographyResult, limit: int = 400) -> np.ndarray:
 def draw_overlay(result: HomographyResult, tile: int = 64) -> np.ndarray:
     """Image 2 warped into image 1's frame: blended half and half, and as a checkerboard with image 1."""
     (image1, image2), homography = result.images, result.geometry.homography
+    if homography is None:
+        raise Error("draw_overlay: no homography was found between the two images")
     height, width = image1.shape[:2]
     inverse = np.linalg.inv(homography)
     warped = cv2.warpPerspective(image2, inverse, (width, height))
@@ -167,12 +172,12 @@ def run(args: argparse.Namespace) -> int:
         if not cv2.imwrite(args.out, draw_result(result)):
             raise Error(f"{args.out}: cannot write an image there (check the directory and the extension)")
         print(f"wrote {args.out}")
-    if not geometry.overlaps:
+    homography = result.homography
+    if homography is None or not geometry.overlaps:
         raise Error(
             f"{args.image1} and {args.image2} do not overlap: {geometry.inlier_count} of {len(geometry.matches)} "
             "matches agree on a homography, too few to trust it"
         )
-    homography = result.homography
     print("H (image1 -> image2, original pixels):")
     for row in homography:
         print("".join(f"{value:16.8g}" for value in row))

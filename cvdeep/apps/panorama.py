@@ -16,13 +16,15 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 import cv2
 import numpy as np
 
 from ..errors import Error
-from .common import LOWE_RATIO, PairGeometry, PairMatcher, add_matching_arguments
-from .common import create_features, detect, estimate_homography, read_image
+from ..image import limit_size, read_image
+from ..matching.pairs import LOWE_RATIO, PairMatcher, detect_features
+from .common import PairGeometry, add_matching_arguments, create_features, pair_geometry
 
 BLENDERS = ("multiband", "feather", "none")
 BLEND_STRENGTH = 5.0  # percent of the canvas diagonal, OpenCV's stitching_detailed default
@@ -53,7 +55,7 @@ def _spanning_tree(count: int, edges: dict[tuple[int, int], PairGeometry]) -> di
         return node
 
     tree: dict[int, list[int]] = {node: [] for node in range(count)}
-    for (i, j), geometry in sorted(edges.items(), key=lambda item: -item[1].inlier_count):
+    for i, j in sorted(edges, key=lambda pair: -edges[pair].inlier_count):
         if root(i) != root(j):
             parent[root(i)] = root(j)
             tree[i].append(j)
@@ -88,7 +90,8 @@ def _choose_reference(tree: dict[int, list[int]], edges: dict[tuple[int, int], P
     return reference, largest
 
 
-def _to_reference(tree: dict[int, list[int]], reference: int, edges: dict[tuple[int, int], PairGeometry]) -> dict[int, np.ndarray]:
+def _to_reference(tree: dict[int, list[int]], reference: int,
+                  edges: dict[tuple[int, int], PairGeometry]) -> dict[int, np.ndarray]:
     """Homography from every image of the reference's tree into the reference image."""
     transforms = {reference: np.eye(3)}
     queue = deque([reference])
@@ -97,10 +100,10 @@ def _to_reference(tree: dict[int, list[int]], reference: int, edges: dict[tuple[
         for neighbour in tree[node]:
             if neighbour in transforms:
                 continue
-            if (neighbour, node) in edges:
-                step = edges[(neighbour, node)].homography
-            else:
-                step = np.linalg.inv(edges[(node, neighbour)].homography)
+            forward = (neighbour, node) in edges
+            homography = edges[(neighbour, node) if forward else (node, neighbour)].homography
+            assert homography is not None  # edges hold verified overlaps only
+            step = homography if forward else np.linalg.inv(homography)
             transform = transforms[node] @ step
             transforms[neighbour] = transform / transform[2, 2]
             queue.append(neighbour)
@@ -116,23 +119,26 @@ def _place(image: np.ndarray, transform: np.ndarray) -> np.ndarray:
     """Corners of ``image`` on the reference plane; refuses projections through the horizon."""
     homogeneous = np.c_[_image_corners(image), np.ones(4)] @ transform.T
     if (homogeneous[:, 2] <= 1e-8).any():
-        raise Error("the inputs span too wide a field of view for a planar panorama (an image projects beyond the horizon)")
+        raise Error("the inputs span too wide a field of view for a planar panorama "
+                    "(an image projects beyond the horizon)")
     return homogeneous[:, :2] / homogeneous[:, 2:]
 
 
-def _blend(images: list[np.ndarray], masks: list[np.ndarray], offsets: list[tuple[int, int]], canvas: tuple[int, int, int, int], blender: str) -> np.ndarray:
+def _blend(images: list[np.ndarray], masks: list[np.ndarray], offsets: list[tuple[int, int]],
+           canvas: tuple[int, int, int, int], blender: str) -> np.ndarray:
     """Blend warped images (with their masks and canvas offsets) using OpenCV's detail blenders."""
     x0, y0, width, height = canvas
     blend_width = math.sqrt(width * height) * BLEND_STRENGTH / 100.0
+    engine: Any  # a cv2.detail.Blender; its blend(None, None) allocates the result, which the type stubs do not allow
     if blender == "multiband":
-        engine = cv2.detail_MultiBandBlender()
+        engine = cv2.detail.MultiBandBlender()
         engine.setNumBands(max(1, int(math.ceil(math.log2(blend_width))) - 1))
         masks = _seam_masks(masks, offsets, canvas)
     elif blender == "feather":
-        engine = cv2.detail_FeatherBlender()
+        engine = cv2.detail.FeatherBlender()
         engine.setSharpness(1.0 / blend_width)
     else:
-        engine = cv2.detail_Blender.createDefault(cv2.detail.Blender_NO)
+        engine = cv2.detail.Blender.createDefault(cv2.detail.Blender_NO)
         masks = _seam_masks(masks, offsets, canvas)
     engine.prepare((x0, y0, width, height))
     for image, mask, offset in zip(images, masks, offsets):
@@ -141,13 +147,15 @@ def _blend(images: list[np.ndarray], masks: list[np.ndarray], offsets: list[tupl
     return np.clip(result, 0, 255).astype(np.uint8)
 
 
-def _seam_masks(masks: list[np.ndarray], offsets: list[tuple[int, int]], canvas: tuple[int, int, int, int]) -> list[np.ndarray]:
+def _seam_masks(masks: list[np.ndarray], offsets: list[tuple[int, int]],
+                canvas: tuple[int, int, int, int]) -> list[np.ndarray]:
     """Each canvas pixel goes to the image whose border is farthest (seams mid-overlap)."""
     x0, y0, width, height = canvas
     best = np.zeros((height, width), np.float32)
     owner = np.full((height, width), -1, np.int32)
     for index, (mask, (x, y)) in enumerate(zip(masks, offsets)):
-        distance = cv2.distanceTransform(cv2.copyMakeBorder(mask, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0), cv2.DIST_L2, 3)[1:-1, 1:-1]
+        bordered = cv2.copyMakeBorder(mask, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
+        distance = cv2.distanceTransform(bordered, cv2.DIST_L2, 3)[1:-1, 1:-1]
         window = (slice(y - y0, y - y0 + mask.shape[0]), slice(x - x0, x - x0 + mask.shape[1]))
         better = distance > best[window]
         best[window][better] = distance[better]
@@ -170,7 +178,7 @@ def stitch(
     nfeatures: int | None = None,
     blender: str = "multiband",
     skip_unmatched: bool = False,
-    log: object = None,
+    log: Callable[[str], object] | None = None,
 ) -> Panorama:
     """Stitch the images at ``paths``; raises ``Error`` naming any input that overlaps no other
     (unless ``skip_unmatched``, which leaves them out and lists them in ``Panorama.rejected``)."""
@@ -180,18 +188,19 @@ def stitch(
         raise Error(f"unknown blender {blender!r}; accepted: {', '.join(BLENDERS)}")
     say = log or (lambda message: None)
     names = [Path(p).name for p in paths]
-    images = [read_image(path, max_size)[0] for path in paths]
+    images = [limit_size(read_image(path), max_size)[0] for path in paths]
     detector = create_features(features, nfeatures)
-    pair_matcher = PairMatcher(matcher, detector, ratio)
+    pair_matcher = PairMatcher(matcher, detector, ratio, name=features)
     tick = time.perf_counter()
-    found = [detect(detector, image) for image in images]
-    say(f"features: {', '.join(f'{n} {len(f.keypoints)}' for n, f in zip(names, found))} ({time.perf_counter() - tick:.1f} s)")
+    found = [detect_features(detector, image) for image in images]
+    counts = ", ".join(f"{n} {len(f.keypoints)}" for n, f in zip(names, found))
+    say(f"features: {counts} ({time.perf_counter() - tick:.1f} s)")
 
     tick = time.perf_counter()
     edges: dict[tuple[int, int], PairGeometry] = {}
     best: dict[int, tuple[float, int]] = {}
     for i, j in itertools.combinations(range(len(images)), 2):
-        geometry = estimate_homography(found[i], found[j], pair_matcher(found[i], found[j]), estimator, threshold)
+        geometry = pair_geometry(found[i], found[j], pair_matcher(found[i], found[j]), estimator, threshold)
         for a, b in ((i, j), (j, i)):
             if geometry.confidence > best.get(a, (-1.0, -1))[0]:
                 best[a] = (geometry.confidence, b)
@@ -217,7 +226,8 @@ def stitch(
     width, height = int(x1 - x0), int(y1 - y0)
     input_area = sum(images[index].shape[0] * images[index].shape[1] for index in placed)
     if width * height > MAX_CANVAS_GROWTH * input_area:
-        raise Error(f"the planar panorama would be {width} x {height} pixels, over {MAX_CANVAS_GROWTH:g} times the inputs' area: "
+        raise Error(f"the planar panorama would be {width} x {height} pixels, "
+                    f"over {MAX_CANVAS_GROWTH:g} times the inputs' area: "
                     "the inputs span too wide a field of view for a planar projection")
 
     tick = time.perf_counter()
@@ -227,7 +237,8 @@ def stitch(
         high = np.ceil(corners[index].max(axis=0) + 0.5).astype(int)
         size = (int(high[0] - low[0]), int(high[1] - low[1]))
         shift = np.array([[1.0, 0.0, -low[0]], [0.0, 1.0, -low[1]], [0.0, 0.0, 1.0]]) @ transforms[index]
-        warped.append(cv2.warpPerspective(images[index], shift, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT))
+        warped.append(cv2.warpPerspective(images[index], shift, size, flags=cv2.INTER_LINEAR,
+                                          borderMode=cv2.BORDER_REFLECT))
         coverage = np.full(images[index].shape[:2], 255, np.uint8)
         masks.append(cv2.warpPerspective(coverage, shift, size, flags=cv2.INTER_NEAREST, borderValue=0))
         offsets.append((int(low[0]), int(low[1])))
@@ -243,7 +254,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="panorama image to write (e.g. pano.jpg)")
     add_matching_arguments(parser)
     parser.add_argument("--blend", default="multiband", choices=BLENDERS, help="blender (default: multiband)")
-    parser.add_argument("--skip-unmatched", action="store_true", help="leave out images that overlap no other and stitch the rest")
+    parser.add_argument("--skip-unmatched", action="store_true",
+                        help="leave out images that overlap no other and stitch the rest")
 
 
 def run(args: argparse.Namespace) -> int:

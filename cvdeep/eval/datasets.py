@@ -11,10 +11,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from ..errors import Error
+from ..image import read_image
 
 #: The kinds of change a sequence shows; summaries are grouped by these.
 SEQUENCE_KINDS = ("viewpoint", "rotation-zoom", "blur", "light", "JPEG", "other")
@@ -53,14 +53,6 @@ class Sequence:
     def read_image(self, index: int) -> np.ndarray:
         """Image ``index`` (0 = reference) as BGR uint8, grey files replicated to three channels."""
         return read_image(self.image_paths[index])
-
-
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """BGR uint8 image; ``cvdeep.Error`` when the file is missing or not an image."""
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise Error(f"cannot read image {str(path)!r}; expected a readable image file (ppm, pgm, png, jpg)")
-    return image
 
 
 def read_homography(path: str | os.PathLike) -> np.ndarray:
@@ -139,7 +131,8 @@ def load_oxford(root: str | os.PathLike, names: list[str] | None = None) -> list
         incomplete += [p.name for p in homography_files if not p.is_file()]
         if incomplete:
             raise Error(f"Oxford sequence {str(folder)!r} lacks {', '.join(incomplete)}")
-        sequences.append(Sequence(folder.name, "oxford", OXFORD_KINDS.get(folder.name, "other"), tuple(images),
+        found = tuple(p for p in images if p is not None)  # all six, checked above
+        sequences.append(Sequence(folder.name, "oxford", OXFORD_KINDS.get(folder.name, "other"), found,
                                   tuple(read_homography(p) for p in homography_files)))
     return _select(sequences, names, base, "Oxford")
 

@@ -26,14 +26,16 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from ..matching.geometry import find_homography
+
 #: Pixel thresholds of the MMA curve (D2-Net plots 1..10).
 MMA_THRESHOLDS = tuple(range(1, 11))
 #: Mean corner error thresholds of the homography accuracy (SuperPoint reports 1, 3, 5; 10 is common since).
 HOMOGRAPHY_THRESHOLDS = (1, 3, 5, 10)
 #: Distance under which a keypoint counts as repeated / a match as correct for the matching score.
 CORRECT_DISTANCE = 3.0
-#: ``cv2.findHomography`` settings used for the homography accuracy.
-RANSAC_METHOD = cv2.RANSAC
+#: ``cv2.findHomography`` settings used for the homography accuracy (``cvdeep.matching.geometry.ESTIMATORS``).
+RANSAC_METHOD = "ransac"
 RANSAC_THRESHOLD = 3.0
 
 
@@ -71,12 +73,9 @@ def matching_accuracy(errors: np.ndarray, thresholds: tuple[float, ...] = MMA_TH
 
 
 def estimate_homography(points_a: np.ndarray, points_b: np.ndarray) -> np.ndarray | None:
-    """RANSAC homography A -> B from matched points, or None with fewer than 4 or on failure."""
-    if len(points_a) < 4:
-        return None
-    homography, _ = cv2.findHomography(np.asarray(points_a, np.float64), np.asarray(points_b, np.float64),
-                                       RANSAC_METHOD, RANSAC_THRESHOLD)
-    return homography
+    """The protocol's homography A -> B from matched points (``find_homography`` with RANSAC, 3 px),
+    or None with fewer than 4 matches or on failure."""
+    return find_homography(points_a, points_b, RANSAC_METHOD, RANSAC_THRESHOLD)[0]
 
 
 def corner_error(estimated: np.ndarray | None, truth: np.ndarray, shape: tuple[int, ...]) -> float:

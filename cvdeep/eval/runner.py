@@ -9,16 +9,16 @@ a plot of MMA against the pixel threshold.
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import math
 import os
 import platform
 import sys
 import time
+from collections.abc import Sequence as SequenceType
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence as SequenceType
+from typing import Any
 
 import cv2
 import numpy as np
@@ -26,21 +26,14 @@ from tqdm import tqdm
 
 from ..errors import Error
 from ..features import create
+from ..keypoints import keypoint_responses
+from ..matching.pairs import LOWE_RATIO, MATCHERS, Feature, ImageFeatures, PairMatcher, detect_features
 from . import metrics
 from .datasets import LOADERS, SEQUENCE_KINDS, Sequence, load_dataset
-from .matchers import LOWE_RATIO, MATCHERS, Matcher, get_matcher
 
 _NFEATURES_SETTERS = ("setNFeatures", "setMaxFeatures")  # cv2.SIFT / cvdeep, cv2.ORB
-
-
-@dataclass
-class Extraction:
-    """One image's features as the metrics need them."""
-
-    points: np.ndarray  # (N, 2) float64, input-image pixels
-    descriptors: np.ndarray  # (N, D)
-    shape: tuple[int, ...]
-    seconds: float
+#: The protocol's brute-force matcher (docs/RESULTS.md): OpenCV's own, whatever cvdeep.BFMatcher does.
+PROTOCOL_BRUTE_FORCE = cv2.BFMatcher
 
 
 @dataclass
@@ -70,13 +63,16 @@ class DetectThenDescribe:
         return self.descriptor.compute(image, self.detector.detect(image, mask))
 
     def defaultNorm(self) -> int:
-        return self.descriptor.defaultNorm()
+        return int(self.descriptor.defaultNorm())
 
     def descriptorSize(self) -> int:
-        return self.descriptor.descriptorSize()
+        return int(self.descriptor.descriptorSize())
+
+    def descriptorType(self) -> int:
+        return int(self.descriptor.descriptorType())
 
 
-def build_feature(name: str, max_keypoints: int, device: str = "auto") -> Any:
+def build_feature(name: str, max_keypoints: int, device: str = "auto") -> Feature:
     """``cvdeep.features.create(name)`` limited to ``max_keypoints`` where the method has such a
     parameter (cv2.SIFT ``nfeatures``, cv2.ORB ``maxFeatures``, every cvdeep ``nfeatures``).
     ``device`` applies to cvdeep features only. Others are capped after detection (``extract``).
@@ -85,7 +81,7 @@ def build_feature(name: str, max_keypoints: int, device: str = "auto") -> Any:
         detector_name, _, descriptor_name = name.partition("+")
         return DetectThenDescribe(build_feature(detector_name, max_keypoints, device),
                                   build_feature(descriptor_name, -1, device))
-    feature = create(name)
+    feature: Any = create(name)
     if device != "auto" and hasattr(feature, "getParams") and "device" in feature.getParams():
         feature.setParams(device=device)
     if max_keypoints > 0:
@@ -96,41 +92,40 @@ def build_feature(name: str, max_keypoints: int, device: str = "auto") -> Any:
     return feature
 
 
-def extract(feature: Any, image: np.ndarray, max_keypoints: int) -> Extraction:
+def extract(feature: Feature, image: np.ndarray, max_keypoints: int) -> ImageFeatures:
     """``detectAndCompute`` (timed), then the ``max_keypoints`` strongest responses kept.
 
     The second cap makes the limit exact for every method (cv2.SIFT may return a few more
     than ``nfeatures`` because of extra orientations; some methods have no limit at all).
     """
-    start = time.perf_counter()
-    keypoints, descriptors = feature.detectAndCompute(image, None)
-    seconds = time.perf_counter() - start
-    count = len(keypoints)
-    points = cv2.KeyPoint_convert(keypoints).reshape(count, 2).astype(np.float64) if count else np.zeros((0, 2))
-    if descriptors is None:
-        descriptors = np.zeros((0, feature.descriptorSize()), np.float32)
-    if 0 < max_keypoints < count:
-        responses = np.fromiter((kp.response for kp in keypoints), np.float64, count)
-        keep = np.sort(np.argsort(-responses, kind="stable")[:max_keypoints])
-        points, descriptors = points[keep], descriptors[keep]
-    return Extraction(points, np.asarray(descriptors), image.shape, seconds)
+    found = detect_features(feature, image)
+    if 0 < max_keypoints < len(found):
+        strongest = np.argsort(-keypoint_responses(found.keypoints), kind="stable")[:max_keypoints]
+        found = found.subset(np.sort(strongest))
+    return found
 
 
-def evaluate_pair(reference: Extraction, target: Extraction, homography: np.ndarray,
-                  matcher: Matcher, norm: int) -> dict[str, Any]:
+def _shape(features: ImageFeatures) -> tuple[int, int]:
+    """(height, width) of the image the features come from, as the metrics take it."""
+    width, height = features.size
+    return height, width
+
+
+def evaluate_pair(reference: ImageFeatures, target: ImageFeatures, homography: np.ndarray,
+                  matcher: PairMatcher) -> dict[str, Any]:
     """Every metric of one (reference, target) pair, as a JSON-ready dict."""
-    matches = matcher(reference.descriptors, target.descriptors, norm)
+    matches = matcher(reference, target)
     errors = metrics.match_errors(reference.points, target.points, matches, homography)
     estimated = metrics.estimate_homography(reference.points[matches[:, 0]], target.points[matches[:, 1]])
     in_target, in_reference = metrics.shared_view(reference.points, target.points, homography,
-                                                  reference.shape, target.shape)
+                                                  _shape(reference), _shape(target))
     rep, localisation = metrics.repeatability(reference.points, target.points, homography,
-                                              reference.shape, target.shape)
+                                              _shape(reference), _shape(target))
     return {
         "keypoints": [len(reference.points), len(target.points)],
         "matches": len(matches),
         "mma": metrics.matching_accuracy(errors).tolist(),
-        "corner_error": metrics.corner_error(estimated, homography, reference.shape),
+        "corner_error": metrics.corner_error(estimated, homography, _shape(reference)),
         "repeatability": rep,
         "localization_error": localisation,
         "matching_score": metrics.matching_score(errors, int(in_target.sum()), int(in_reference.sum())),
@@ -173,11 +168,9 @@ def _groups(sequences: list[Sequence]) -> dict[str, set[str]]:
     return groups
 
 
-def run_feature(name: str, sequences: list[Sequence], config: BenchConfig, matcher: Matcher,
-                progress: tqdm) -> dict[str, Any]:
+def run_feature(name: str, feature: Feature, matcher: PairMatcher, sequences: list[Sequence],
+                config: BenchConfig, progress: tqdm) -> dict[str, Any]:
     """Describe every image of every sequence with one feature and score the five pairs."""
-    feature = build_feature(name, config.max_keypoints, config.device)
-    norm = feature.defaultNorm()
     extract(feature, sequences[0].read_image(0), config.max_keypoints)  # warm-up: weights, first-call costs
     pairs, images = [], []
     for seq in sequences:
@@ -189,7 +182,7 @@ def run_feature(name: str, sequences: list[Sequence], config: BenchConfig, match
             images.append({"sequence": seq.name, "image": index + 1, "keypoints": len(extraction.points),
                            "seconds": extraction.seconds})
         for k, homography in enumerate(seq.homographies):
-            result = evaluate_pair(extractions[0], extractions[k + 1], homography, matcher, norm)
+            result = evaluate_pair(extractions[0], extractions[k + 1], homography, matcher)
             pairs.append({"sequence": seq.name, "dataset": seq.dataset, "kind": seq.kind, "pair": [1, k + 2], **result})
             progress.update(1)
     summaries = {}
@@ -197,7 +190,7 @@ def run_feature(name: str, sequences: list[Sequence], config: BenchConfig, match
         summaries[group] = summarize([p for p in pairs if p["sequence"] in names],
                                      [i for i in images if i["sequence"] in names])
     device = getattr(getattr(feature, "descriptor", feature), "device", "cpu (OpenCV)")
-    return {"feature": name, "device": str(device), "descriptor_norm": int(norm),
+    return {"feature": name, "device": str(device), "descriptor_norm": matcher.norm,
             "summary": summaries, "pairs": pairs, "images": images}
 
 
@@ -223,16 +216,17 @@ def run(config: BenchConfig, show_progress: bool = True) -> dict[str, Any]:
     """Run the benchmark described by ``config``; returns the JSON-ready results."""
     if not config.features:
         raise Error("features: got an empty list; expected names such as sift,orb,aliked")
-    if not 0 < config.ratio < 1:
-        raise Error(f"ratio: got {config.ratio}; expected a number in (0, 1)")
-    matcher = get_matcher(config.matcher)
-    if config.matcher == "ratio":
-        matcher = functools.partial(matcher, ratio=config.ratio)
     sequences = load_dataset(config.dataset, config.root, config.sequences, config.all_hpatches)
+    # Every feature and its matcher first, so that a bad name or a pairing LightGlue has no
+    # weights for fails before any image is described.
+    features = [build_feature(name, config.max_keypoints, config.device) for name in config.features]
+    matchers = [PairMatcher(config.matcher, feature, config.ratio, brute_force=PROTOCOL_BRUTE_FORCE,
+                            device=config.device, name=name) for name, feature in zip(config.features, features)]
     total = len(config.features) * sum(len(s) for s in sequences)
     started = time.strftime("%Y-%m-%dT%H:%M:%S")
     with tqdm(total=total, unit="pair", disable=not show_progress, file=sys.stderr) as progress:
-        results = [run_feature(name, sequences, config, matcher, progress) for name in config.features]
+        results = [run_feature(name, feature, matcher, sequences, config, progress)
+                   for name, feature, matcher in zip(config.features, features, matchers)]
     return {"config": asdict(config), "started": started, "machine": machine_description(),
             "sequences": [{"name": s.name, "dataset": s.dataset, "kind": s.kind} for s in sequences],
             "results": results}
@@ -334,12 +328,15 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("--features", type=_names, default=["sift", "orb"],
                         help="comma-separated names accepted by cvdeep.features.create, or detector+descriptor "
                              "(e.g. sift+hardnet); default: sift,orb")
-    parser.add_argument("--matcher", default="mutual", help=f"descriptor matcher: {', '.join(sorted(MATCHERS))} "
-                                                             "(default mutual: mutual nearest neighbours, D2-Net)")
-    parser.add_argument("--ratio", type=float, default=LOWE_RATIO, help="ratio of the 'ratio' matcher (default 0.8)")
+    parser.add_argument("--matcher", default="mutual", choices=MATCHERS,
+                        help="tentative matches (default mutual: mutual nearest neighbours, D2-Net); "
+                             "lightglue: LightGlue with aliked, disk or xfeat features")
+    parser.add_argument("--ratio", type=float, default=LOWE_RATIO,
+                        help=f"ratio of the 'ratio' matcher (default {LOWE_RATIO})")
     parser.add_argument("--max-keypoints", type=int, default=2048,
                         help="keep at most this many strongest keypoints per image; <= 0: each method's default")
-    parser.add_argument("--device", default="auto", help="device of cvdeep features: auto, cpu, cuda, cuda:N")
+    parser.add_argument("--device", default="auto",
+                        help="device of cvdeep features and of LightGlue: auto, cpu, cuda, cuda:N")
     parser.add_argument("--sequences", type=_names, default=None, help="comma-separated sequence names to keep")
     parser.add_argument("--all-hpatches", action="store_true",
                         help="keep the 8 high-resolution HPatches sequences D2-Net's protocol leaves out")

@@ -15,7 +15,8 @@ train images, masks, ``crossCheck``); only faster. Differences, all on purpose:
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import cv2
@@ -48,6 +49,39 @@ def _split_rows(matches: list[cv2.DMatch], counts: np.ndarray, compact: bool) ->
     return tuple(tuple(matches[s:e]) for s, e in zip(starts, ends) if not compact or e > s)
 
 
+def _hamming_distances(query: np.ndarray, train_bits: np.ndarray, train_counts: np.ndarray) -> np.ndarray:
+    """Hamming distances of uint8 ``query`` rows to train rows given as unpacked float32 bits and
+    their bit counts: |a xor b| = |a| + |b| - 2 a.b, one float32 matrix product. Exact (every partial
+    sum is an integer below 2^24) and runs on any NumPy (``np.bitwise_count`` needs NumPy 2)."""
+    bits = np.unpackbits(query, axis=1).astype(np.float32)
+    distances = bits @ train_bits.T
+    distances *= -2.0
+    distances += bits.sum(axis=1, dtype=np.float32)[:, None]
+    distances += train_counts[None, :]
+    return distances
+
+
+def _smallest_columns(dist: np.ndarray, k: int) -> np.ndarray:
+    """(N, k) column indices of the k smallest entries of each row, ascending, the lower column first
+    among equal values: ``np.argsort(dist, axis=1, kind="stable")[:, :k]`` without sorting whole rows.
+
+    Non-finite entries (NaN and inf alike) come after every finite one.
+    """
+    n, m = dist.shape
+    if k == 0 or 4 * k >= m:
+        return np.argsort(dist, axis=1, kind="stable")[:, :k]
+    dist = np.where(np.isnan(dist), np.inf, dist)
+    kth = np.partition(dist, k - 1, axis=1)[:, k - 1 : k]  # the k-th smallest value of each row
+    rows, cols = np.nonzero(dist <= kth)  # at least k per row; ties at the k-th value add more
+    order = np.lexsort((cols, dist[rows, cols], rows))  # by row, then value, then column
+    rows, cols = rows[order], cols[order]
+    rank = np.arange(len(rows)) - np.searchsorted(rows, rows)  # position within its row
+    keep = rank < k
+    smallest = np.empty((n, k), np.int64)
+    smallest[rows[keep], rank[keep]] = cols[keep]
+    return smallest
+
+
 class BFMatcher:
     """Brute-force descriptor matcher, a drop-in for ``cv2.BFMatcher``.
 
@@ -78,7 +112,8 @@ class BFMatcher:
         checked = [self._check(d, "train descriptors") for d in descriptors]
         for d in checked:
             if d.size and self._train and self._train[0].size and d.shape[1] != self._train[0].shape[1]:
-                raise Error(f"BFMatcher.add: descriptor size {d.shape[1]} differs from the collection's {self._train[0].shape[1]}")
+                raise Error(f"BFMatcher.add: descriptor size {d.shape[1]} differs from the collection's "
+                            f"{self._train[0].shape[1]}")
         self._train.extend(checked)
         self._stacked = None
 
@@ -115,11 +150,11 @@ class BFMatcher:
         query, trains, masks, _ = self._parse("match", queryDescriptors, args, kwargs, value_name=None)
         if query is None:
             return ()
-        rows = self._knn(query, trains, masks, 1)
-        return rows if not rows else tuple(m for row in rows for m in row)
+        return tuple(m for row in self._knn(query, trains, masks, 1) for m in row)
 
     def knnMatch(self, queryDescriptors: np.ndarray, *args: Any, **kwargs: Any) -> tuple[Matches, ...]:
-        """``knnMatch(query, train, k[, mask[, compactResult]])`` or ``knnMatch(query, k[, masks[, compactResult]])``."""
+        """``knnMatch(query, train, k[, mask[, compactResult]])`` or
+        ``knnMatch(query, k[, masks[, compactResult]])``."""
         query, trains, masks, (k, compact) = self._parse("knnMatch", queryDescriptors, args, kwargs, value_name="k")
         if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
             raise Error(f"BFMatcher.knnMatch: k must be an integer >= 1, got {k!r}")
@@ -130,12 +165,14 @@ class BFMatcher:
         return self._knn(query, trains, masks, int(k), compact)
 
     def radiusMatch(self, queryDescriptors: np.ndarray, *args: Any, **kwargs: Any) -> tuple[Matches, ...]:
-        """``radiusMatch(query, train, maxDistance[, mask[, compactResult]])`` or ``radiusMatch(query, maxDistance[, masks[, compactResult]])``."""
+        """``radiusMatch(query, train, maxDistance[, mask[, compactResult]])`` or
+        ``radiusMatch(query, maxDistance[, masks[, compactResult]])``."""
         query, trains, masks, (radius, compact) = self._parse(
             "radiusMatch", queryDescriptors, args, kwargs, value_name="maxDistance"
         )
         if not isinstance(radius, (int, float, np.number)) or not radius > np.finfo(np.float32).eps:
-            raise Error(f"BFMatcher.radiusMatch: maxDistance must be a number > {np.finfo(np.float32).eps}, got {radius!r}")
+            raise Error(f"BFMatcher.radiusMatch: maxDistance must be a number > {np.finfo(np.float32).eps}, "
+                        f"got {radius!r}")
         if query is None:
             return ()
         train, offsets = trains
@@ -162,7 +199,8 @@ class BFMatcher:
         if ratio is not None and not 0 < ratio <= 1:
             raise Error(f"BFMatcher.match_mutual: ratio must be in (0, 1], got {ratio!r}")
         if self.normType not in (cv2.NORM_L2, cv2.NORM_L2SQR):
-            raise Error(f"BFMatcher.match_mutual: needs NORM_L2 or NORM_L2SQR, this matcher uses {_NORM_NAMES[self.normType]}")
+            raise Error(f"BFMatcher.match_mutual: needs NORM_L2 or NORM_L2SQR, this matcher uses "
+                        f"{_NORM_NAMES[self.normType]}")
         a, b = self._as_tensor(d1, "d1"), self._as_tensor(d2, "d2")
         if a.shape[1] != b.shape[1] and len(a) and len(b):
             raise Error(f"BFMatcher.match_mutual: d1 has {a.shape[1]} columns, d2 has {b.shape[1]}")
@@ -177,7 +215,8 @@ class BFMatcher:
         """Float tensor of (N, D) descriptors; torch tensors stay on their device (CUDA kernels)."""
         if isinstance(descriptors, torch.Tensor):
             if descriptors.dim() != 2 or not (descriptors.is_floating_point() or descriptors.dtype == torch.uint8):
-                raise Error(f"BFMatcher: {what} must be a 2-D float or uint8 tensor, got {descriptors.dtype} {tuple(descriptors.shape)}")
+                raise Error(f"BFMatcher: {what} must be a 2-D float or uint8 tensor, "
+                            f"got {descriptors.dtype} {tuple(descriptors.shape)}")
             return descriptors.float()
         return torch.from_numpy(self._check(descriptors, what)).float()
 
@@ -193,7 +232,8 @@ class BFMatcher:
         accepted = (np.uint8,) if self.normType == cv2.NORM_HAMMING else (np.float32, np.uint8)
         if descriptors.dtype not in accepted:
             names = " or ".join(np.dtype(t).name for t in accepted)
-            raise Error(f"BFMatcher: {what} have dtype {descriptors.dtype}; {_NORM_NAMES[self.normType]} accepts {names}")
+            raise Error(f"BFMatcher: {what} have dtype {descriptors.dtype}; "
+                        f"{_NORM_NAMES[self.normType]} accepts {names}")
         return np.ascontiguousarray(descriptors)
 
     @staticmethod
@@ -209,14 +249,22 @@ class BFMatcher:
             non_empty = [d for d in self._train if d.size]
             width = non_empty[0].shape[1] if non_empty else 0
             dtype = non_empty[0].dtype if non_empty else np.float32
-            rows = np.concatenate([d.reshape(-1, width) for d in self._train]) if non_empty else np.zeros((0, width), dtype)
+            if non_empty:
+                rows = np.concatenate([d.reshape(-1, width) for d in self._train])
+            else:
+                rows = np.zeros((0, width), dtype)
             offsets = np.cumsum([0, *(len(d) for d in self._train)])
             self._stacked = (rows, offsets)
         return self._stacked
 
-    def _parse(self, method: str, query: Any, args: tuple, kwargs: dict, value_name: str | None):
-        """Resolve OpenCV's two overloads: (query, train, [value], mask, ...) and (query, [value], masks, ...)."""
-        args = list(args)
+    def _parse(
+        self, method: str, query: Any, args: tuple[Any, ...], kwargs: dict[str, Any], value_name: str | None
+    ) -> tuple[Any, Any, Any, tuple[Any, bool]]:
+        """Resolve OpenCV's two overloads: (query, train, [value], mask, ...) and (query, [value], masks, ...).
+
+        Returns (query, (train rows, row offsets), (N_query, M_total) bool mask or None, (value,
+        compactResult)); query is None when there is nothing to match.
+        """
         explicit_train = bool(args) and isinstance(args[0], np.ndarray) or "trainDescriptors" in kwargs
         names = ["trainDescriptors"] if explicit_train else []
         names += [value_name] if value_name else []
@@ -225,12 +273,14 @@ class BFMatcher:
         if len(args) > len(names):
             raise Error(f"BFMatcher.{method}: too many positional arguments ({len(args) + 1})")
         values = dict(zip(names, args))
-        for key, value in kwargs.items():
+        for key, argument in kwargs.items():
             if key not in names or key in values:
-                raise Error(f"BFMatcher.{method}: unexpected or repeated argument {key!r}; accepted: queryDescriptors, {', '.join(names)}")
-            values[key] = value
+                raise Error(f"BFMatcher.{method}: unexpected or repeated argument {key!r}; "
+                            f"accepted: queryDescriptors, {', '.join(names)}")
+            values[key] = argument
         if value_name and value_name not in values:
             raise Error(f"BFMatcher.{method}: missing argument {value_name!r}")
+        value = values.get(value_name) if value_name else None
         query = self._check(query, "query descriptors")
         if explicit_train:
             train = self._check(values["trainDescriptors"], "train descriptors")
@@ -239,20 +289,19 @@ class BFMatcher:
             masks = None if mask is None or (isinstance(mask, np.ndarray) and mask.size == 0) else [mask]
         else:
             if self.empty():
-                return None, None, None, (values.get(value_name), values.get("compactResult", False))
+                return None, None, None, (value, bool(values.get("compactResult", False)))
             trains = self._collection()
-            masks = values.get("masks")
-            masks = None if masks is None or len(masks) == 0 else list(masks)
+            given = values.get("masks")
+            masks = None if given is None or len(given) == 0 else list(given)
         self._check_pair(query, trains[0])
-        if masks is not None:
-            masks = self._check_masks(method, masks, len(query), trains[1])
-        result = (values.get(value_name), bool(values.get("compactResult", False)))
+        full_mask = None if masks is None else self._check_masks(method, masks, len(query), trains[1])
+        result = (value, bool(values.get("compactResult", False)))
         if len(query) == 0:
             return None, None, None, result
-        return query, trains, masks, result
+        return query, trains, full_mask, result
 
     @staticmethod
-    def _check_masks(method: str, masks: list, n_query: int, offsets: np.ndarray) -> np.ndarray:
+    def _check_masks(method: str, masks: list[Any], n_query: int, offsets: np.ndarray) -> np.ndarray:
         """One (N_query, M_total) bool array from the per-image uint8 masks."""
         if len(masks) != len(offsets) - 1:
             raise Error(f"BFMatcher.{method}: got {len(masks)} masks for {len(offsets) - 1} train images")
@@ -263,7 +312,8 @@ class BFMatcher:
                 continue
             if not isinstance(mask, np.ndarray) or mask.dtype != np.uint8 or mask.shape != expected:
                 got = f"{mask.dtype} {mask.shape}" if isinstance(mask, np.ndarray) else type(mask).__name__
-                raise Error(f"BFMatcher.{method}: mask {i} must be uint8 of shape {expected} (query x train), got {got}")
+                raise Error(f"BFMatcher.{method}: mask {i} must be uint8 of shape {expected} (query x train), "
+                            f"got {got}")
             full[:, offsets[i] : offsets[i + 1]] = mask != 0
         return full
 
@@ -272,38 +322,47 @@ class BFMatcher:
         image = np.searchsorted(offsets, global_index, side="right") - 1
         return image, global_index - offsets[image]
 
-    def _distances(self, query: np.ndarray, train: np.ndarray) -> np.ndarray:
-        """Dense distances of a block of query rows to all train rows (the generic path)."""
-        if self.normType == cv2.NORM_HAMMING:
-            wide = np.uint64 if query.shape[1] % 8 == 0 else np.uint8
-            q, t = query.view(wide), train.view(wide)
-            return np.bitwise_count(q[:, None, :] ^ t[None, :, :]).sum(axis=2, dtype=np.int64).astype(np.float32)
-        q, t = torch.from_numpy(query).double(), torch.from_numpy(train).double()
+    def _distances(self, query: np.ndarray, train: torch.Tensor) -> np.ndarray:
+        """Dense float32 L1 / L2 / squared-L2 distances of a block of query rows to all train rows (float64)."""
+        q = torch.from_numpy(query).double()
         if self.normType == cv2.NORM_L1:
-            return torch.cdist(q, t, p=1).float().numpy()
-        squared = ((q * q).sum(1, keepdim=True) - 2 * q @ t.t() + (t * t).sum(1)[None]).clamp_min(0)
+            return torch.cdist(q, train, p=1).float().numpy()
+        squared = ((q * q).sum(1, keepdim=True) - 2 * q @ train.t() + (train * train).sum(1)[None]).clamp_min(0)
         return (squared if self.normType == cv2.NORM_L2SQR else squared.sqrt()).float().numpy()
 
-    def _distance_blocks(self, query: np.ndarray, train: np.ndarray, masks: np.ndarray | None):
+    def _distance_blocks(
+        self, query: np.ndarray, train: np.ndarray, masks: np.ndarray | None
+    ) -> Iterator[tuple[int, np.ndarray]]:
         """Yield (first row, distances) blocks of query rows; masked-out pairs are inf."""
-        width = query.shape[1] if self.normType == cv2.NORM_HAMMING else 1
-        block = max(1, _CHUNK_ELEMENTS // max(1, len(train) * width))
+        distances: Callable[[np.ndarray], np.ndarray]
+        if self.normType == cv2.NORM_HAMMING:
+            bits = np.unpackbits(train, axis=1).astype(np.float32)  # converted once, not per block
+            counts = bits.sum(axis=1, dtype=np.float32)
+            distances = functools.partial(_hamming_distances, train_bits=bits, train_counts=counts)
+        else:
+            distances = functools.partial(self._distances, train=torch.from_numpy(train).double())
+        block = max(1, _CHUNK_ELEMENTS // max(1, len(train)))
         for start in range(0, len(query), block):
-            dist = self._distances(query[start : start + block], train)
+            dist = distances(query[start : start + block])
             if masks is not None:
                 dist[~masks[start : start + block]] = np.inf
             yield start, dist
 
     def _knn(
-        self, query: np.ndarray, trains: tuple[np.ndarray, np.ndarray], masks: np.ndarray | None, k: int, compact: bool = False
+        self,
+        query: np.ndarray,
+        trains: tuple[np.ndarray, np.ndarray],
+        masks: np.ndarray | None,
+        k: int,
+        compact: bool = False,
     ) -> tuple[Matches, ...]:
         train, offsets = trains
         if masks is None and self.normType in (cv2.NORM_L2, cv2.NORM_L2SQR):
-            indices, distances = ops.l2_match(
+            found, found_distances = ops.l2_match(
                 torch.from_numpy(query).float(), torch.from_numpy(train).float(), k=k, mutual=self.crossCheck,
                 squared=self.normType == cv2.NORM_L2SQR,
             )
-            indices, distances = indices.numpy(), distances.numpy()
+            indices, distances = found.numpy(), found_distances.numpy()
         else:
             indices, distances = self._knn_generic(query, train, masks, k)
         valid = indices >= 0
@@ -312,14 +371,16 @@ class BFMatcher:
         matches = _dmatches(q, local, image, distances[valid])
         return _split_rows(matches, valid.sum(axis=1), compact)
 
-    def _knn_generic(self, query: np.ndarray, train: np.ndarray, masks: np.ndarray | None, k: int):
+    def _knn_generic(
+        self, query: np.ndarray, train: np.ndarray, masks: np.ndarray | None, k: int
+    ) -> tuple[np.ndarray, np.ndarray]:
         n, kk = len(query), min(k, len(train))
         indices = np.full((n, k), -1, np.int64)
         distances = np.full((n, k), np.inf, np.float32)
         column_best = np.full(len(train), np.inf, np.float32)
         column_row = np.full(len(train), -1, np.int64)
         for start, dist in self._distance_blocks(query, train, masks):
-            order = np.argsort(dist, axis=1, kind="stable")[:, :kk]
+            order = _smallest_columns(dist, kk)
             rows = slice(start, start + len(dist))
             indices[rows, :kk] = order
             distances[rows, :kk] = np.take_along_axis(dist, order, axis=1)

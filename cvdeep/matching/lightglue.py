@@ -13,7 +13,8 @@ or in one call, without cv2 objects: ``matcher.match_features(kp1, des1, size1, 
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any, cast
 
 import cv2
 import numpy as np
@@ -21,7 +22,9 @@ import torch
 
 from ..errors import Error
 from ..feature2d import resolve_device
+from ..keypoints import keypoint_coordinates
 from ..models import build_model, lightglue_pairings
+from ..nets.lightglue import LightGlue as LightGlueNetwork
 
 _UNIT_NORM_TOLERANCE = 1e-2
 
@@ -54,7 +57,7 @@ def _points(keypoints: Any, name: str) -> np.ndarray:
                     "expected a sequence of cv2.KeyPoint or an (N, 2) array of (x, y) pixels") from None
     if not all(isinstance(kp, cv2.KeyPoint) for kp in keypoints):
         raise Error(f"{name}: expected a sequence of cv2.KeyPoint or an (N, 2) array of (x, y) pixels")
-    return cv2.KeyPoint_convert(keypoints).reshape(-1, 2).astype(np.float32) if keypoints else np.zeros((0, 2), np.float32)
+    return keypoint_coordinates(keypoints)
 
 
 def _size(size: Any, name: str) -> tuple[int, int]:
@@ -95,7 +98,7 @@ class LightGlue:
         self._features = key
         self._family, self.model = pairings[key]
         self._device = resolve_device(device)
-        self._network = build_model(self.model, weights, self._device)
+        self._network = cast(LightGlueNetwork, build_model(self.model, weights, self._device))
         if depth_confidence is not None:
             self._network.depth_confidence = _check_probability("depth_confidence", depth_confidence, True)
         if width_confidence is not None:

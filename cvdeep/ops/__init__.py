@@ -8,55 +8,43 @@ how tests compare the two paths. ``backend()`` says which path is live.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from . import reference
-from ._dispatch import _use_kernel, backend, build_info
+from ._dispatch import backend, build_info, kernel_or_reference
 from .deform import deform_conv2d  # own dispatch, see deform.py
 from .patches import extract_patches
 from .reference import sample_descriptors  # no kernel: grid_sample is already fast
 from .soft_detection import soft_detection_score
 
 
-def nms(
-    scores: torch.Tensor,
-    radius: int,
-    threshold: float = 0.0,
-    max_keypoints: int = -1,
-    border: int = 0,
-) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """Exact hard NMS on (B, 1, H, W) scores; see :func:`reference.nms` for the semantics."""
-    if _use_kernel(scores):
-        keypoints, values = torch.ops.cvdeep.nms(scores, int(radius), float(threshold), int(max_keypoints), int(border))
-        return list(keypoints), list(values)
-    return reference.nms(scores, radius, threshold, max_keypoints, border)
+def _nms_kernel(scores: torch.Tensor, radius: int, threshold: float, max_keypoints: int,
+                border: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    keypoints, values = torch.ops.cvdeep.nms(scores, int(radius), float(threshold), int(max_keypoints), int(border))
+    return list(keypoints), list(values)
 
 
-def soft_nms(
-    keypoints: torch.Tensor,
-    scores: torch.Tensor,
-    sigma: float,
-    max_keypoints: int = -1,
-    min_score: float = 0.0,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Greedy Gaussian soft-NMS on points; see :func:`reference.soft_nms`."""
-    if _use_kernel(keypoints, scores):
-        return torch.ops.cvdeep.soft_nms(keypoints, scores, float(sigma), int(max_keypoints), float(min_score))
-    return reference.soft_nms(keypoints, scores, sigma, max_keypoints, min_score)
+def _soft_nms_kernel(keypoints: torch.Tensor, scores: torch.Tensor, sigma: float, max_keypoints: int,
+                     min_score: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return torch.ops.cvdeep.soft_nms(keypoints, scores, float(sigma), int(max_keypoints), float(min_score))
 
 
 class _SoftArgmax(torch.autograd.Function):
     """Differentiable wrapper of the compiled forward and backward kernels."""
 
     @staticmethod
-    def forward(ctx: Any, scores: torch.Tensor, keypoints: torch.Tensor, window: int, temperature: float):
+    def forward(ctx: Any, scores: torch.Tensor, keypoints: torch.Tensor, window: int,
+                temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
         refined, value = torch.ops.cvdeep.softargmax(scores, keypoints, window, temperature)
         ctx.save_for_backward(scores, keypoints)
         ctx.window, ctx.temperature = window, temperature
         return refined, value
 
     @staticmethod
-    def backward(ctx: Any, grad_refined: torch.Tensor | None, grad_value: torch.Tensor | None):
+    def backward(ctx: Any, grad_refined: torch.Tensor | None,
+                 grad_value: torch.Tensor | None) -> tuple[torch.Tensor, None, None, None]:
         scores, keypoints = ctx.saved_tensors
         n = keypoints.shape[0]
         if grad_refined is None:
@@ -69,31 +57,22 @@ class _SoftArgmax(torch.autograd.Function):
         return grad, None, None, None
 
 
-def softargmax(
-    scores: torch.Tensor,
-    keypoints: torch.Tensor,
-    window: int,
-    temperature: float = 1.0,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Windowed soft-argmax refinement, differentiable in ``scores``; see :func:`reference.softargmax`."""
-    if _use_kernel(scores, keypoints):
-        return _SoftArgmax.apply(scores, keypoints, int(window), float(temperature))
-    return reference.softargmax(scores, keypoints, window, temperature)
+def _softargmax_kernel(scores: torch.Tensor, keypoints: torch.Tensor, window: int,
+                       temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    return _SoftArgmax.apply(scores, keypoints, int(window), float(temperature))
 
 
-def l2_match(
-    d1: torch.Tensor,
-    d2: torch.Tensor,
-    k: int = 2,
-    mutual: bool = False,
-    ratio: float | None = None,
-    max_distance: float | None = None,
-    squared: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Fused L2 distance + top-k (never the N x M matrix); see :func:`reference.l2_match`."""
-    if _use_kernel(d1, d2):
-        return torch.ops.cvdeep.l2_match(d1, d2, int(k), bool(mutual), ratio, max_distance, bool(squared))
-    return reference.l2_match(d1, d2, k, mutual, ratio, max_distance, squared)
+def _l2_match_kernel(d1: torch.Tensor, d2: torch.Tensor, k: int, mutual: bool, ratio: float | None,
+                     max_distance: float | None, squared: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.ops.cvdeep.l2_match(d1, d2, int(k), bool(mutual), ratio, max_distance, bool(squared))
+
+
+# Each op: the compiled kernel when built for the tensors' device, else its reference (same
+# signature and documentation; see reference.py for the semantics).
+nms = kernel_or_reference("nms", reference.nms, _nms_kernel, ("scores",))
+soft_nms = kernel_or_reference("soft_nms", reference.soft_nms, _soft_nms_kernel, ("keypoints", "scores"))
+softargmax = kernel_or_reference("softargmax", reference.softargmax, _softargmax_kernel, ("scores", "keypoints"))
+l2_match = kernel_or_reference("l2_match", reference.l2_match, _l2_match_kernel, ("d1", "d2"))  # fused: no N x M matrix
 
 
 __all__ = ["backend", "build_info", "deform_conv2d", "extract_patches", "l2_match", "nms", "sample_descriptors",

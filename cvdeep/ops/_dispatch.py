@@ -2,29 +2,40 @@
 
 One place decides for every op: ``CVDEEP_DISABLE_EXT=1`` forces the references (no
 warning: it was asked for); a missing extension, or a device it has no kernel for, falls
-back with one warning per process.
+back with one warning per process. ``kernel_or_reference`` builds each public op from its
+reference (signature and documentation) and a call of its kernel.
 """
 from __future__ import annotations
 
+import importlib
+import inspect
 import os
+import sys
 import warnings
-from functools import lru_cache
-from typing import Any
+from functools import cache
+from typing import Any, Callable, TypeVar
 
 import torch
 
+if sys.version_info >= (3, 10):
+    from typing import ParamSpec
+else:  # torch depends on typing_extensions
+    from typing_extensions import ParamSpec
 
-@lru_cache(maxsize=None)
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+@cache
 def _extension() -> Any | None:
     """The imported ``cvdeep._C`` module, or None when it was not built or fails to load."""
     try:
-        from .. import _C
+        return importlib.import_module("cvdeep._C")
     except ImportError:  # not compiled (no compiler at install time), or an ABI mismatch
         return None
-    return _C
 
 
-@lru_cache(maxsize=None)
+@cache
 def build_info() -> dict[str, Any]:
     """How the extension was built (CUDA, OpenMP, CPU instruction set in use); {} without it."""
     ext = _extension()
@@ -58,3 +69,38 @@ def backend() -> str:
     if _disabled() or not info:
         return "reference"
     return "cpu+cuda" if info["cuda"] else "cpu"
+
+
+def kernel_or_reference(
+    name: str,
+    reference_op: Callable[P, R],
+    kernel: Callable[..., R],
+    tensors: tuple[str, ...],
+    inference_only: bool = False,
+) -> Callable[P, R]:
+    """The public op ``name``: ``kernel`` when ``_use_kernel`` accepts the arguments named in
+    ``tensors``, else ``reference_op``, whose signature and documentation it takes.
+
+    ``kernel`` receives every argument of the reference by name, defaults filled in.
+    ``inference_only``: a kernel without an autograd formula, so a call that needs
+    gradients (grad mode on and a tensor argument requiring them) runs the reference.
+    """
+    signature = inspect.signature(reference_op)
+
+    def op(*args: P.args, **kwargs: P.kwargs) -> R:
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        arguments = bound.arguments
+        if inference_only and torch.is_grad_enabled() and any(
+            isinstance(value, torch.Tensor) and value.requires_grad for value in arguments.values()
+        ):
+            return reference_op(*args, **kwargs)
+        if _use_kernel(*(arguments[tensor] for tensor in tensors)):
+            return kernel(**arguments)
+        return reference_op(*args, **kwargs)
+
+    op.__name__ = op.__qualname__ = name
+    op.__doc__ = reference_op.__doc__
+    op.__module__ = "cvdeep.ops"
+    setattr(op, "__signature__", signature)  # noqa: B010  (help() and inspect show the reference's parameters)
+    return op

@@ -25,7 +25,14 @@ from __future__ import annotations
 import torch
 from torch.nn.modules.utils import _pair
 
-from ._dispatch import _use_kernel
+from ._dispatch import kernel_or_reference
+
+
+def _pairs(
+    stride: int | tuple[int, int], padding: int | tuple[int, int], dilation: int | tuple[int, int]
+) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
+    """(vertical, horizontal) stride, padding and dilation; an int stands for both."""
+    return _pair(stride), _pair(padding), _pair(dilation)
 
 
 def _check_shapes(
@@ -59,7 +66,9 @@ def _check_shapes(
     if channels % offset_groups:
         raise ValueError(f"deform_conv2d: {channels} input channels do not split into {offset_groups} offset groups")
     if tuple(offset.shape) != (batch, 2 * offset_groups * taps, out_h, out_w):
-        raise ValueError(f"deform_conv2d: offset {tuple(offset.shape)} does not match the output size ({out_h}, {out_w})")
+        raise ValueError(
+            f"deform_conv2d: offset {tuple(offset.shape)} does not match the output size ({out_h}, {out_w})"
+        )
     if mask is not None and tuple(mask.shape) != (batch, offset_groups * taps, out_h, out_w):
         raise ValueError(
             f"deform_conv2d: mask {tuple(mask.shape)} should be {(batch, offset_groups * taps, out_h, out_w)}"
@@ -111,16 +120,16 @@ def deform_conv2d_reference(
     mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Pure-torch deformable convolution; see the module docstring for the semantics."""
-    stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
-    groups, offset_groups, out_h, out_w = _check_shapes(input, offset, weight, mask, stride, padding, dilation)
+    strides, paddings, dilations = _pairs(stride, padding, dilation)
+    groups, offset_groups, out_h, out_w = _check_shapes(input, offset, weight, mask, strides, paddings, dilations)
     batch, channels, height, width = input.shape
     out_channels, group_channels, kh, kw = weight.shape
     taps, pixels = kh * kw, out_h * out_w
     offset = offset.reshape(batch, offset_groups, taps, 2, pixels)
-    oy = torch.arange(out_h, device=input.device, dtype=input.dtype) * stride[0] - padding[0]
-    ox = torch.arange(out_w, device=input.device, dtype=input.dtype) * stride[1] - padding[1]
-    ky = torch.arange(kh, device=input.device, dtype=input.dtype).repeat_interleave(kw) * dilation[0]
-    kx = torch.arange(kw, device=input.device, dtype=input.dtype).repeat(kh) * dilation[1]
+    oy = torch.arange(out_h, device=input.device, dtype=input.dtype) * strides[0] - paddings[0]
+    ox = torch.arange(out_w, device=input.device, dtype=input.dtype) * strides[1] - paddings[1]
+    ky = torch.arange(kh, device=input.device, dtype=input.dtype).repeat_interleave(kw) * dilations[0]
+    kx = torch.arange(kw, device=input.device, dtype=input.dtype).repeat(kh) * dilations[1]
     base_y = (ky[:, None, None] + oy[None, :, None]).expand(taps, out_h, out_w).reshape(taps, pixels)
     base_x = (kx[:, None, None] + ox[None, None, :]).expand(taps, out_h, out_w).reshape(taps, pixels)
     ys = (base_y + offset[:, :, :, 0]).reshape(batch, offset_groups, taps * pixels)
@@ -145,28 +154,18 @@ def deform_conv2d_reference(
     return out
 
 
-def deform_conv2d(
-    input: torch.Tensor,
-    offset: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None = None,
-    stride: int | tuple[int, int] = 1,
-    padding: int | tuple[int, int] = 0,
-    dilation: int | tuple[int, int] = 1,
-    mask: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Deformable convolution: the compiled kernel when built (inference only), else the reference.
-
-    The compiled kernel returns a channels_last tensor (its natural layout); values are
-    the same as the reference's.
-    """
-    needs_grad = torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in (input, offset, weight, bias, mask)
-    )
-    if needs_grad or not _use_kernel(input, offset, weight):
-        return deform_conv2d_reference(input, offset, weight, bias, stride, padding, dilation, mask)
-    stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
-    _check_shapes(input, offset, weight, mask, stride, padding, dilation)
+def _deform_conv2d_kernel(input: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                          stride: int | tuple[int, int], padding: int | tuple[int, int],
+                          dilation: int | tuple[int, int], mask: torch.Tensor | None) -> torch.Tensor:
+    """The compiled kernel (inference only); returns a channels_last tensor (its natural layout)
+    with the reference's values."""
+    strides, paddings, dilations = _pairs(stride, padding, dilation)
+    _check_shapes(input, offset, weight, mask, strides, paddings, dilations)
     return torch.ops.cvdeep.deform_conv2d(
-        input, offset, weight, bias, mask, stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1]
+        input, offset, weight, bias, mask, strides[0], strides[1], paddings[0], paddings[1], dilations[0], dilations[1]
     )
+
+
+#: Deformable convolution: the compiled kernel when built and no gradient is needed, else the reference.
+deform_conv2d = kernel_or_reference("deform_conv2d", deform_conv2d_reference, _deform_conv2d_kernel,
+                                    ("input", "offset", "weight"), inference_only=True)

@@ -127,7 +127,8 @@ def softargmax(
     return refined, value
 
 
-def sample_descriptors(descriptors: torch.Tensor, keypoints: torch.Tensor, stride: float = 1.0, normalize: bool = True) -> torch.Tensor:
+def sample_descriptors(descriptors: torch.Tensor, keypoints: torch.Tensor, stride: float = 1.0,
+                       normalize: bool = True) -> torch.Tensor:
     """Bilinearly sample a (D, h, w) descriptor map at (N, 2) image-pixel keypoints.
 
     Map cell ``(i, j)`` is taken to sit at image pixel ``((j + 0.5) * stride - 0.5,
@@ -139,7 +140,8 @@ def sample_descriptors(descriptors: torch.Tensor, keypoints: torch.Tensor, strid
         return descriptors.new_zeros((0, dim))
     cells = (keypoints.to(descriptors.dtype) + 0.5) / stride - 0.5
     grid = torch.stack([(cells[:, 0] + 0.5) / w * 2 - 1, (cells[:, 1] + 0.5) / h * 2 - 1], dim=-1)
-    sampled = F.grid_sample(descriptors[None], grid[None, None], mode="bilinear", padding_mode="border", align_corners=False)
+    sampled = F.grid_sample(descriptors[None], grid[None, None], mode="bilinear", padding_mode="border",
+                            align_corners=False)
     sampled = sampled[0, :, 0].t()
     return F.normalize(sampled, dim=1) if normalize else sampled
 
