@@ -24,6 +24,7 @@ FAMILY_MODULES: tuple[str, ...] = (
     "cvdeep.nets.disk",
     "cvdeep.nets.superpoint",
     "cvdeep.nets.d2net",
+    "cvdeep.nets.tr",
     "cvdeep.nets.r2d2",
     "cvdeep.nets.keynet",
     "cvdeep.nets.deepdesc",

@@ -7,9 +7,10 @@ caffe-style: BGR, 0..255, ImageNet mean subtracted, no scaling.
 Hard detection: a pixel of channel k is a keypoint when k is the channel maximum there, the
 pixel is a 3x3 spatial maximum of channel k, and channel k passes the edge test (Hessian
 trace^2 / det below (r+1)^2/r with r = 5, det > 0); a quadratic fit refines it to sub-pixel (steps
-over half a cell are rejected). Multi-scale runs [0.5, 1, 2], adds each level's features to the
-(upsampled) previous ones and bans positions already detected at a coarser level. Feature
-position p maps to image pixel 4p + 1.5 (two 2x2 poolings, as in the reference code).
+over half a cell are rejected); ``cvdeep.nets.describe_detect`` holds this, shared with TR.
+Multi-scale runs [0.5, 1, 2], adds each level's features to the (upsampled) previous ones and
+bans positions already detected at a coarser level. Feature position p maps to image pixel
+4p + 1.5 (two 2x2 poolings, as in the reference code).
 
 State-dict keys are the official ``dense_feature_extraction.model.N``; the files wrap them as
 ``{"model": state_dict}``.
@@ -27,28 +28,18 @@ from torch import nn
 from .. import ops
 from ..declaration import DetectorConfig, InputConvention, ModelFamily, Variant, param
 from ..weights import WeightSpec
+from . import describe_detect
 from .base import Extractor, Features
 from .multiscale import level_nms_radius, merge_levels
 
 _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 _MULTISCALE = (0.5, 1.0, 2.0)
-_EDGE_THRESHOLD = 5.0
 _POOLINGS = 2  # feature position p sits at image pixel 4p + 1.5
 
 
-def _hessian_filters() -> torch.Tensor:
-    """Finite-difference kernels (d/di, d/dj, d2/di2, d2/didj, d2/dj2), i = row, j = column."""
-    di = torch.tensor([[0.0, -0.5, 0.0], [0.0, 0.0, 0.0], [0.0, 0.5, 0.0]])
-    dii = torch.tensor([[0.0, 1.0, 0.0], [0.0, -2.0, 0.0], [0.0, 1.0, 0.0]])
-    dij = 0.25 * torch.tensor([[1.0, 0.0, -1.0], [0.0, 0.0, 0.0], [-1.0, 0.0, 1.0]])
-    return torch.stack([di, di.t(), dii, dij, dii.t()])[:, None]
-
-
 def feature_to_image(positions: torch.Tensor) -> torch.Tensor:
-    """Feature-map (x, y) -> image pixels, as upscale_positions of the reference code."""
-    for _ in range(_POOLINGS):
-        positions = positions * 2 + 0.5
-    return positions
+    """Feature-map (x, y) -> image pixels, as upscale_positions of the reference code (two poolings)."""
+    return describe_detect.feature_to_image(positions, _POOLINGS)
 
 
 class DenseFeatureExtraction(nn.Module):
@@ -86,12 +77,14 @@ class D2NetConfig(DetectorConfig):
 class D2Net(Extractor):
     descriptor_size = 512
     keypoint_size = 12.0  # the 3x3-cell detection window, 4 px per cell
+    mean: torch.Tensor  # non-persistent buffers
+    filters: torch.Tensor
 
     def __init__(self) -> None:
         super().__init__()
         self.dense_feature_extraction = DenseFeatureExtraction()
         self.register_buffer("mean", torch.tensor(_CAFFE_MEAN_BGR).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("filters", _hessian_filters(), persistent=False)
+        self.register_buffer("filters", describe_detect.hessian_filters(), persistent=False)
 
     def load_pretrained(self, checkpoint: Any) -> None:
         state = checkpoint["model"] if isinstance(checkpoint, dict) and "model" in checkpoint else checkpoint
@@ -102,37 +95,16 @@ class D2Net(Extractor):
         bgr = image.flip(1) * 255.0 - self.mean
         return self.dense_feature_extraction(bgr)
 
-    def _derivatives(self, features: torch.Tensor) -> torch.Tensor:
-        """(5, C, h, w): di, dj, dii, dij, djj of every channel (zero padding, as the reference)."""
-        channels, height, width = features.shape[1:]
-        derivatives = F.conv2d(features.reshape(channels, 1, height, width), self.filters, padding=1)
-        return derivatives.permute(1, 0, 2, 3)
-
     def hard_detection(self, features: torch.Tensor, radius: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-        """Detections of one (1, C, h, w) map: a (C, h, w) bool mask and (2, C, h, w) sub-pixel steps (di, dj)."""
-        di, dj, dii, dij, djj = self._derivatives(features)
-        fmap = features[0]
-        is_channel_max = fmap == fmap.max(dim=0, keepdim=True).values
-        is_local_max = fmap == F.max_pool2d(fmap[None], 2 * radius + 1, stride=1, padding=radius)[0]
-        det = dii * djj - dij * dij
-        trace = dii + djj
-        is_not_edge = (trace * trace / det <= (_EDGE_THRESHOLD + 1) ** 2 / _EDGE_THRESHOLD) & (det > 0)
-        step_i = -(djj * di - dij * dj) / det
-        step_j = -(-dij * di + dii * dj) / det
-        return is_channel_max & is_local_max & is_not_edge, torch.stack([step_i, step_j])
+        """Detections of one (1, C, h, w) map: a (C, h, w) bool mask and (2, C, h, w) sub-pixel steps (di, dj);
+        ``cvdeep.nets.describe_detect.hard_detection``."""
+        return describe_detect.hard_detection(features, self.filters, radius)
 
     def refine(self, features: torch.Tensor, detected: torch.Tensor, steps: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Refined feature-map keypoints (x, y), their channel activations and descriptors."""
-        channel, i, j = torch.nonzero(detected, as_tuple=True)
-        step = steps[:, channel, i, j]
-        keep = (step.abs() < 0.5).all(dim=0)
-        channel, i, j, step = channel[keep], i[keep], j[keep], step[:, keep]
-        xy = torch.stack([j + step[1], i + step[0]], dim=1)
-        height, width = features.shape[-2:]
-        inside = (xy[:, 0] >= 0) & (xy[:, 0] <= width - 1) & (xy[:, 1] >= 0) & (xy[:, 1] <= height - 1)
-        xy, channel, i, j = xy[inside], channel[inside], i[inside], j[inside]
+        xy, activation = describe_detect.refine(features, detected, steps)
         # ops.sample_descriptors puts cell j at pixel 4j + 1.5, the same map as feature_to_image
-        return xy, features[0, channel, i, j], ops.sample_descriptors(features[0], feature_to_image(xy), stride=4.0)
+        return xy, activation, ops.sample_descriptors(features[0], feature_to_image(xy), stride=4.0)
 
     def extract(self, image: torch.Tensor, valid: torch.Tensor, config: D2NetConfig | None = None) -> Features:
         config = config or D2NetConfig()

@@ -2,6 +2,8 @@
 
     cvdeep train descriptor --model sdgmnet-cvdeep --loss sdgm --steps 4000 --out runs/sdgmnet
     cvdeep train descriptor --model hardnet-cvdeep --init hardnet-cvdeep --images my_photos/ --steps 500 --out runs/mine
+    cvdeep train tr --loss tr --steps 3000 --out runs/tr-cvdeep
+    cvdeep train tr --loss d2 --steps 3000 --out runs/d2-cvdeep
     cvdeep train plot runs/sdgmnet runs/hardnet --out curves.png
 
 Every run writes its configuration, a CSV of its losses and a checkpoint every
@@ -98,6 +100,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     joint.add_argument("--no-compile", action="store_true")
     _common(joint)
 
+    dense = tasks.add_parser("tr", help="TRNet with TR (CVPR 2023) or D2-Net's loss on unlabeled photos",
+                             description="Train the light describe-and-detect network TRNet with TR's "
+                             "transformation-predictive loss (--loss tr: tr-cvdeep) or D2-Net's soft-detection-weighted "
+                             "triplet loss (--loss d2: d2-cvdeep) on pairs of photo crops and their random homographies; "
+                             "the same --seed gives both losses the same data.")
+    from .tr import TRTraining
+
+    tr_defaults = TRTraining()
+    dense.add_argument("--loss", default=tr_defaults.loss, choices=("tr", "d2"), help="the training method")
+    dense.add_argument("--images", default=tr_defaults.images, help="folder of unlabeled photos")
+    dense.add_argument("--steps", type=int, default=tr_defaults.steps)
+    dense.add_argument("--batch-size", type=int, default=tr_defaults.batch_size, help="image pairs per step")
+    dense.add_argument("--crop", type=int, default=tr_defaults.crop, help="side of both views in pixels (multiple of 4)")
+    dense.add_argument("--lr", type=float, default=tr_defaults.lr)
+    dense.add_argument("--strength", type=float, nargs=2, default=tr_defaults.strength, metavar=("FIRST", "LAST"),
+                       help="warp strength at the first and last step, in [0, 1] (default: %(default)s, both losses)")
+    dense.add_argument("--precision", default=tr_defaults.precision, choices=("bf16", "fp32"))
+    dense.add_argument("--no-compile", action="store_true", help="run eagerly instead of torch.compile")
+    dense.add_argument("--init", default=None, help="weights to start from: a registry name or a file")
+    _common(dense)
+
     plot = tasks.add_parser("plot", help="plot the loss curves of runs into a PNG (needs matplotlib)")
     plot.add_argument("runs", nargs="+", help="run directories (label=dir to name a curve)")
     plot.add_argument("--out", required=True, help="PNG file to write")
@@ -138,6 +161,8 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     if args.task in ("magicpoint", "adapt", "superpoint"):
         return _run_superpoint(args)
+    if args.task == "tr":
+        return _run_tr(args)
     from .descriptor import DescriptorTraining, train_descriptor
 
     pairs = DescriptorTraining().pairs
@@ -182,4 +207,17 @@ def _run_superpoint(args: argparse.Namespace) -> int:
         summary = superpoint.train_joint(joint, args.out, args.resume, device, args.images, args.checkpoint_every,
                                          not args.quiet)
     print(f"trained {summary['steps']} steps in {summary['train_seconds']} s; weights: {summary['weights']}")
+    return 0
+
+
+def _run_tr(args: argparse.Namespace) -> int:
+    from .tr import TRTraining, train_tr
+
+    settings = TRTraining(loss=args.loss, images=args.images, steps=args.steps, batch_size=args.batch_size,
+                          crop=args.crop, lr=args.lr, strength=tuple(args.strength),
+                          precision=args.precision, compile=not args.no_compile, seed=args.seed, init=args.init)
+    summary = train_tr(settings, args.out, resume=args.resume, device=_device(args.device),
+                       checkpoint_every=args.checkpoint_every, progress=not args.quiet)
+    print(f"trained {summary['steps']} steps of {summary['model']} in {summary['train_seconds']} s; "
+          f"weights: {summary['weights']}")
     return 0

@@ -118,10 +118,18 @@ def _hardest_negative(descriptors: torch.Tensor, others: torch.Tensor, positions
     """For (N, C) ``descriptors`` at (N, 2) ``positions`` of the other map, the smallest squared
     distance to the (C, H, W) ``others`` outside ``safe_radius`` (Chebyshev, cells)."""
     height, width = other_size
-    ys, xs = torch.meshgrid(torch.arange(height, device=others.device), torch.arange(width, device=others.device), indexing="ij")
-    cheb = torch.maximum((positions[:, :1] - xs.reshape(1, -1)).abs(), (positions[:, 1:] - ys.reshape(1, -1)).abs())
-    distance = 2 - 2 * descriptors @ others.reshape(others.shape[0], -1)
-    return (distance + (cheb <= safe_radius).to(distance.dtype) * _EXCLUDED).min(dim=1).values
+    # Chebyshev distance <= R  <=>  |dx| <= R and |dy| <= R: an (N, h) x (N, w) outer AND, far cheaper
+    # than the (N, h*w) integer distance matrix
+    near_x = (positions[:, :1] - torch.arange(width, device=others.device)[None]).abs() <= safe_radius
+    near_y = (positions[:, 1:] - torch.arange(height, device=others.device)[None]).abs() <= safe_radius
+    inside = (near_y[:, :, None] & near_x[:, None, :]).reshape(len(positions), height * width)
+    flat = others.reshape(others.shape[0], -1)
+    with torch.no_grad():  # find the hardest negative without an (N, h*w) autograd graph
+        distance = 2 - 2 * descriptors @ flat
+        hardest = torch.where(inside, distance + _EXCLUDED, distance).argmin(dim=1)
+    # the same value, differentiable: min's gradient reaches only the arg-min, as here
+    chosen = 2 - 2 * (descriptors * flat[:, hardest].T).sum(dim=1)
+    return chosen + inside.gather(1, hardest[:, None])[:, 0].to(chosen.dtype) * _EXCLUDED
 
 
 def d2net_loss(

@@ -1,0 +1,182 @@
+"""TR (Wang et al., CVPR 2023) and D2-Net's training on one light describe-and-detect network.
+
+TR trains a D2-Net-style network (one dense map both describes and detects) with
+transformation-predictive, negative-free learning; the paper's "Ours(VGG)" row is D2-Net's VGG16
+trained that way, compared with D2-Net's own loss. cvdeep repeats that comparison on a network a
+2-core CPU can train: ``TRNet``, trained once with TR (``tr-cvdeep``) and once with D2-Net's
+soft-detection-weighted triplet loss (``d2-cvdeep``) on the same photos, steps and seed
+(``cvdeep train tr --loss tr|d2``, ``cvdeep.train.tr``).
+
+Network (gray input, stride 4, 128-D): a VGG-style encoder of 3x3 convolutions, each followed
+by BatchNorm and ReLU except the last,
+
+    1 -> 32 -> 32 | max-pool 2 | 32 -> 64 -> 64 | max-pool 2 | 64 -> 128 -> 128 -> 128 (no BN, no ReLU)
+
+on the image standardised as (I - 0.5) / 0.25. It keeps D2-Net's shape (VGG blocks, two 2x2
+poolings before the describe-and-detect map, stride 4, the last convolution without ReLU during
+training, as D2-Net's conv4_3) at a quarter of D2-Net's channel widths (VGG16: 64, 128, 256, 512)
+and 7 instead of 10 convolutions: 0.43 M parameters against 7.6 M, 1.71 GMAC per 192 x 192 crop
+against ~20, a 40 px receptive field. Why these widths: as in VGG, each stage doubles the channels
+where the resolution halves, so every 3x3 layer after the first costs about the same (0.17-0.34
+GMAC at 192 x 192); doubling all widths would make a training step about four times slower (on
+the 2-core CPU this project trains on, one step of 4 pairs of 192 x 192 crops already takes
+~1.5 s in bf16, ~2.3 s in fp32, with 1 thread), while halving them leaves 16 channels at full
+resolution, fewer than the orientations x scales of gradient filters a first VGG block learns. 128
+channels keep the descriptor at the size of SIFT, HardNet and R2D2.
+
+Inference is D2-Net's (``cvdeep.nets.describe_detect``): the map y (the last convolution) is
+passed through a ReLU for detection (channel maximum, spatial maximum, edge test, sub-pixel
+refinement; the score of a keypoint is its activation ReLU(y)^k) and descriptors are y sampled
+bilinearly at the keypoint and L2-normalised. Training uses exactly these two maps: the soft
+detection score is computed on ReLU(y) (``cvdeep.ops.soft_detection_score`` applies the ReLU) and
+both losses normalise y itself. (D2-Net's released inference code describes with ReLU(y) while its
+training loss normalises y; cvdeep keeps the training form at inference.) A keypoint counts as
+inside the image, the user's mask and the border only when the four pixels around its sub-pixel
+position are all valid.
+
+Selection: ``nms="hard"`` keeps every hard detection above ``detection_threshold`` with the NMS
+window of ``nms_radius`` feature cells (the paper's 3x3 maxima by default); ``nms="soft"`` runs
+greedy Gaussian soft-NMS (``soft_nms_sigma`` px) over the 3x3 detections, as every detector does
+(``cvdeep.nets.multiscale.merge_levels``).
+
+Sources (facts only, no code copied): Z. Wang, C. Wu, Y. Yang, Z. Li, "Learning
+Transformation-Predictive Representations for Detection and Description of Local Features", CVPR
+2023 (the authors' slides and the abstract); M. Dusmanu et al., "D2-Net: A Trainable CNN for Joint
+Description and Detection of Local Features", CVPR 2019, and mihaidusmanu/d2-net (Clear BSD).
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import ops
+from ..declaration import DetectorConfig, InputConvention, ModelFamily, Variant, param
+from ..errors import Error
+from ..weights import TRAINED_LICENSE, WeightSpec
+from . import describe_detect
+from .base import Extractor, Features
+from .multiscale import level_nms_radius, merge_levels
+
+STRIDE = 4
+POOLINGS = 2  # feature cell p sits at image pixel 4p + 1.5
+WIDTHS = (32, 64, 128)
+"""Channels of the three stages (two, two and three 3x3 convolutions)."""
+_MEAN, _STD = 0.5, 0.25  # fixed standardisation of the [0, 1] gray input
+
+
+def _block(in_channels: int, out_channels: int) -> nn.Sequential:
+    """3x3 convolution (no bias: BatchNorm follows), BatchNorm, ReLU."""
+    return nn.Sequential(OrderedDict([
+        ("conv", nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)),
+        ("bn", nn.BatchNorm2d(out_channels)),
+        ("relu", nn.ReLU(inplace=True)),
+    ]))
+
+
+@dataclass
+class TRConfig(DetectorConfig):
+    """D2-Net's single-scale extraction: every hard detection, 3x3 maxima."""
+
+    detection_threshold: float = param(0.0, "minimum activation ReLU(y) of a keypoint's channel at its cell", low=0.0)
+    nms_radius: int = param(1, "spatial NMS radius in feature-map cells (4 px); 1 is the paper's 3x3 maxima", low=0)
+
+
+class TRNet(Extractor):
+    """The describe-and-detect network of the module docstring; ``forward`` gives the raw map y."""
+
+    keypoint_size = 12.0  # the 3x3-cell detection window, 4 px per cell
+    filters: torch.Tensor  # hessian_filters(), a non-persistent buffer
+
+    def __init__(self, widths: Sequence[int] = WIDTHS) -> None:
+        super().__init__()
+        widths = tuple(int(w) for w in widths)
+        if len(widths) != 3 or min(widths) < 1:
+            raise Error(f"TRNet: widths got {widths!r}; expected three positive channel counts")
+        first, second, third = widths
+        self.descriptor_size = third
+        self.encoder = nn.Sequential(
+            _block(1, first), _block(first, first), nn.MaxPool2d(2, 2),
+            _block(first, second), _block(second, second), nn.MaxPool2d(2, 2),
+            _block(second, third), _block(third, third), nn.Conv2d(third, third, 3, padding=1),
+        )
+        self.register_buffer("filters", describe_detect.hessian_filters(), persistent=False)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        """(B, 1, H, W) gray in [0, 1], H and W multiples of 4 -> (B, D, H/4, W/4) raw map y (signed)."""
+        return self.encoder((image - _MEAN) / _STD)
+
+    def extract(self, image: torch.Tensor, valid: torch.Tensor, config: TRConfig | None = None) -> Features:
+        """Keypoints (N, 2) in input pixels, scores (N,) descending, unit descriptors (N, D); see the module docstring."""
+        config = config or TRConfig()
+        raw = self(image)
+        activation = F.relu(raw)
+        detected, steps = describe_detect.hard_detection(activation, self.filters.to(raw.dtype), level_nms_radius(config))
+        cells, scores = describe_detect.refine(activation, detected, steps)
+        keypoints = describe_detect.feature_to_image(cells, POOLINGS)
+        inside = valid_at(valid, keypoints)
+        level = {"keypoints": keypoints[inside], "scores": scores[inside]}
+        selected = merge_levels([level], config)
+        selected["descriptors"] = ops.sample_descriptors(raw[0], selected["keypoints"], stride=float(STRIDE))
+        return selected
+
+    def describe(
+        self,
+        image: torch.Tensor,
+        keypoints: torch.Tensor,
+        sizes: torch.Tensor | None = None,
+        angles: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """(N, D) unit descriptors at (N, 2) image keypoints: y sampled bilinearly (sizes and angles unused)."""
+        return ops.sample_descriptors(self(image)[0], keypoints, stride=float(STRIDE))
+
+
+def valid_at(valid: torch.Tensor, keypoints: torch.Tensor) -> torch.Tensor:
+    """(N,) bool: the four pixels around each sub-pixel (x, y) keypoint (N, 2) are valid in the (1, 1, H, W) mask.
+
+    A keypoint between a valid and an invalid pixel is dropped, so a keypoint never lies
+    further out than the last valid pixel centre (mask edges, the border, the padding).
+    """
+    grid = valid[0, 0]
+    height, width = grid.shape
+    x, y = keypoints[:, 0], keypoints[:, 1]
+    x0, x1 = x.floor().long().clamp(0, width - 1), x.ceil().long().clamp(0, width - 1)
+    y0, y1 = y.floor().long().clamp(0, height - 1), y.ceil().long().clamp(0, height - 1)
+    inside = (x >= 0) & (x <= width - 1) & (y >= 0) & (y <= height - 1)
+    return inside & grid[y0, x0] & grid[y0, x1] & grid[y1, x0] & grid[y1, x1]
+
+
+def _trained(name: str, description: str) -> Variant:
+    return Variant(
+        name,
+        description,
+        WeightSpec(name=name, filename=f"{name}.pt", license=TRAINED_LICENSE,
+                   source=f"trained by cvdeep: docs/models/{name}.md", packaged=True, noncommercial=True),
+        trained_by_cvdeep=True,
+    )
+
+
+FAMILIES = (
+    ModelFamily(
+        name="tr",
+        public_name="TR",
+        kind="detector",
+        network=TRNet,
+        config=TRConfig,
+        input=InputConvention(channels=1, gray="luminance", stride=STRIDE),
+        paper="Wang, Wu, Yang, Li: Learning Transformation-Predictive Representations for Detection and Description "
+              "of Local Features, CVPR 2023 (on D2-Net's describe-and-detect scheme: Dusmanu et al., CVPR 2019)",
+        summary="TR vs D2-Net training: one light VGG-style describe-and-detect network (gray, stride 4, 128-D "
+                "descriptors, D2-Net's hard detection), trained by cvdeep with each loss.",
+        variants=(
+            _trained("tr-cvdeep", "TRNet trained by cvdeep with TR's transformation-predictive loss (EMA target, "
+                                  "predictor, soft labels, curriculum; no negatives) on unlabeled photos"),
+            _trained("d2-cvdeep", "TRNet trained by cvdeep with D2-Net's soft-detection-weighted triplet loss on the "
+                                  "same photos, steps and seed as tr-cvdeep"),
+        ),
+    ),
+)
