@@ -78,15 +78,48 @@ def public_classes() -> dict[str, type[Feature2D]]:
 _OPENCV_BASELINES = {"sift": "SIFT_create", "orb": "ORB_create", "akaze": "AKAZE_create", "brisk": "BRISK_create"}
 
 
+def parse_feature_name(name: str) -> tuple[str, dict[str, Any]]:
+    """``"xfeat[nms=soft,nfeatures=1024]"`` -> ``("xfeat", {"nms": "soft", "nfeatures": 1024})``.
+
+    Values are read as integers, then numbers, then ``true``/``false``, else kept as strings
+    (the feature's own checks then accept or refuse them).
+    """
+    base, bracket, rest = name.partition("[")
+    if not bracket:
+        return name, {}
+    if not rest.endswith("]"):
+        raise Error(f"feature {name!r}: expected NAME[key=value,...], e.g. 'xfeat[nms=soft]'")
+    params: dict[str, Any] = {}
+    for item in filter(None, rest[:-1].split(",")):
+        key, equals, value = item.partition("=")
+        if not equals or not key.strip():
+            raise Error(f"feature {name!r}: {item!r} is not key=value")
+        params[key.strip()] = _parse_value(value.strip())
+    return base, params
+
+
+def _parse_value(text: str) -> Any:
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(text.lower(), text)
+
+
 def create(name: str, **params: Any) -> Any:
     """Any feature by name: a cvdeep family (``"aliked"``, ``"XFeat"``), a registered model name
-    (``"aliked-n32"``) or an OpenCV baseline (``"sift"``, ``"orb"``, ``"akaze"``, ``"brisk"``).
+    (``"aliked-n32"``) or an OpenCV baseline (``"sift"``, ``"orb"``, ``"akaze"``, ``"brisk"``),
+    optionally with parameters in brackets: ``"xfeat[nms=soft,nfeatures=1024]"``,
+    ``"sdgmnet[weights=run/weights.pt]"``.
 
     Used by the examples, the command line and the benchmarks so that every method runs
     through the same code path.
     """
     import cv2
 
+    name, given = parse_feature_name(name)
+    params = {**given, **params}
     key = name.lower()
     if key in _OPENCV_BASELINES:
         factory = getattr(cv2, _OPENCV_BASELINES[key], None)

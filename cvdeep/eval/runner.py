@@ -315,7 +315,16 @@ def write_outputs(results: dict[str, Any], out: Path, plot: bool = True) -> list
 
 
 def _names(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]
+    """Comma-separated names; commas inside ``[...]`` (feature parameters) do not split."""
+    names, depth, current = [], 0, ""
+    for char in text:
+        depth += {"[": 1, "]": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            names.append(current)
+            current = ""
+        else:
+            current += char
+    return [name.strip() for name in [*names, current] if name.strip()]
 
 
 def add_bench_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
