@@ -2,17 +2,21 @@
 
 Everything here mirrors what ``cv2.SIFT`` accepts, and turns everything else into a
 ``cvdeep.Error`` that names the offending value and the accepted forms.
+
+Importing this module does not import torch (``cvdeep.ONNXFeature2D`` runs without it): only
+``to_tensor`` and ``pad_to_multiple`` need it, and import it when called.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from .errors import Error
+
+if TYPE_CHECKING:
+    import torch
 
 _ACCEPTED_IMAGES = "a uint8 numpy array of shape (H, W), (H, W, 1), (H, W, 3) BGR or (H, W, 4) BGRA, as cv2.imread returns"
 
@@ -80,6 +84,8 @@ def to_tensor(image: np.ndarray, channels: int, device: torch.device, gray: str 
     (``cv2.COLOR_BGR2GRAY``, rounded to uint8 as OpenCV does) or ``"mean"`` (the float
     average of B, G and R, as XFeat's authors feed their network).
     """
+    import torch
+
     if channels == 1:
         if image.ndim == 3 and gray == "mean":
             colour = torch.from_numpy(np.ascontiguousarray(image[:, :, :3])).to(device)
@@ -100,9 +106,28 @@ def to_tensor(image: np.ndarray, channels: int, device: torch.device, gray: str 
 
 def pad_to_multiple(tensor: torch.Tensor, multiple: int) -> torch.Tensor:
     """Pad (bottom and right, replicating the border) so H and W are multiples of ``multiple``."""
+    import torch.nn.functional as F
+
     height, width = tensor.shape[-2:]
     pad_h, pad_w = -height % multiple, -width % multiple
     if pad_h == 0 and pad_w == 0:
         return tensor
     mode = "replicate" if tensor.is_floating_point() else "constant"
     return F.pad(tensor, (0, pad_w, 0, pad_h), mode=mode)
+
+
+def to_array(image: np.ndarray, channels: int, gray: str = "luminance") -> np.ndarray:
+    """``to_tensor`` in NumPy: uint8 gray/BGR/BGRA (H, W[, C]) -> float32 (1, channels, H, W) in [0, 1],
+    RGB order when 3 channels, colour made gray by ``gray`` the same way (the values are identical)."""
+    if channels == 1:
+        if image.ndim == 3 and gray == "mean":
+            total = image[:, :, :3].astype(np.float32).sum(axis=2)
+            return (total / np.float32(3.0) / np.float32(255.0))[None, None]
+        if image.ndim == 3:
+            image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY if image.shape[2] == 3 else cv2.COLOR_BGRA2GRAY)
+        array = image[None]
+    elif channels == 3:
+        array = np.broadcast_to(image[None], (3, *image.shape)) if image.ndim == 2 else image[:, :, 2::-1].transpose(2, 0, 1)
+    else:
+        raise ValueError(f"networks take 1 or 3 channels, not {channels}")
+    return (array.astype(np.float32) / np.float32(255.0))[None]
