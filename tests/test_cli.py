@@ -17,7 +17,7 @@ from cvdeep.cli import build_parser, main
 from cvdeep.models import weight_specs
 from test_examples import corner_error, printed_homography
 
-COMMANDS = ["match", "panorama", "extract", "models", "weights"]
+COMMANDS = ["match", "panorama", "extract", "models", "weights", "export"]
 
 
 def one_error_line(captured: pytest.CaptureResult, *words: str) -> str:
