@@ -196,6 +196,7 @@ def test_aliked_variants(tmp_path, odd_crop):
         assert_agrees(*onnxruntime_features(path, small, 3), *torch_features(detector, small), what=name)
 
 
+@pytest.mark.filterwarnings("ignore::cvdeep.NonCommercialWeightsWarning")  # superpoint-v1 layout, random weights
 def test_superpoint_both_layouts(tmp_path, crop):
     """SuperPoint (no official weights here: seeded random ones, saved and loaded through the hub)."""
     from cvdeep.nets.superpoint import SuperPointMagicLeap, SuperPointOpen
@@ -379,6 +380,11 @@ def test_baked_parameters_and_metadata(tmp_path, crop):
     assert_agrees(pts, np.float32([k.response for k in keypoints]), got, xy, scores, desc, what="baked")
     with pytest.raises(cvdeep.Error, match="320x240"):
         feature.detect(crop[:200])
+    # a Feature2D exports with its own parameters, a cvdeep.LightGlue with its filter threshold
+    xfeat = to_onnx(cvdeep.XFeat(300, 0.1, device="cpu"), tmp_path / "xfeat.onnx")
+    config = json.loads({p.key: p.value for p in onnx.load(str(xfeat)).metadata_props}["cvdeep.config"])
+    assert (config["nfeatures"], config["detection_threshold"]) == (300, 0.1)
+    assert len(cvdeep.ONNXFeature2D(xfeat).detect(crop)) == len(cvdeep.XFeat(300, 0.1, device="cpu").detect(crop))
 
 
 @pytest.mark.parametrize("call, message", [
@@ -392,6 +398,8 @@ def test_baked_parameters_and_metadata(tmp_path, crop):
     (lambda p: to_onnx("lightglue-disk", p, input_size=(64, 64)), "LightGlue"),
     (lambda p: to_onnx("lightglue-disk", p, filter_threshold=2.0), "filter_threshold"),
     (lambda p: to_onnx(42, p), "registry name"),
+    (lambda p: to_onnx(cvdeep.LightGlue("disk"), p, filter_threshold="high"), "filter_threshold"),
+    (lambda p: to_onnx(cvdeep.LightGlue("disk"), p, nfeatures=10), "only filter_threshold"),
 ])
 def test_export_errors(tmp_path, call, message):
     with pytest.raises(cvdeep.Error, match=message):

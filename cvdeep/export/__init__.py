@@ -61,21 +61,42 @@ def _input_size(value: Any) -> tuple[int, int] | None:
 def _resolve(model: Any, weights: str | os.PathLike | None, params: dict[str, Any]
              ) -> tuple[Any, str, nn.Module, Any]:
     """(family, registry name, network on CPU in eval mode, config or filter threshold)."""
+    family, name, network, config = _resolve_any(model, weights, params)
+    if family.kind == "matcher":
+        if not isinstance(config, float) or not 0.0 <= config <= 1.0:
+            raise Error(f"to_onnx: filter_threshold got {config!r}; expected a number in [0, 1]")
+    return family, name, network, config
+
+
+def _exportable(family: Any) -> None:
+    if family.name not in FAMILIES:
+        raise Error(f"to_onnx: {family.public_name} has no ONNX export; exportable families: {', '.join(FAMILIES)}")
+
+
+def _threshold(params: dict[str, Any], default: float) -> float:
+    value = params.pop("filter_threshold", default)
+    if params:
+        raise Error(f"to_onnx: LightGlue takes only filter_threshold, got {', '.join(params)}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise Error(f"to_onnx: filter_threshold got {value!r}; expected a number in [0, 1]")
+    return float(value)
+
+
+def _resolve_any(model: Any, weights: str | os.PathLike | None, params: dict[str, Any]
+                 ) -> tuple[Any, str, nn.Module, Any]:
     from ..feature2d import Feature2D
     from ..matching.lightglue import LightGlue
 
     if isinstance(model, Feature2D):
         family, name = model.family, model.getParams()["model"]
+        _exportable(family)
         network = copy.deepcopy(model._load()).cpu().eval()
         config = model.config.replace(f"to_onnx({family.public_name})", **params)
         return family, name, network, config
     if isinstance(model, LightGlue):
         family, _ = get_model(model.model)
         network = copy.deepcopy(model._network).cpu().eval()
-        threshold = float(params.pop("filter_threshold", model.getFilterThreshold()))
-        if params:
-            raise Error(f"to_onnx: LightGlue takes only filter_threshold, got {', '.join(params)}")
-        return family, model.model, network, threshold
+        return family, model.model, network, _threshold(params, model.getFilterThreshold())
     if not isinstance(model, str):
         raise Error(f"to_onnx: model got an object of type {type(model).__name__}; expected a registry name "
                     f"(e.g. 'aliked-n16', 'lightglue-aliked'), a cvdeep Feature2D or a cvdeep.LightGlue")
@@ -87,16 +108,10 @@ def _resolve(model: Any, weights: str | os.PathLike | None, params: dict[str, An
     except Error:
         family = get_family(model)  # a family name: its preferred model
         name = preferred_model(family)
-    if family.name not in FAMILIES:
-        raise Error(f"to_onnx: {family.public_name} has no ONNX export; exportable families: {', '.join(FAMILIES)}")
+    _exportable(family)
     network = build_model(name, weights, "cpu")
     if family.kind == "matcher":
-        threshold = float(params.pop("filter_threshold", network.filter_threshold))
-        if params:
-            raise Error(f"to_onnx: LightGlue takes only filter_threshold, got {', '.join(params)}")
-        if not 0.0 <= threshold <= 1.0:
-            raise Error(f"to_onnx: filter_threshold got {threshold!r}; expected a number in [0, 1]")
-        return family, name, network, threshold
+        return family, name, network, _threshold(params, network.filter_threshold)
     config = family.config().replace(f"to_onnx({family.public_name})", **params)
     return family, name, network, config
 

@@ -19,6 +19,7 @@ sampling and the deformable convolutions' sampling stay float32.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
@@ -552,6 +553,4 @@ class LightGlueGraph(nn.Module):
 
 def describe_config(config: Any) -> dict[str, Any]:
     """The detection parameters baked into a graph, for the file's metadata."""
-    import dataclasses
-
     return dataclasses.asdict(config)
