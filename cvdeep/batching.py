@@ -11,8 +11,11 @@ post-process per image; other extractors loop). Every image keeps its own validi
 replicated) to its largest image and each image's mask excludes the padding, and keypoints are
 read back in the image's own pixels. The networks see more replicated border then, and their
 per-image statistics (DISK's and XFeat's instance normalisation, ALIKED's size-dependent
-upsampling and offset clamping) see the padded canvas, so results differ slightly from one by
-one; bench/bench_batched.py measures by how much.
+upsampling and offset clamping) see the padded canvas, so results differ from one by one.
+Measured on four real crops of 640x480, 600x400, 560x400 and 700x482 padded to 704x512 (1024
+keypoints): the share of one-by-one keypoints found again within 0.1 px is 0.86-0.94 for XFeat,
+0.78-0.91 for DISK, and for ALIKED, whose every sub-pixel position moves (median 0.12 px), 0.43-0.46
+within 0.1 px and 0.86-0.95 within 1 px; the largest image, unpadded, is unchanged.
 """
 from __future__ import annotations
 

@@ -355,8 +355,9 @@ class Feature2D:
     def setBatchSize(self, batch_size: int, mixed_sizes: str = "group") -> None:
         """Run the network on up to ``batch_size`` images at once for list inputs of ``detect`` and
         ``detectAndCompute`` (1, the default: one at a time). ``mixed_sizes="group"`` batches only
-        images of one (padded) size, with the one-by-one results; ``"pad"`` pads a batch to its
-        largest image (faster on mixed sizes, results differ slightly near borders)."""
+        images of one (padded) size, with the one-by-one results; ``"pad"`` also batches different sizes,
+        padded to the largest of the batch (the networks then see the padded canvas: results differ a
+        little from one by one)."""
         self._batch_size, self._mixed_sizes = batching.check_batch_size(batch_size, mixed_sizes)
 
     def getBatchSize(self) -> int:
