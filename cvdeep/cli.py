@@ -23,6 +23,7 @@ EXAMPLES = """examples:
   cvdeep extract photos/ --features sift --out features.h5
   cvdeep models
   cvdeep weights list
+  cvdeep export onnx aliked-n16 aliked.onnx --describe
 """
 
 
@@ -124,6 +125,12 @@ def _run_weights(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_export(args: argparse.Namespace) -> int:
+    from .export import cli as export_cli
+
+    return export_cli.run(args)
+
+
 def _run_train(args: argparse.Namespace) -> int:
     from .train import cli as train_cli
 
@@ -177,6 +184,10 @@ def build_parser() -> argparse.ArgumentParser:
     hub.add_argument("action", choices=("list", "fetch", "path"),
                      help="list: every known file; fetch: download into the cache; path: print the local path")
     hub.add_argument("names", nargs="*", help="weights or model names (see `cvdeep weights list`, `cvdeep models`)")
+
+    from .export import cli as export_cli
+
+    export_cli.add_arguments(command("export", _run_export, "write a model as an ONNX file (runs without torch)"))
 
     from .train import cli as train_cli
 

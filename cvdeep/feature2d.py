@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 import torch
 
+from . import batching
 from . import image as imageio
 from .declaration import Config, ModelFamily, describe_accepted, translate_renamed
 from .errors import Error
@@ -146,6 +147,7 @@ class Feature2D:
         self._values: dict[str, Any] = {"model": None, "weights": None, "device": "auto"}
         self._lock = threading.Lock()
         self._extractor: Extractor | None = None
+        self._batch_size, self._mixed_sizes = 1, "group"  # list inputs: see setBatchSize
         self.setParams(model=model or preferred_model(self.family), weights=weights, device=device, **params)
         self._load()
 
@@ -207,11 +209,13 @@ class Feature2D:
     # --- pickling: parameters travel, the network is rebuilt on first use ----------------
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"values": dict(self._values), "config": dataclasses.asdict(self._config)}
+        return {"values": dict(self._values), "config": dataclasses.asdict(self._config),
+                "batch": (self._batch_size, self._mixed_sizes)}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self._values = dict(state["values"])
         self._config = self.family.config(**state["config"])
+        self._batch_size, self._mixed_sizes = state.get("batch", (1, "group"))
         self._lock = threading.Lock()
         self._extractor = None
 
@@ -300,7 +304,7 @@ class Feature2D:
         """``detect(image[, mask]) -> keypoints``; a list of images gives a list of keypoint tuples."""
         if isinstance(image, (list, tuple)):
             masks = self._per_image(mask, len(image), "masks")
-            return [self.detect(img, m) for img, m in zip(image, masks)]
+            return [kps for kps, _ in self._detect_and_compute_list(image, masks, describe=False)]
         return self._detect_and_compute(image, mask, describe=False)[0]
 
     def compute(self, image: Any, keypoints: Any, descriptors: Any = None) -> tuple[Any, Any]:
@@ -332,6 +336,8 @@ class Feature2D:
     ) -> tuple[tuple[cv2.KeyPoint, ...], np.ndarray | None]:
         """``detectAndCompute(image, mask) -> (keypoints, descriptors)``.
 
+        A list of images (and None or a list of masks) gives a list of keypoint tuples and a list of
+        descriptor arrays, the network run on batches of ``getBatchSize()`` images.
         With ``useProvidedKeypoints=True`` the given ``keypoints=`` are described
         (OpenCV's Python binding cannot pass them; cvdeep can).
         """
@@ -339,7 +345,28 @@ class Feature2D:
             if keypoints is None:
                 raise Error("detectAndCompute: useProvidedKeypoints=True needs keypoints=<sequence of cv2.KeyPoint>")
             return self.compute(image, keypoints)
+        if isinstance(image, (list, tuple)):
+            results = self._detect_and_compute_list(image, self._per_image(mask, len(image), "masks"), describe=True)
+            return [r[0] for r in results], [r[1] for r in results]
         return self._detect_and_compute(image, mask, describe=True)
+
+    # --- batched inference over lists of images (cvdeep/batching.py) -----------------------
+
+    def setBatchSize(self, batch_size: int, mixed_sizes: str = "group") -> None:
+        """Run the network on up to ``batch_size`` images at once for list inputs of ``detect`` and
+        ``detectAndCompute`` (1, the default: one at a time). ``mixed_sizes="group"`` batches only
+        images of one (padded) size, with the one-by-one results; ``"pad"`` also batches different sizes,
+        padded to the largest of the batch (the networks then see the padded canvas: results differ a
+        little from one by one)."""
+        self._batch_size, self._mixed_sizes = batching.check_batch_size(batch_size, mixed_sizes)
+
+    def getBatchSize(self) -> int:
+        return self._batch_size
+
+    def _detect_and_compute_list(self, images: Sequence[Any], masks: Sequence[Any], describe: bool) -> list[Any]:
+        if type(self)._detect_and_compute is not Feature2D._detect_and_compute:  # patch descriptors: their own path
+            return [self._detect_and_compute(img, m, describe) for img, m in zip(images, masks)]
+        return batching.detect_and_compute_list(self, images, masks, describe)
 
     # --- internals --------------------------------------------------------------------
 

@@ -3,19 +3,23 @@
 Everything here mirrors what ``cv2.SIFT`` accepts, and turns everything else into a
 ``cvdeep.Error`` that names the offending value and the accepted forms. ``read_image``
 and ``limit_size`` are the one image reader of the applications and the benchmark.
+
+Importing this module does not import torch (``cvdeep.ONNXFeature2D`` runs without it): only
+``to_tensor`` and ``pad_to_multiple`` need it, and import it when called.
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from .errors import Error
+
+if TYPE_CHECKING:
+    import torch
 
 _ACCEPTED_IMAGES = ("a uint8 numpy array of shape (H, W), (H, W, 1), (H, W, 3) BGR or (H, W, 4) BGRA, "
                     "as cv2.imread returns")
@@ -83,28 +87,18 @@ def to_tensor(image: np.ndarray, channels: int, device: torch.device, gray: str 
 
     A colour image becomes gray (``channels == 1``) by ``gray``: ``"luminance"``
     (``cv2.COLOR_BGR2GRAY``, rounded to uint8 as OpenCV does) or ``"mean"`` (the float
-    average of B, G and R, as XFeat's authors feed their network).
+    average of B, G and R, as XFeat's authors feed their network). The values are
+    ``to_array``'s, so the torch and ONNX paths see the same input.
     """
-    if channels == 1:
-        if image.ndim == 3 and gray == "mean":
-            colour = torch.from_numpy(np.ascontiguousarray(image[:, :, :3])).to(device)
-            return colour.float().mean(dim=2)[None, None].div_(255.0)
-        if image.ndim == 3:
-            image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY if image.shape[2] == 3 else cv2.COLOR_BGRA2GRAY)
-        array = image[None]
-    elif channels == 3:
-        if image.ndim == 2:
-            array = np.broadcast_to(image[None], (3, *image.shape))
-        else:
-            array = image[:, :, 2::-1].transpose(2, 0, 1)
-    else:
-        raise ValueError(f"networks take 1 or 3 channels, not {channels}")
-    tensor = torch.from_numpy(np.ascontiguousarray(array)).to(device)
-    return tensor.unsqueeze(0).float().div_(255.0)
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(to_array(image, channels, gray))).to(device)
 
 
 def pad_to_multiple(tensor: torch.Tensor, multiple: int) -> torch.Tensor:
     """Pad (bottom and right, replicating the border) so H and W are multiples of ``multiple``."""
+    import torch.nn.functional as F
+
     height, width = tensor.shape[-2:]
     pad_h, pad_w = -height % multiple, -width % multiple
     if pad_h == 0 and pad_w == 0:
@@ -147,3 +141,20 @@ def limit_size(image: np.ndarray, max_size: int | None) -> tuple[np.ndarray, np.
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     resized = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
     return resized, scaling_matrix(size[0] / width, size[1] / height)
+
+
+def to_array(image: np.ndarray, channels: int, gray: str = "luminance") -> np.ndarray:
+    """``to_tensor`` in NumPy: uint8 gray/BGR/BGRA (H, W[, C]) -> float32 (1, channels, H, W) in [0, 1],
+    RGB order when 3 channels, colour made gray by ``gray`` the same way (the values are identical)."""
+    if channels == 1:
+        if image.ndim == 3 and gray == "mean":
+            total = image[:, :, :3].astype(np.float32).sum(axis=2)
+            return (total / np.float32(3.0) / np.float32(255.0))[None, None]
+        if image.ndim == 3:
+            image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY if image.shape[2] == 3 else cv2.COLOR_BGRA2GRAY)
+        array = image[None]
+    elif channels == 3:
+        array = np.broadcast_to(image[None], (3, *image.shape)) if image.ndim == 2 else image[:, :, 2::-1].transpose(2, 0, 1)
+    else:
+        raise ValueError(f"networks take 1 or 3 channels, not {channels}")
+    return (array.astype(np.float32) / np.float32(255.0))[None]

@@ -260,7 +260,12 @@ class ALIKED(Extractor):
     # --- network --------------------------------------------------------------------
 
     def features_and_scores(self, image: torch.Tensor) -> tuple[FeaturePyramid, torch.Tensor]:
-        """The backbone: (1, 3, H, W) RGB in [0, 1] -> (feature pyramid, score map (1, 1, H, W)).
+        """The backbone on one image (see ``features_and_scores_batch``)."""
+        features, scores = self.features_and_scores_batch(image)
+        return features[0], scores
+
+    def features_and_scores_batch(self, image: torch.Tensor) -> tuple[list[FeaturePyramid], torch.Tensor]:
+        """The backbone: (B, 3, H, W) RGB in [0, 1] -> (a feature pyramid per image, score maps (B, 1, H, W)).
 
         The image is padded with replicated borders, centred, to a multiple of 32 and the
         maps are cropped back, as the original does. The score head's first layer, a 1x1
@@ -276,7 +281,9 @@ class ALIKED(Extractor):
         x1 = self.block1(x)
         x2 = self.block2(F.avg_pool2d(x1, 2))
         x3 = self.block3(F.avg_pool2d(x2, 4))
-        x4 = self.block4(F.avg_pool2d(x3, 4))
+        # the 1/32 block runs image by image: oneDNN picks other kernels for a batch of such small maps,
+        # which would make a batch's results differ from one-by-one in the last bits (it costs ~nothing)
+        x4 = torch.cat([self.block4(F.avg_pool2d(x3[b : b + 1], 4)) for b in range(x3.shape[0])])
         convs = (self.conv1, self.conv2, self.conv3, self.conv4)
         levels = [F.selu(pointwise(level, conv.weight), inplace=True) for conv, level in zip(convs, (x1, x2, x3, x4))]
         head = self.score_head
@@ -287,7 +294,9 @@ class ALIKED(Extractor):
         for layer in head[1:]:
             score = F.selu(score, inplace=True) if isinstance(layer, nn.SELU) else layer(score)
         scores = torch.sigmoid_(score)[..., top : top + height, left : left + width]
-        return FeaturePyramid(levels, height, width, top, left), scores
+        pyramids = [FeaturePyramid([level[b : b + 1] for level in levels], height, width, top, left)
+                    for b in range(image.shape[0])]
+        return pyramids, scores
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(1, 3, H, W) RGB in [0, 1] -> dense (feature map (1, dim, H, W), L2-normalised; score map (1, 1, H, W))."""
@@ -348,11 +357,17 @@ class ALIKED(Extractor):
         return torch.stack([index % width, index // width], dim=1)
 
     def extract(self, image: torch.Tensor, valid: torch.Tensor, config: ALIKEDConfig | None = None) -> Features:
+        return self.extract_batch(image, valid, config)[0]
+
+    def extract_batch(self, images: torch.Tensor, valid: torch.Tensor, config: ALIKEDConfig | None = None) -> list[Features]:
+        """The backbone once on the (B, 3, H, W) batch; DKD and the descriptor head per image."""
         config = config or ALIKEDConfig()
-        features, scores = self.features_and_scores(image)
-        keypoints, values = self.detect(scores, valid, config)
-        descriptors = self.desc_head(features, keypoints)
-        return {"keypoints": keypoints, "scores": values, "descriptors": descriptors}
+        pyramids, scores = self.features_and_scores_batch(images)
+        out = []
+        for b, features in enumerate(pyramids):
+            keypoints, values = self.detect(scores[b : b + 1], valid[b : b + 1], config)
+            out.append({"keypoints": keypoints, "scores": values, "descriptors": self.desc_head(features, keypoints)})
+        return out
 
     def describe(
         self,

@@ -44,6 +44,14 @@ class Extractor(PretrainedNetwork):
         (its defaults when None); see the module docstring."""
         raise NotImplementedError
 
+    def extract_batch(self, images: torch.Tensor, valid: torch.Tensor, config: Any = None) -> list[Features]:
+        """``extract`` on each image of a (B, C, H, W) batch with its (B, 1, H, W) ``valid`` mask.
+
+        This default runs the images one by one; a network that can take a batch overrides it to
+        run the network once on all of them and post-process each image as ``extract`` does.
+        """
+        return [self.extract(images[b : b + 1], valid[b : b + 1], config) for b in range(images.shape[0])]
+
     def describe(
         self,
         image: torch.Tensor,

@@ -115,14 +115,20 @@ class ThinUnet(nn.Module):
     def head_input(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The gated full-resolution input of the last convolution of one image, as its two
         halves (H*W, 64) and (H*W, 16) (see ``UpBlock.gated_halves``)."""
-        features = [image]
+        return self.head_inputs(image)[0]
+
+    def head_inputs(self, images: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """``head_input`` of each image of a (B, 3, H, W) batch: the U-Net runs on the batch, the
+        last gating (its statistics are per image) image by image."""
+        features = [images]
         for block in self.path_down:
             features.append(block(features[-1]))
         bottom = features[-1]
         skips = features[-2::-1]
         for block, skip in zip(self.path_up[:-1], skips):
             bottom = block(bottom, skip)
-        return self.path_up[-1].gated_halves(bottom, skips[len(self.path_up) - 1])
+        skip = skips[len(self.path_up) - 1]
+        return [self.path_up[-1].gated_halves(bottom[b : b + 1], skip[b : b + 1]) for b in range(images.shape[0])]
 
     @property
     def head(self) -> nn.Conv2d:
@@ -168,11 +174,14 @@ class DISK(Extractor):
 
     def _head_input(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if image.shape[0] != 1:
-            raise ValueError(f"DISK runs one image at a time, got a batch of {image.shape[0]}")
-        if min(image.shape[-2:]) < _MIN_SIZE:
-            raise ValueError(f"DISK needs at least {_MIN_SIZE}x{_MIN_SIZE} pixels, got {tuple(image.shape[-2:])}")
+            raise ValueError(f"DISK's extract runs one image at a time (extract_batch takes batches), got {image.shape[0]}")
+        return self._head_inputs(image)[0]
+
+    def _head_inputs(self, images: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        if min(images.shape[-2:]) < _MIN_SIZE:
+            raise ValueError(f"DISK needs at least {_MIN_SIZE}x{_MIN_SIZE} pixels, got {tuple(images.shape[-2:])}")
         # oneDNN convolutions run fastest on NHWC; every later tensor inherits the layout
-        return self.unet.head_input(image.contiguous(memory_format=torch.channels_last))
+        return self.unet.head_inputs(images.contiguous(memory_format=torch.channels_last))
 
     def _heatmap(self, halves: tuple[torch.Tensor, torch.Tensor], height: int, width: int) -> torch.Tensor:
         """The heatmap channel of the last convolution, (1, 1, H, W).
@@ -214,10 +223,18 @@ class DISK(Extractor):
         return torch.addmm(head.bias[:d], windows.reshape(len(pixels), weight.shape[1]), weight.t())
 
     def extract(self, image: torch.Tensor, valid: torch.Tensor, config: DISKConfig | None = None) -> Features:
-        config = config or DISKConfig()
         image, valid = _pad_to_minimum(image), _pad_to_minimum(valid)
-        height, width = image.shape[-2:]
-        halves = self._head_input(image)
+        return self._extract_halves(self._head_input(image), valid, config or DISKConfig())
+
+    def extract_batch(self, images: torch.Tensor, valid: torch.Tensor, config: DISKConfig | None = None) -> list[Features]:
+        """The U-Net once on the (B, 3, H, W) batch; the last layer and the detection per image."""
+        images, valid = _pad_to_minimum(images), _pad_to_minimum(valid)
+        return [self._extract_halves(halves, valid[b : b + 1], config or DISKConfig())
+                for b, halves in enumerate(self._head_inputs(images))]
+
+    def _extract_halves(self, halves: tuple[torch.Tensor, torch.Tensor], valid: torch.Tensor, config: DISKConfig) -> Features:
+        """Detection and description of one image from the gated input of its last convolution."""
+        height, width = valid.shape[-2:]
         heatmap = mask_scores(self._heatmap(halves, height, width), valid)
         if config.nms == "soft":
             keypoints, scores = soft_nms_keypoints(heatmap, config)
@@ -225,7 +242,7 @@ class DISK(Extractor):
             found, values = ops.nms(heatmap, config.nms_radius, config.detection_threshold, config.nfeatures or -1)
             keypoints, scores = found[0], values[0]
         descriptors = F.normalize(self._descriptors_at(halves, height, width, keypoints), dim=1)
-        return {"keypoints": keypoints.to(image.dtype), "scores": scores, "descriptors": descriptors}
+        return {"keypoints": keypoints.to(descriptors.dtype), "scores": scores, "descriptors": descriptors}
 
     def describe(
         self,

@@ -168,9 +168,18 @@ class XFeat(Extractor):
     # --- the Extractor API ------------------------------------------------------------
 
     def extract(self, image: torch.Tensor, valid: torch.Tensor, config: XFeatConfig | None = None) -> Features:
-        config = config or XFeatConfig()
-        height, width = image.shape[-2:]
-        descriptors, logits, reliability = self(image)
+        return self._extract_maps(self(image), valid, config or XFeatConfig())
+
+    def extract_batch(self, images: torch.Tensor, valid: torch.Tensor, config: XFeatConfig | None = None) -> list[Features]:
+        """The network once on the (B, 1, H, W) batch, the detection per image."""
+        maps = self(images)
+        return [self._extract_maps(tuple(m[b : b + 1] for m in maps), valid[b : b + 1], config or XFeatConfig())
+                for b in range(images.shape[0])]
+
+    def _extract_maps(self, maps: tuple[torch.Tensor, ...], valid: torch.Tensor, config: XFeatConfig) -> Features:
+        """Detection and description of one image from its (1, ...) network outputs."""
+        descriptors, logits, reliability = maps
+        height, width = valid.shape[-2:]
         heatmap = mask_scores(self.keypoint_heatmap(logits), valid)
         if config.nms == "soft":
             keypoints, heat = soft_nms_keypoints(heatmap, config)
@@ -181,7 +190,7 @@ class XFeat(Extractor):
         # The authors read the heatmap with nearest sampling on their grid, which falls off the
         # map on the last row and column: keypoints there score 0 and are dropped.
         heat = heat.masked_fill((keypoints[:, 0] == width - 1) | (keypoints[:, 1] == height - 1), 0.0)
-        xy = keypoints.to(image.dtype)
+        xy = keypoints.to(descriptors.dtype)
         scores = heat * _sample_like_authors(reliability, xy, height, width, "bilinear")[:, 0]
         order = torch.argsort(scores, descending=True, stable=True)
         order = order[scores[order] > 0]
