@@ -50,10 +50,23 @@ def _torch_threads() -> int:
     return int(torch.get_num_threads()) if torch is not None else 1
 
 
+def _forked_by_torch_dataloader() -> bool:
+    """Whether torch's DataLoader is forking (its workers set one thread themselves: no warning needed)."""
+    marker = os.sep + os.path.join("torch", "utils", "data") + os.sep
+    frame = sys._getframe(1)
+    while frame is not None:
+        if marker in frame.f_code.co_filename:
+            return True
+        frame = frame.f_back  # type: ignore[assignment]
+    return False
+
+
 def _before_fork() -> None:
     global _threads_at_fork, _warned
     _threads_at_fork = native_threads()
     if _warned or (_threads_at_fork is not None and _threads_at_fork <= 1) or _torch_threads() <= 1:
+        return
+    if _forked_by_torch_dataloader():
         return
     _warned = True
     logger.warning(

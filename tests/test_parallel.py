@@ -98,3 +98,20 @@ def test_fork_guard_leaves_single_threaded_parents_alone(tmp_path: Path) -> None
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip() == "[(1, False)]" and "forks while torch" not in done.stderr
+
+
+def test_torch_dataloader_forks_without_the_warning(tmp_path: Path) -> None:
+    """torch's DataLoader sets one thread in its workers itself: its fork is not warned about."""
+    script = tmp_path / "dataloader.py"
+    script.write_text(textwrap.dedent("""
+        import torch
+        import cvdeep
+        torch.set_num_threads(2)
+        torch.ones(256, 256) @ torch.ones(256, 256)
+        loader = torch.utils.data.DataLoader(list(range(4)), num_workers=2, multiprocessing_context="fork")
+        print(sum(int(batch) for batch in loader))
+    """))
+    done = subprocess.run([sys.executable, str(script)], env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == "6" and "forks while torch" not in done.stderr
