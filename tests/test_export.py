@@ -421,12 +421,13 @@ def test_cli_reports_errors(tmp_path, capsys):
 
 
 def test_onnx_lightglue_pickles_by_path_and_takes_none_descriptors(shared: Path, tmp_path: Path) -> None:
-    """Like cvdeep.LightGlue: the file path travels (the session is reopened), an image without
-    keypoints (``detectAndCompute`` -> ``((), None)``) gives no matches."""
+    """Like cvdeep.LightGlue (which exports after unpickling too): the file path travels (the session is
+    reopened), an image without keypoints (``detectAndCompute`` -> ``((), None)``) gives no matches."""
     import copy
     import pickle
 
-    matcher = cvdeep.ONNXLightGlue(to_onnx("lighterglue-xfeat", tmp_path / "lighterglue.onnx"))
+    unpickled = pickle.loads(pickle.dumps(cvdeep.LightGlue("xfeat")))  # exported before its first match
+    matcher = cvdeep.ONNXLightGlue(to_onnx(unpickled, tmp_path / "lighterglue.onnx"))
     rng = np.random.default_rng(5)
     points = rng.uniform(0, 200, (40, 2)).astype(np.float32)
     rows = rng.normal(size=(40, 64)).astype(np.float32)

@@ -54,7 +54,8 @@ def _input_size(value: Any) -> tuple[int, int] | None:
     except (TypeError, ValueError):
         ok = False
     if not ok:
-        raise Error(f"to_onnx: input_size got {value!r}; expected None (any size) or (width, height), two positive integers")
+        raise Error(f"to_onnx: input_size got {value!r}; expected None (any size) or (width, height), "
+                    "two positive integers")
     return width, height
 
 
@@ -95,7 +96,7 @@ def _resolve_any(model: Any, weights: str | os.PathLike | None, params: dict[str
         return family, name, network, config
     if isinstance(model, LightGlue):
         family, _ = get_model(model.model)
-        network = copy.deepcopy(model._network).cpu().eval()
+        network = copy.deepcopy(model._load()).cpu().eval()  # built now if it came unpickled
         return family, model.model, network, _threshold(params, model.getFilterThreshold())
     if not isinstance(model, str):
         raise Error(f"to_onnx: model got an object of type {type(model).__name__}; expected a registry name "
@@ -207,7 +208,8 @@ def to_onnx(
         metadata.update({
             "cvdeep.kind": "detector" if graph == "detect" else "describer", "cvdeep.layout": layout,
             "cvdeep.channels": channels, "cvdeep.gray": family.input.gray,
-            "cvdeep.descriptor_size": int(network.descriptor_size), "cvdeep.keypoint_size": float(network.keypoint_size),
+            "cvdeep.descriptor_size": int(network.descriptor_size),
+            "cvdeep.keypoint_size": float(network.keypoint_size),
             "cvdeep.mask_input": bool(mask_input), "cvdeep.config": graphs.describe_config(config),
         })
     module.eval()
@@ -234,7 +236,8 @@ def _lightglue_io(dim: int) -> tuple[tuple[torch.Tensor, ...], list[str], list[s
     """Example inputs, names and dynamic axes of a LightGlue graph."""
     generator = torch.Generator().manual_seed(0)
     kpts = [torch.rand((1, _TRACE_POINTS, 2), generator=generator) * 2 - 1 for _ in range(2)]
-    desc = [torch.nn.functional.normalize(torch.randn((1, _TRACE_POINTS, dim), generator=generator), dim=-1) for _ in range(2)]
+    desc = [torch.nn.functional.normalize(torch.randn((1, _TRACE_POINTS, dim), generator=generator), dim=-1)
+            for _ in range(2)]
     dynamic = {"kpts0": {1: "N"}, "kpts1": {1: "M"}, "desc0": {1: "N"}, "desc1": {1: "M"},
                "matches0": {0: "K"}, "mscores0": {0: "K"}}
     return (*kpts, *desc), ["kpts0", "kpts1", "desc0", "desc1"], ["matches0", "mscores0"], dynamic
