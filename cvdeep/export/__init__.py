@@ -60,7 +60,7 @@ def _input_size(value: Any) -> tuple[int, int] | None:
 
 
 def _resolve(model: Any, weights: str | os.PathLike | None, params: dict[str, Any]
-             ) -> tuple[Any, str, nn.Module, Any]:
+             ) -> tuple[Any, str, Any, Any]:
     """(family, registry name, network on CPU in eval mode, config or filter threshold)."""
     family, name, network, config = _resolve_any(model, weights, params)
     if family.kind == "matcher":
@@ -84,10 +84,12 @@ def _threshold(params: dict[str, Any], default: float) -> float:
 
 
 def _resolve_any(model: Any, weights: str | os.PathLike | None, params: dict[str, Any]
-                 ) -> tuple[Any, str, nn.Module, Any]:
+                 ) -> tuple[Any, str, Any, Any]:
+    """(family, model name, network in eval mode on the CPU, config or LightGlue filter threshold)."""
     from ..feature2d import Feature2D
     from ..matching.lightglue import LightGlue
 
+    network: Any  # a detector network or LightGlue: their own attributes are read below
     if isinstance(model, Feature2D):
         family, name = model.family, model.getParams()["model"]
         _exportable(family)
@@ -112,7 +114,7 @@ def _resolve_any(model: Any, weights: str | os.PathLike | None, params: dict[str
     _exportable(family)
     network = build_model(name, weights, "cpu")
     if family.kind == "matcher":
-        return family, name, network, _threshold(params, network.filter_threshold)
+        return family, name, network, _threshold(params, float(network.filter_threshold))
     config = family.config().replace(f"to_onnx({family.public_name})", **params)
     return family, name, network, config
 
@@ -161,6 +163,8 @@ def to_onnx(
         "cvdeep.graph": graph, "cvdeep.precision": precision, "cvdeep.opset": opset,
         "cvdeep.input_size": "dynamic" if size is None else f"{size[0]}x{size[1]}",
     }
+    module: nn.Module
+    args: tuple[torch.Tensor, ...]
     if family.kind == "matcher":
         if graph != "detect" or size is not None or mask_input:
             raise Error("to_onnx: a LightGlue file takes neither graph='describe', input_size nor mask_input")
@@ -181,10 +185,10 @@ def to_onnx(
         height, width = _TRACE_SIZE if size is None else (size[1], size[0])
         generator = torch.Generator().manual_seed(0)
         image = torch.rand((1, channels, height, width), generator=generator)
-        image_axes = {} if size is None else None
+        image_axes: dict[str, str] | None = {} if size is None else None
         if graph == "detect":
             module = detector
-            args: tuple[torch.Tensor, ...] = (image,)
+            args = (image,)
             input_names = ["image"]
             output_names = list(graphs.OUTPUT_LAYOUTS[layout])
             count_axis = 1 if layout == "opencv-disk" else 0
