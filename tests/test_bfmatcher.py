@@ -189,3 +189,112 @@ def test_uint8_descriptors_under_l2_and_empty_inputs(orb_pair) -> None:
 def test_bad_input_raises_cvdeep_error(call) -> None:
     with pytest.raises(cvdeep.Error):
         call()
+
+
+# --- None and empty descriptors as cv2 takes them; the train collection; pickling ------------------
+
+_RNG = np.random.default_rng(7)
+_D = _RNG.random((20, 32), dtype=np.float32)  # one image's descriptors
+_E = np.zeros((0, 32), np.float32)  # an image without keypoints, as an array
+
+
+def _structure(result):
+    """A matcher's result as plain data: (query, train, image) per match, nested as returned."""
+    if isinstance(result, cv2.DMatch):
+        return _key(result)
+    return tuple(_structure(item) for item in result)
+
+
+# (method, positional arguments, keyword arguments): every call form with None or empty descriptors
+_EXPLICIT_TRAIN = [
+    (method, (query, train, *extra), kwargs)
+    for query, train in [(None, _D), (_E, _D), (None, None), (_E, _E), (None, _E), (_D, _E)]
+    for method, extra, kwargs in [("match", (), {}), ("knnMatch", (), {"k": 2}),
+                                  ("knnMatch", (), {"k": 2, "compactResult": True}), ("radiusMatch", (1.0,), {})]
+]
+
+
+@pytest.mark.parametrize("method, args, kwargs", _EXPLICIT_TRAIN)
+def test_none_and_empty_descriptors_give_what_cv2_gives(method: str, args: tuple, kwargs: dict) -> None:
+    theirs = getattr(cv2.BFMatcher(), method)(*args, **kwargs)
+    ours = getattr(cvdeep.BFMatcher(), method)(*args, **kwargs)
+    assert _structure(ours) == _structure(theirs)
+
+
+@pytest.mark.parametrize("train", [[_D], [], [_E], [_E, _D]], ids=["one image", "none", "one empty", "empty+one"])
+@pytest.mark.parametrize("query", [None, _E, _D], ids=["None", "empty", "rows"])
+@pytest.mark.parametrize("method, extra, kwargs", [("match", (), {}), ("knnMatch", (), {"k": 2}),
+                                                   ("radiusMatch", (1.0,), {})])
+def test_train_collection_with_none_and_empty_descriptors(train, query, method, extra, kwargs) -> None:
+    theirs, ours = cv2.BFMatcher(), cvdeep.BFMatcher()
+    shift = 0
+    if len(train) == 2 and query is _D:
+        # cv2 misnumbers matches after an empty first image (imgIdx 0, even trainIdx past the end):
+        # the reference is cv2 on image 1 alone, numbered as image 1
+        theirs.add(train[1:])
+        shift = 1
+    else:
+        theirs.add(train)
+    ours.add(train)
+    expected = _structure(getattr(theirs, method)(query, *extra, **kwargs))
+    assert _structure(getattr(ours, method)(query, *extra, **kwargs)) == _shift_images(expected, shift)
+
+
+def _shift_images(structure, shift: int):
+    if len(structure) == 3 and all(isinstance(v, int) for v in structure):
+        return structure[0], structure[1], structure[2] + shift
+    return tuple(_shift_images(item, shift) for item in structure)
+
+
+def test_none_train_descriptors_are_an_empty_set_where_cv2_asserts() -> None:
+    """detectAndCompute gives ``((), None)`` for an image without keypoints; cv2.BFMatcher asserts on such a
+    train side (descriptor type mismatch), cvdeep.BFMatcher answers as cv2 does for an empty train array."""
+    for method, extra, kwargs in [("match", (), {}), ("knnMatch", (), {"k": 2}), ("radiusMatch", (1.0,), {})]:
+        with pytest.raises(cv2.error):
+            getattr(cv2.BFMatcher(), method)(_D, None, *extra, **kwargs)
+        expected = getattr(cv2.BFMatcher(), method)(_D, _E, *extra, **kwargs)
+        assert _structure(getattr(cvdeep.BFMatcher(), method)(_D, None, *extra, **kwargs)) == _structure(expected)
+    assert cvdeep.BFMatcher().knnMatch(_D, None, 2) == ((),) * len(_D)  # positional k, as cv2 takes it
+    assert cvdeep.BFMatcher(crossCheck=True).match(None, _D) == cvdeep.BFMatcher(crossCheck=True).match(_D, None) == ()
+    idx1, idx2 = cvdeep.BFMatcher().match_mutual(None, _D)
+    assert idx1.shape == idx2.shape == (0,)
+
+
+def test_a_train_collection_has_one_width_and_one_dtype() -> None:
+    wide, narrow = _RNG.random((200, 128), dtype=np.float32), _RNG.random((200, 64), dtype=np.float32)
+    opencv = cv2.BFMatcher()
+    opencv.add([wide, narrow])  # OpenCV takes the mixture and asserts only at the first match
+    with pytest.raises(cv2.error):
+        opencv.match(wide)
+    matcher = cvdeep.BFMatcher()
+    with pytest.raises(cvdeep.Error, match=r"one width and one dtype.*float32 \(200, 128\).*float32 \(200, 64\)"):
+        matcher.add([wide, narrow])
+    assert matcher.empty()  # nothing of a refused call is kept
+    matcher.add([wide])
+    with pytest.raises(cvdeep.Error, match=r"\(200, 64\)"):
+        matcher.add([narrow])
+    with pytest.raises(cvdeep.Error, match="uint8"):
+        matcher.add([np.zeros((5, 128), np.uint8)])
+    matcher.add([None, np.zeros((0, 0), np.float32)])  # images without descriptors carry no width
+    matcher.add(None)
+    matcher.train()
+    assert len(matcher.getTrainDescriptors()) == 3
+    assert [m.imgIdx for m in matcher.match(wide[:5])] == [0] * 5
+
+
+def test_bfmatcher_pickles_and_copies_with_its_train_set() -> None:
+    import copy
+    import pickle
+
+    first, second = _RNG.random((300, 128), dtype=np.float32), _RNG.random((200, 128), dtype=np.float32)
+    matcher = cvdeep.BFMatcher(cv2.NORM_L1)
+    matcher.add([first, second])
+    matcher.train()
+    query = _RNG.random((40, 128), dtype=np.float32)
+    expected = _structure(matcher.knnMatch(query, k=2))
+    data = pickle.dumps(matcher)
+    assert len(data) < 1.2 * (first.nbytes + second.nbytes)  # the stacked copy made by train() stays behind
+    for other in (pickle.loads(data), copy.deepcopy(matcher)):
+        assert (other.normType, other.crossCheck) == (cv2.NORM_L1, False)
+        assert all(np.array_equal(a, b) for a, b in zip(other.getTrainDescriptors(), (first, second)))
+        assert _structure(other.knnMatch(query, k=2)) == expected

@@ -49,7 +49,8 @@ def run_without_torch(script: str, tmp_path: Path, **arrays: np.ndarray) -> dict
     np.savez(tmp_path / "inputs.npz", **arrays)
     code = NO_TORCH + textwrap.dedent(script) + "\nassert 'torch' not in sys.modules, 'torch was imported'\n"
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300,
-                          env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(cvdeep.__file__).parents[1])})
+                          env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin",
+                               "PYTHONPATH": str(Path(cvdeep.__file__).parents[1])})
     assert done.returncode == 0, done.stderr[-3000:]
     with np.load(tmp_path / "outputs.npz") as out:
         return dict(out)
@@ -181,7 +182,8 @@ def test_detector_files_match_torch_in_onnxruntime_and_cv2_dnn(files, crop, odd_
     if keypoints.ndim == 3:
         got = keypoints[0].astype(np.float32), out["scores"].reshape(-1), out["descriptors"][0]
     elif name == "aliked-n16":
-        got = (keypoints + 1) * 0.5 * np.array(crop.shape[1::-1], np.float32), out["scores"].reshape(-1), out["descriptors"]
+        got = ((keypoints + 1) * 0.5 * np.array(crop.shape[1::-1], np.float32), out["scores"].reshape(-1),
+               out["descriptors"])
     else:
         got = keypoints, out["scores"].reshape(-1), out["descriptors"]
     assert_agrees(*got, *ref, what=f"{name} cv2.dnn")
@@ -283,7 +285,8 @@ def test_opencv5_classes_read_the_files(files, crop, aliked_pair, tmp_path):
         as_xy = lambda kps: cv2.KeyPoint_convert(kps).reshape(-1, 2)
         np.savez("outputs.npz", ka=as_xy(ka), ra=np.float32([k.response for k in ka]), da=da,
                  sa=np.float32([k.size for k in ka]), kd=as_xy(kd), rd=np.float32([k.response for k in kd]), dd=dd,
-                 m=np.int64([(m.queryIdx, m.trainIdx) for m in matches]), c=np.float32([1 - m.distance for m in matches]))
+                 m=np.int64([(m.queryIdx, m.trainIdx) for m in matches]),
+                 c=np.float32([1 - m.distance for m in matches]))
     """, tmp_path, image=crop, n0=normalize_keypoints(f["xy0"], f["s0"]), n1=normalize_keypoints(f["xy1"], f["s1"]),
         d0=f["d0"], d1=f["d1"])
     assert_agrees(out["ka"], out["ra"], out["da"], *torch_features(aliked, crop), what="cv2.ALIKED")
@@ -311,22 +314,26 @@ def test_onnx_feature2d_without_torch(files, crop, odd_crop, tmp_path):
         result = {{}}
         for name, f in (("x", xfeat), ("a", aliked)):
             k, d = f.detectAndCompute(z["crop"], None)
-            result[name + "k"] = cv2.KeyPoint_convert(k).reshape(-1, 2); result[name + "r"] = np.float32([p.response for p in k])
+            result[name + "k"] = cv2.KeyPoint_convert(k).reshape(-1, 2)
+            result[name + "r"] = np.float32([p.response for p in k])
             result[name + "d"] = d; result[name + "s"] = np.float32([p.size for p in k])
         k, d = xfeat.detectAndCompute(z["crop"], z["mask"])      # a file with a mask input
-        result["mk"], result["mr"], result["md"] = cv2.KeyPoint_convert(k).reshape(-1, 2), np.float32([p.response for p in k]), d
+        result["mk"], result["mr"], result["md"] = (cv2.KeyPoint_convert(k).reshape(-1, 2),
+                                                    np.float32([p.response for p in k]), d)
         k = aliked.detect(z["crop"], z["mask"])                   # a file without one
         result["pk"] = cv2.KeyPoint_convert(k).reshape(-1, 2)
         given = [cv2.KeyPoint(float(x), float(y), 8.0) for x, y in z["given"]]
         _, result["cd"] = xfeat.compute(z["odd"], given)
-        _, result["acd"] = cvdeep.ONNXFeature2D({str(files["aliked-n16"])!r}, {str(files["aliked-describe"])!r}).compute(z["odd"], given)
+        aliked_describe = cvdeep.ONNXFeature2D({str(files["aliked-n16"])!r}, {str(files["aliked-describe"])!r})
+        _, result["acd"] = aliked_describe.compute(z["odd"], given)
         lists = xfeat.detectAndCompute([z["crop"], z["odd"]], None)
         result["lists"] = np.int64([len(k) for k in lists[0]])
         result["info"] = np.array([xfeat.descriptorSize(), xfeat.defaultNorm() == cv2.NORM_L2,
                                    xfeat.descriptorType() == cv2.CV_32F, xfeat.empty(), aliked.descriptorSize()])
         errors = []
         for call in (lambda: xfeat.detect(None), lambda: xfeat.detect(z["crop"].astype(np.float32)),
-                     lambda: xfeat.detect(z["crop"], np.ones((3, 3), np.uint8)), lambda: aliked.compute(z["crop"], given),
+                     lambda: xfeat.detect(z["crop"], np.ones((3, 3), np.uint8)),
+                     lambda: aliked.compute(z["crop"], given),
                      lambda: xfeat.compute(z["crop"], [1, 2]), lambda: cvdeep.ONNXFeature2D("missing.onnx"),
                      lambda: cvdeep.ONNXLightGlue({str(files["xfeat"])!r})):
             try:
@@ -411,3 +418,28 @@ def test_cli_reports_errors(tmp_path, capsys):
     assert cli_main(["export", "onnx", "xfeat", str(tmp_path / "x.onnx"), "--input-size", "640"]) == 1
     err = capsys.readouterr().err
     assert "NAME=VALUE" in err and "WIDTHxHEIGHT" in err
+
+
+def test_onnx_lightglue_pickles_by_path_and_takes_none_descriptors(shared: Path, tmp_path: Path) -> None:
+    """Like cvdeep.LightGlue (which exports after unpickling too): the file path travels (the session is
+    reopened), an image without keypoints (``detectAndCompute`` -> ``((), None)``) gives no matches."""
+    import copy
+    import pickle
+
+    unpickled = pickle.loads(pickle.dumps(cvdeep.LightGlue("xfeat")))  # exported before its first match
+    matcher = cvdeep.ONNXLightGlue(to_onnx(unpickled, tmp_path / "lighterglue.onnx"))
+    rng = np.random.default_rng(5)
+    points = rng.uniform(0, 200, (40, 2)).astype(np.float32)
+    rows = rng.normal(size=(40, 64)).astype(np.float32)
+    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    expected = matcher.match_features(points, rows, (200, 200), points, rows, (200, 200))
+    assert len(expected[0]) > 20
+    data = pickle.dumps(matcher)
+    assert len(data) < 10_000  # the path, not the session or the file
+    for other in (pickle.loads(data), copy.deepcopy(matcher)):
+        pairs, scores = other.match_features(points, rows, (200, 200), points, rows, (200, 200))
+        assert np.array_equal(pairs, expected[0]) and np.allclose(scores, expected[1], atol=1e-6)
+        pairs, scores = other.match_features((), None, (200, 200), points, rows, (200, 200))
+        assert pairs.shape == (0, 2) and scores.shape == (0,)
+        other.setPairInfo(points, (), (200, 200), (200, 200))
+        assert other.match(rows, None) == []

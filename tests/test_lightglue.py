@@ -254,3 +254,42 @@ def test_bad_pair_info_and_parameters_are_refused(aliked_matcher) -> None:
         cvdeep.LightGlue("aliked", depth_confidence=1.5)
     with pytest.raises(cvdeep.Error, match="filter_threshold"):
         cvdeep.LightGlue("aliked", filter_threshold=-1)
+
+
+# --- inputs as cv2 gives them, and pickling ----------------------------------------------------
+
+def test_none_and_empty_descriptors_give_no_matches(aliked_matcher, shared: Path) -> None:
+    """An image without keypoints: detectAndCompute gives ((), None), and LightGlue answers with no matches."""
+    blank = np.full((96, 128), 128, np.uint8)
+    xfeat = cvdeep.XFeat_create(256)
+    keypoints, descriptors = xfeat.detectAndCompute(blank, None)
+    assert keypoints == () and descriptors is None
+    lighterglue = cvdeep.LightGlue("xfeat")
+    other = POINTS, _unit_rows(3, 64), (320, 240)
+    for first, second in [((keypoints, descriptors, (128, 96)), other), (other, (keypoints, descriptors, (128, 96))),
+                          ((keypoints, descriptors, (128, 96)), (keypoints, descriptors, (128, 96)))]:
+        pairs, confidences = lighterglue.match_features(*first, *second)
+        assert pairs.shape == (0, 2) and pairs.dtype == np.int64 and confidences.shape == (0,)
+    lighterglue.setPairInfo(keypoints, POINTS, (128, 96), (320, 240))
+    assert lighterglue.match(descriptors, _unit_rows(3, 64)) == []
+    assert lighterglue.match(np.zeros((0, 64), np.float32), _unit_rows(3, 64)) == []
+    aliked_matcher.setPairInfo(POINTS, (), (320, 240), (320, 240))
+    assert aliked_matcher.match(_unit_rows(3, 128), None) == []
+
+
+def test_lightglue_pickles_by_parameters(shared: Path) -> None:
+    import copy
+    import pickle
+
+    matcher = cvdeep.LightGlue("xfeat", filter_threshold=0.2, width_confidence=-1)
+    rng = np.random.default_rng(3)
+    points = rng.uniform(0, 300, (60, 2)).astype(np.float32)
+    descriptors = _unit_rows(60, 64)
+    expected = matcher.match_features(points, descriptors, (320, 320), points, descriptors, (320, 320))
+    data = pickle.dumps(matcher)
+    assert len(data) < 20_000  # parameters only: the 10 MB network is rebuilt on the other side
+    for other in (pickle.loads(data), copy.deepcopy(matcher)):
+        assert other._network is None and other.model == "lighterglue-xfeat"
+        assert (other.getFilterThreshold(), other.getWidthConfidence()) == (0.2, -1)
+        pairs, confidences = other.match_features(points, descriptors, (320, 320), points, descriptors, (320, 320))
+        assert np.array_equal(pairs, expected[0]) and np.allclose(confidences, expected[1])

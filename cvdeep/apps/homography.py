@@ -5,9 +5,12 @@ Behind ``examples/homography.py`` and ``cvdeep match``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import cv2
@@ -16,7 +19,8 @@ import numpy as np
 from ..errors import Error
 from ..image import limit_size, read_image
 from ..matching.pairs import LOWE_RATIO, ImageFeatures, PairMatcher, detect_features
-from .common import PairGeometry, add_matching_arguments, create_features, pair_geometry
+from ..progress import Steps
+from .common import PairGeometry, add_matching_arguments, create_features, pair_geometry, resolve_pipeline
 
 INLIER_COLOUR, OUTLIER_COLOUR = (80, 220, 60), (40, 40, 230)  # BGR
 
@@ -51,29 +55,36 @@ def match_images(
     ratio: float = LOWE_RATIO,
     max_size: int | None = None,
     nfeatures: int | None = None,
+    progress: bool = False,
 ) -> HomographyResult:
-    """Estimate the homography from image ``first`` to image ``second`` (file paths)."""
+    """Estimate the homography from image ``first`` to image ``second`` (file paths); ``progress`` shows
+    each step on a bar (stderr)."""
     timings: dict[str, float] = {}
-    start = time.perf_counter()
-    (image1, resize1), (image2, resize2) = (limit_size(read_image(path), max_size) for path in (first, second))
-    timings["read"] = time.perf_counter() - start
+    names = (Path(first).name, Path(second).name)
 
-    tick = time.perf_counter()
-    detector = create_features(features, nfeatures)
-    pair_matcher = PairMatcher(matcher, detector, ratio, name=features)
-    timings["setup"] = time.perf_counter() - tick
-    tick = time.perf_counter()
-    features1 = detect_features(detector, image1)
-    timings["features 1"] = time.perf_counter() - tick
-    tick = time.perf_counter()
-    features2 = detect_features(detector, image2)
-    timings["features 2"] = time.perf_counter() - tick
-    tick = time.perf_counter()
-    matches = pair_matcher(features1, features2)
-    timings["match"] = time.perf_counter() - tick
-    tick = time.perf_counter()
-    geometry = pair_geometry(features1, features2, matches, estimator, threshold)
-    timings["homography"] = time.perf_counter() - tick
+    @contextlib.contextmanager
+    def stage(key: str, label: str) -> Iterator[None]:
+        steps.start(label)
+        tick = time.perf_counter()
+        yield
+        timings[key] = time.perf_counter() - tick
+        steps.advance()
+
+    start = time.perf_counter()
+    with Steps(6, "cvdeep match", enabled=progress) as steps:
+        with stage("read", "reading the images"):
+            (image1, resize1), (image2, resize2) = (limit_size(read_image(path), max_size) for path in (first, second))
+        with stage("setup", f"loading {features}" + (" and LightGlue" if matcher == "lightglue" else "")):
+            detector = create_features(features, nfeatures)
+            pair_matcher = PairMatcher(matcher, detector, ratio, name=features)
+        with stage("features 1", f"features of {names[0]}"):
+            features1 = detect_features(detector, image1)
+        with stage("features 2", f"features of {names[1]}"):
+            features2 = detect_features(detector, image2)
+        with stage("match", f"matching ({matcher})"):
+            matches = pair_matcher(features1, features2)
+        with stage("homography", f"homography ({estimator})"):
+            geometry = pair_geometry(features1, features2, matches, estimator, threshold)
     timings["total"] = time.perf_counter() - start
     return HomographyResult((image1, image2), (resize1, resize2), (features1, features2), geometry, timings)
 
@@ -152,17 +163,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("image2", help="second image")
     add_matching_arguments(parser)
     parser.add_argument("--out", default=None, help="write the visualisation (matches and overlay) to this image file")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar, no log messages")
 
 
 def run(args: argparse.Namespace) -> int:
     """Run from parsed arguments, print the report; raise ``Error`` when the images do not overlap."""
+    pipeline = resolve_pipeline(args.features, args.matcher, args.nfeatures)
+    print(f"features: {pipeline.features}   matcher: {pipeline.matcher}   estimator: {args.estimator} "
+          f"({args.threshold:g} px)   [{pipeline.reason}]", flush=True)
     result = match_images(
-        args.image1, args.image2, args.features, args.matcher, args.estimator, args.threshold,
-        args.ratio, args.max_size, args.nfeatures,
+        args.image1, args.image2, pipeline.features, pipeline.matcher, args.estimator, args.threshold,
+        args.ratio, args.max_size, args.nfeatures, progress=not getattr(args, "quiet", False),
     )
     features1, features2 = result.features
     geometry = result.geometry
-    print(f"features: {args.features}   matcher: {args.matcher}   estimator: {args.estimator} ({args.threshold:g} px)")
     print(f"keypoints: {len(features1.keypoints)} / {len(features2.keypoints)}")
     share = 100.0 * geometry.inlier_count / max(1, len(geometry.matches))
     print(f"matches: {len(geometry.matches)} tentative, {geometry.inlier_count} inliers ({share:.1f}%), "

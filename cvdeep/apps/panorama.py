@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import logging
 import math
 import os
+import sys
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -24,11 +26,13 @@ import numpy as np
 from ..errors import Error
 from ..image import limit_size, read_image
 from ..matching.pairs import LOWE_RATIO, PairMatcher, detect_features
-from .common import PairGeometry, add_matching_arguments, create_features, pair_geometry
+from ..progress import Steps
+from .common import PairGeometry, add_matching_arguments, create_features, pair_geometry, resolve_pipeline
 
 BLENDERS = ("multiband", "feather", "none")
 BLEND_STRENGTH = 5.0  # percent of the canvas diagonal, OpenCV's stitching_detailed default
 MAX_CANVAS_GROWTH = 25.0  # refuse canvases larger than this many times the summed input area
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -179,36 +183,65 @@ def stitch(
     blender: str = "multiband",
     skip_unmatched: bool = False,
     log: Callable[[str], object] | None = None,
+    progress: bool = False,
 ) -> Panorama:
     """Stitch the images at ``paths``; raises ``Error`` naming any input that overlaps no other
-    (unless ``skip_unmatched``, which leaves them out and lists them in ``Panorama.rejected``)."""
+    (unless ``skip_unmatched``, which leaves them out and lists them in ``Panorama.rejected``).
+
+    ``log`` receives one line per stage (default: the ``cvdeep.apps.panorama`` logger at INFO);
+    ``progress`` shows every step (each image, each pair) on a bar on stderr.
+    """
     if len(paths) < 2:
         raise Error(f"a panorama needs at least two images; got {len(paths)}")
     if blender not in BLENDERS:
         raise Error(f"unknown blender {blender!r}; accepted: {', '.join(BLENDERS)}")
-    say = log or (lambda message: None)
+    say = log or logger.info
     names = [Path(p).name for p in paths]
-    images = [limit_size(read_image(path), max_size)[0] for path in paths]
-    detector = create_features(features, nfeatures)
-    pair_matcher = PairMatcher(matcher, detector, ratio, name=features)
-    tick = time.perf_counter()
-    found = [detect_features(detector, image) for image in images]
-    counts = ", ".join(f"{n} {len(f.keypoints)}" for n, f in zip(names, found))
-    say(f"features: {counts} ({time.perf_counter() - tick:.1f} s)")
+    pairs = list(itertools.combinations(range(len(paths)), 2))
+    with Steps(1 + 2 * len(paths) + len(pairs) + 1, "cvdeep panorama", enabled=progress) as steps:
+        steps.start("reading the images")
+        images = []
+        for path in paths:
+            images.append(limit_size(read_image(path), max_size)[0])
+            steps.advance()
+        steps.start(f"loading {features}" + (" and LightGlue" if matcher == "lightglue" else ""))
+        detector = create_features(features, nfeatures)
+        pair_matcher = PairMatcher(matcher, detector, ratio, name=features)
+        steps.advance()
+        tick = time.perf_counter()
+        found = []
+        for name, image in zip(names, images):
+            steps.start(f"features of {name}")
+            found.append(detect_features(detector, image))
+            steps.advance()
+        counts = ", ".join(f"{n} {len(f.keypoints)}" for n, f in zip(names, found))
+        say(f"features: {counts} ({time.perf_counter() - tick:.1f} s)")
 
-    tick = time.perf_counter()
-    edges: dict[tuple[int, int], PairGeometry] = {}
-    best: dict[int, tuple[float, int]] = {}
-    for i, j in itertools.combinations(range(len(images)), 2):
-        geometry = pair_geometry(found[i], found[j], pair_matcher(found[i], found[j]), estimator, threshold)
-        for a, b in ((i, j), (j, i)):
-            if geometry.confidence > best.get(a, (-1.0, -1))[0]:
-                best[a] = (geometry.confidence, b)
-        if geometry.overlaps:
-            edges[(i, j)] = geometry
-            say(f"overlap {names[i]} - {names[j]}: {geometry.inlier_count} inliers of {len(geometry.matches)} matches")
-    say(f"pairwise matching: {len(images) * (len(images) - 1) // 2} pairs ({time.perf_counter() - tick:.1f} s)")
+        tick = time.perf_counter()
+        edges: dict[tuple[int, int], PairGeometry] = {}
+        best: dict[int, tuple[float, int]] = {}
+        for i, j in pairs:
+            steps.start(f"matching {names[i]} - {names[j]} ({matcher})")
+            geometry = pair_geometry(found[i], found[j], pair_matcher(found[i], found[j]), estimator, threshold)
+            steps.advance()
+            for a, b in ((i, j), (j, i)):
+                if geometry.confidence > best.get(a, (-1.0, -1))[0]:
+                    best[a] = (geometry.confidence, b)
+            if geometry.overlaps:
+                edges[(i, j)] = geometry
+                say(f"overlap {names[i]} - {names[j]}: {geometry.inlier_count} inliers of "
+                    f"{len(geometry.matches)} matches")
+        say(f"pairwise matching: {len(pairs)} pairs ({time.perf_counter() - tick:.1f} s)")
+        steps.start("warping and blending")
+        panorama = _assemble(images, names, edges, best, blender, skip_unmatched, say)
+        steps.advance()
+    return panorama
 
+
+def _assemble(images: list[np.ndarray], names: list[str], edges: dict[tuple[int, int], PairGeometry],
+              best: dict[int, tuple[float, int]], blender: str, skip_unmatched: bool,
+              say: Callable[[str], object]) -> Panorama:
+    """Spanning tree, reference, canvas, warping and blending of the verified overlaps."""
     tree = _spanning_tree(len(images), edges)
     reference, placed = _choose_reference(tree, edges)
     rejected = [index for index in range(len(images)) if index not in placed]
@@ -256,13 +289,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--blend", default="multiband", choices=BLENDERS, help="blender (default: multiband)")
     parser.add_argument("--skip-unmatched", action="store_true",
                         help="leave out images that overlap no other and stitch the rest")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar, no log messages")
+
+
+def _printer(quiet: bool) -> Callable[[str], object]:
+    """Lines on stdout that leave the progress bar (stderr) intact."""
+    if quiet:
+        return print
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return print
+    return lambda line: tqdm.write(line, file=sys.stdout)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run from parsed arguments and print what was placed where."""
+    pipeline = resolve_pipeline(args.features, args.matcher, args.nfeatures)
+    print(f"features: {pipeline.features}   matcher: {pipeline.matcher}   [{pipeline.reason}]", flush=True)
+    quiet = getattr(args, "quiet", False)
     panorama = stitch(
-        args.images, args.features, args.matcher, args.ratio, args.estimator, args.threshold,
-        args.max_size, args.nfeatures, args.blend, args.skip_unmatched, log=print,
+        args.images, pipeline.features, pipeline.matcher, args.ratio, args.estimator, args.threshold,
+        args.max_size, args.nfeatures, args.blend, args.skip_unmatched, log=_printer(quiet), progress=not quiet,
     )
     names = panorama.names
     print(f"reference: {names[panorama.reference]}")

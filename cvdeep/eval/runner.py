@@ -18,14 +18,14 @@ import time
 from collections.abc import Sequence as SequenceType
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import cv2
 import numpy as np
 from tqdm import tqdm
 
 from ..errors import Error
-from ..features import create
+from ..feature_names import DetectThenDescribe, create_feature
 from ..keypoints import keypoint_responses
 from ..matching.pairs import LOWE_RATIO, MATCHERS, Feature, ImageFeatures, PairMatcher, detect_features
 from . import metrics
@@ -52,44 +52,20 @@ class BenchConfig:
     thresholds: list[int] = field(default_factory=lambda: list(metrics.MMA_THRESHOLDS))
 
 
-class DetectThenDescribe:
-    """``detector+descriptor``: keypoints of one feature described by another (``sift+hardnet``),
-    the usual way to benchmark patch descriptors on HPatches."""
-
-    def __init__(self, detector: Any, descriptor: Any) -> None:
-        self.detector, self.descriptor = detector, descriptor
-
-    def detectAndCompute(self, image: np.ndarray, mask: np.ndarray | None) -> tuple[Any, Any]:
-        return self.descriptor.compute(image, self.detector.detect(image, mask))
-
-    def defaultNorm(self) -> int:
-        return int(self.descriptor.defaultNorm())
-
-    def descriptorSize(self) -> int:
-        return int(self.descriptor.descriptorSize())
-
-    def descriptorType(self) -> int:
-        return int(self.descriptor.descriptorType())
-
-
 def build_feature(name: str, max_keypoints: int, device: str = "auto") -> Feature:
-    """``cvdeep.features.create(name)`` limited to ``max_keypoints`` where the method has such a
-    parameter (cv2.SIFT ``nfeatures``, cv2.ORB ``maxFeatures``, every cvdeep ``nfeatures``).
-    ``device`` applies to cvdeep features only. Others are capped after detection (``extract``).
-    ``"a+b"`` detects with ``a`` and describes with ``b``."""
-    if "+" in name:
-        detector_name, _, descriptor_name = name.partition("+")
-        return DetectThenDescribe(build_feature(detector_name, max_keypoints, device),
-                                  build_feature(descriptor_name, -1, device))
-    feature: Any = create(name)
-    if device != "auto" and hasattr(feature, "getParams") and "device" in feature.getParams():
-        feature.setParams(device=device)
+    """The feature ``name`` names (``cvdeep.feature_names``: the vocabulary of every command, with
+    ``name[param=value]`` and ``detector+descriptor``), limited to ``max_keypoints`` where the method has
+    such a parameter (cv2.SIFT ``nfeatures``, cv2.ORB ``maxFeatures``, every cvdeep ``nfeatures``; the
+    detector of a composition). ``device`` applies to cvdeep features only. Others are capped after
+    detection (``extract``)."""
+    feature: Any = create_feature(name, device=None if device == "auto" else device)
+    detector = feature.detector if isinstance(feature, DetectThenDescribe) else feature
     if max_keypoints > 0:
         for setter in _NFEATURES_SETTERS:
-            if hasattr(feature, setter):
-                getattr(feature, setter)(max_keypoints)
+            if hasattr(detector, setter):
+                getattr(detector, setter)(max_keypoints)
                 break
-    return feature
+    return cast(Feature, feature)
 
 
 def extract(feature: Feature, image: np.ndarray, max_keypoints: int) -> ImageFeatures:

@@ -54,12 +54,13 @@ def _input_size(value: Any) -> tuple[int, int] | None:
     except (TypeError, ValueError):
         ok = False
     if not ok:
-        raise Error(f"to_onnx: input_size got {value!r}; expected None (any size) or (width, height), two positive integers")
+        raise Error(f"to_onnx: input_size got {value!r}; expected None (any size) or (width, height), "
+                    "two positive integers")
     return width, height
 
 
 def _resolve(model: Any, weights: str | os.PathLike | None, params: dict[str, Any]
-             ) -> tuple[Any, str, nn.Module, Any]:
+             ) -> tuple[Any, str, Any, Any]:
     """(family, registry name, network on CPU in eval mode, config or filter threshold)."""
     family, name, network, config = _resolve_any(model, weights, params)
     if family.kind == "matcher":
@@ -83,10 +84,12 @@ def _threshold(params: dict[str, Any], default: float) -> float:
 
 
 def _resolve_any(model: Any, weights: str | os.PathLike | None, params: dict[str, Any]
-                 ) -> tuple[Any, str, nn.Module, Any]:
+                 ) -> tuple[Any, str, Any, Any]:
+    """(family, model name, network in eval mode on the CPU, config or LightGlue filter threshold)."""
     from ..feature2d import Feature2D
     from ..matching.lightglue import LightGlue
 
+    network: Any  # a detector network or LightGlue: their own attributes are read below
     if isinstance(model, Feature2D):
         family, name = model.family, model.getParams()["model"]
         _exportable(family)
@@ -95,7 +98,7 @@ def _resolve_any(model: Any, weights: str | os.PathLike | None, params: dict[str
         return family, name, network, config
     if isinstance(model, LightGlue):
         family, _ = get_model(model.model)
-        network = copy.deepcopy(model._network).cpu().eval()
+        network = copy.deepcopy(model._load()).cpu().eval()  # built now if it came unpickled
         return family, model.model, network, _threshold(params, model.getFilterThreshold())
     if not isinstance(model, str):
         raise Error(f"to_onnx: model got an object of type {type(model).__name__}; expected a registry name "
@@ -111,7 +114,7 @@ def _resolve_any(model: Any, weights: str | os.PathLike | None, params: dict[str
     _exportable(family)
     network = build_model(name, weights, "cpu")
     if family.kind == "matcher":
-        return family, name, network, _threshold(params, network.filter_threshold)
+        return family, name, network, _threshold(params, float(network.filter_threshold))
     config = family.config().replace(f"to_onnx({family.public_name})", **params)
     return family, name, network, config
 
@@ -160,6 +163,8 @@ def to_onnx(
         "cvdeep.graph": graph, "cvdeep.precision": precision, "cvdeep.opset": opset,
         "cvdeep.input_size": "dynamic" if size is None else f"{size[0]}x{size[1]}",
     }
+    module: nn.Module
+    args: tuple[torch.Tensor, ...]
     if family.kind == "matcher":
         if graph != "detect" or size is not None or mask_input:
             raise Error("to_onnx: a LightGlue file takes neither graph='describe', input_size nor mask_input")
@@ -180,10 +185,10 @@ def to_onnx(
         height, width = _TRACE_SIZE if size is None else (size[1], size[0])
         generator = torch.Generator().manual_seed(0)
         image = torch.rand((1, channels, height, width), generator=generator)
-        image_axes = {} if size is None else None
+        image_axes: dict[str, str] | None = {} if size is None else None
         if graph == "detect":
             module = detector
-            args: tuple[torch.Tensor, ...] = (image,)
+            args = (image,)
             input_names = ["image"]
             output_names = list(graphs.OUTPUT_LAYOUTS[layout])
             count_axis = 1 if layout == "opencv-disk" else 0
@@ -207,7 +212,8 @@ def to_onnx(
         metadata.update({
             "cvdeep.kind": "detector" if graph == "detect" else "describer", "cvdeep.layout": layout,
             "cvdeep.channels": channels, "cvdeep.gray": family.input.gray,
-            "cvdeep.descriptor_size": int(network.descriptor_size), "cvdeep.keypoint_size": float(network.keypoint_size),
+            "cvdeep.descriptor_size": int(network.descriptor_size),
+            "cvdeep.keypoint_size": float(network.keypoint_size),
             "cvdeep.mask_input": bool(mask_input), "cvdeep.config": graphs.describe_config(config),
         })
     module.eval()
@@ -234,7 +240,8 @@ def _lightglue_io(dim: int) -> tuple[tuple[torch.Tensor, ...], list[str], list[s
     """Example inputs, names and dynamic axes of a LightGlue graph."""
     generator = torch.Generator().manual_seed(0)
     kpts = [torch.rand((1, _TRACE_POINTS, 2), generator=generator) * 2 - 1 for _ in range(2)]
-    desc = [torch.nn.functional.normalize(torch.randn((1, _TRACE_POINTS, dim), generator=generator), dim=-1) for _ in range(2)]
+    desc = [torch.nn.functional.normalize(torch.randn((1, _TRACE_POINTS, dim), generator=generator), dim=-1)
+            for _ in range(2)]
     dynamic = {"kpts0": {1: "N"}, "kpts1": {1: "M"}, "desc0": {1: "N"}, "desc1": {1: "M"},
                "matches0": {0: "K"}, "mscores0": {0: "K"}}
     return (*kpts, *desc), ["kpts0", "kpts1", "desc0", "desc1"], ["matches0", "mscores0"], dynamic

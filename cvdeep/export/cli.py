@@ -5,6 +5,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import Error
+from ..progress import ticking
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,10 +53,12 @@ def run(args: argparse.Namespace) -> int:
             raise Error(f"--input-size got {args.input_size!r}; expected WIDTHxHEIGHT, e.g. 640x480")
         size = (int(width), int(height))
     common = dict(opset=args.opset, precision=args.precision, weights=args.weights, **params)
-    out = to_onnx(args.model, args.out, input_size=size, mask_input=args.mask_input, **common)
+    with ticking(f"exporting {args.model} to {args.out}"):
+        out = to_onnx(args.model, args.out, input_size=size, mask_input=args.mask_input, **common)
     print(f"wrote {out}")
     if args.describe:
-        described = to_onnx(args.model, Path(args.out).with_suffix(".describe.onnx"), graph="describe",
-                            input_size=size, **common)
+        described_path = Path(args.out).with_suffix(".describe.onnx")
+        with ticking(f"exporting {args.model}'s describe graph to {described_path}"):
+            described = to_onnx(args.model, described_path, graph="describe", input_size=size, **common)
         print(f"wrote {described}")
     return 0

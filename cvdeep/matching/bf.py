@@ -11,7 +11,13 @@ train images, masks, ``crossCheck``); only faster. Differences, all on purpose:
   it is the mutual check over the whole collection.
 - ``radiusMatch(..., compactResult=True)`` leaves out queries without matches; OpenCV 5.0
   moves them to the end of the list instead (its list keeps one entry per query).
+- ``None`` descriptors (what ``detectAndCompute`` returns for an image without keypoints) are
+  an empty set on either side: ``knnMatch(d, None, k=2)`` gives one empty list per query row,
+  as OpenCV does for an empty train array; OpenCV asserts on a ``None`` train set.
+- A train collection has one width and one dtype, checked by ``add`` (OpenCV accepts the
+  mixture and asserts at the first match).
 - Bad input raises :class:`cvdeep.Error` instead of ``cv2.error``.
+- Instances pickle and deep-copy with their train collection (``joblib``, ``multiprocessing``).
 """
 from __future__ import annotations
 
@@ -105,17 +111,32 @@ class BFMatcher:
 
     # --- the train collection (cv2.DescriptorMatcher) ---
 
-    def add(self, descriptors: Sequence[np.ndarray]) -> None:
-        """Append train images' descriptors (a list of (M_i, D) arrays) to the collection."""
+    def add(self, descriptors: Sequence[np.ndarray | None] | None) -> None:
+        """Append train images' descriptors (a list of (M_i, D) arrays) to the collection.
+
+        Every non-empty array must have the width and dtype of the collection's (``cvdeep.Error``
+        otherwise); ``None`` adds nothing, a ``None`` entry adds an image without descriptors.
+        """
+        if descriptors is None:
+            return
         if isinstance(descriptors, np.ndarray) or not isinstance(descriptors, (list, tuple)):
             raise Error(f"BFMatcher.add: expected a list of descriptor arrays, got {type(descriptors).__name__}")
-        checked = [self._check(d, "train descriptors") for d in descriptors]
-        for d in checked:
-            if d.size and self._train and self._train[0].size and d.shape[1] != self._train[0].shape[1]:
-                raise Error(f"BFMatcher.add: descriptor size {d.shape[1]} differs from the collection's "
-                            f"{self._train[0].shape[1]}")
+        checked = [np.zeros((0, 0), np.float32) if d is None else self._check(d, "train descriptors")
+                   for d in descriptors]
+        self._check_collection([*self._train, *checked], "BFMatcher.add")
         self._train.extend(checked)
         self._stacked = None
+
+    @staticmethod
+    def _check_collection(arrays: Sequence[np.ndarray], where: str) -> None:
+        """One descriptor width and one dtype over the train images (empty ones carry no dtype)."""
+        widths = {d.shape[1] for d in arrays if d.ndim == 2 and d.shape[1] > 0}
+        dtypes = {d.dtype for d in arrays if d.size}
+        if len(widths) > 1 or len(dtypes) > 1:
+            given = ", ".join(f"{i}: {d.dtype} ({len(d)}, {d.shape[1] if d.ndim == 2 else 0})"
+                              for i, d in enumerate(arrays))
+            raise Error(f"{where}: the train images' descriptors must all have one width and one dtype, "
+                        f"as the queries will; got {given}")
 
     def getTrainDescriptors(self) -> tuple[np.ndarray, ...]:
         return tuple(self._train)
@@ -128,8 +149,18 @@ class BFMatcher:
         return len(self._train) == 0
 
     def train(self) -> None:
-        """Prepare the collection for matching (stacks it once instead of at every call)."""
+        """Check and prepare the collection for matching (stacks it once instead of at every call)."""
         self._collection()
+
+    # --- pickling: parameters and the train collection travel, caches do not ---
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"normType": self.normType, "crossCheck": self.crossCheck, "train": list(self._train)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.normType, self.crossCheck = int(state["normType"]), bool(state["crossCheck"])
+        self._train = [np.asarray(d) for d in state["train"]]
+        self._stacked = None
 
     def isMaskSupported(self) -> bool:
         return True
@@ -145,14 +176,14 @@ class BFMatcher:
 
     # --- matching ---
 
-    def match(self, queryDescriptors: np.ndarray, *args: Any, **kwargs: Any) -> Matches:
+    def match(self, queryDescriptors: np.ndarray | None, *args: Any, **kwargs: Any) -> Matches:
         """``match(query, train[, mask])`` or ``match(query[, masks])``: the best match of each query row."""
         query, trains, masks, _ = self._parse("match", queryDescriptors, args, kwargs, value_name=None)
         if query is None:
             return ()
         return tuple(m for row in self._knn(query, trains, masks, 1) for m in row)
 
-    def knnMatch(self, queryDescriptors: np.ndarray, *args: Any, **kwargs: Any) -> tuple[Matches, ...]:
+    def knnMatch(self, queryDescriptors: np.ndarray | None, *args: Any, **kwargs: Any) -> tuple[Matches, ...]:
         """``knnMatch(query, train, k[, mask[, compactResult]])`` or
         ``knnMatch(query, k[, masks[, compactResult]])``."""
         query, trains, masks, (k, compact) = self._parse("knnMatch", queryDescriptors, args, kwargs, value_name="k")
@@ -164,7 +195,7 @@ class BFMatcher:
             raise Error(f"BFMatcher.knnMatch: crossCheck=True needs k=1, got k={k}")
         return self._knn(query, trains, masks, int(k), compact)
 
-    def radiusMatch(self, queryDescriptors: np.ndarray, *args: Any, **kwargs: Any) -> tuple[Matches, ...]:
+    def radiusMatch(self, queryDescriptors: np.ndarray | None, *args: Any, **kwargs: Any) -> tuple[Matches, ...]:
         """``radiusMatch(query, train, maxDistance[, mask[, compactResult]])`` or
         ``radiusMatch(query, maxDistance[, masks[, compactResult]])``."""
         query, trains, masks, (radius, compact) = self._parse(
@@ -176,6 +207,8 @@ class BFMatcher:
         if query is None:
             return ()
         train, offsets = trains
+        if len(train) == 0:  # OpenCV: one empty list per query row
+            return _split_rows([], np.zeros(len(query), np.int64), compact)
         found_q, found_t, found_d = [], [], []
         for start, dist in self._distance_blocks(query, train, masks):
             q, t = np.nonzero(dist <= radius)
@@ -189,7 +222,7 @@ class BFMatcher:
         return _split_rows(_dmatches(q, local, image, d), counts, compact)
 
     def match_mutual(
-        self, d1: np.ndarray | torch.Tensor, d2: np.ndarray | torch.Tensor, ratio: float | None = None
+        self, d1: np.ndarray | torch.Tensor | None, d2: np.ndarray | torch.Tensor | None, ratio: float | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Mutual nearest neighbours (optionally with Lowe's ratio test) as index arrays.
 
@@ -201,6 +234,8 @@ class BFMatcher:
         if self.normType not in (cv2.NORM_L2, cv2.NORM_L2SQR):
             raise Error(f"BFMatcher.match_mutual: needs NORM_L2 or NORM_L2SQR, this matcher uses "
                         f"{_NORM_NAMES[self.normType]}")
+        if d1 is None or d2 is None:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
         a, b = self._as_tensor(d1, "d1"), self._as_tensor(d2, "d2")
         if a.shape[1] != b.shape[1] and len(a) and len(b):
             raise Error(f"BFMatcher.match_mutual: d1 has {a.shape[1]} columns, d2 has {b.shape[1]}")
@@ -246,6 +281,7 @@ class BFMatcher:
 
     def _collection(self) -> tuple[np.ndarray, np.ndarray]:
         if self._stacked is None:
+            self._check_collection(self._train, "BFMatcher.train")
             non_empty = [d for d in self._train if d.size]
             width = non_empty[0].shape[1] if non_empty else 0
             dtype = non_empty[0].dtype if non_empty else np.float32
@@ -265,7 +301,9 @@ class BFMatcher:
         Returns (query, (train rows, row offsets), (N_query, M_total) bool mask or None, (value,
         compactResult)); query is None when there is nothing to match.
         """
-        explicit_train = bool(args) and isinstance(args[0], np.ndarray) or "trainDescriptors" in kwargs
+        # As OpenCV's binding: an array (or None, an empty set) right after the query is the train set.
+        explicit_train = bool(args) and (args[0] is None or isinstance(args[0], np.ndarray)) \
+            or "trainDescriptors" in kwargs
         names = ["trainDescriptors"] if explicit_train else []
         names += [value_name] if value_name else []
         names += ["mask"] if explicit_train else ["masks"]
@@ -281,9 +319,13 @@ class BFMatcher:
         if value_name and value_name not in values:
             raise Error(f"BFMatcher.{method}: missing argument {value_name!r}")
         value = values.get(value_name) if value_name else None
+        if query is None:  # detectAndCompute's descriptors for an image without keypoints
+            return None, None, None, (value, bool(values.get("compactResult", False)))
         query = self._check(query, "query descriptors")
         if explicit_train:
-            train = self._check(values["trainDescriptors"], "train descriptors")
+            given_train = values["trainDescriptors"]
+            train = (np.zeros((0, 0), query.dtype) if given_train is None
+                     else self._check(given_train, "train descriptors"))
             trains = (train, np.array([0, len(train)]))
             mask = values.get("mask")
             masks = None if mask is None or (isinstance(mask, np.ndarray) and mask.size == 0) else [mask]
@@ -357,6 +399,8 @@ class BFMatcher:
         compact: bool = False,
     ) -> tuple[Matches, ...]:
         train, offsets = trains
+        if len(train) == 0:  # OpenCV: one empty list per query row
+            return _split_rows([], np.zeros(len(query), np.int64), compact)
         if masks is None and self.normType in (cv2.NORM_L2, cv2.NORM_L2SQR):
             found, found_distances = ops.l2_match(
                 torch.from_numpy(query).float(), torch.from_numpy(train).float(), k=k, mutual=self.crossCheck,

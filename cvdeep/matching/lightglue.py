@@ -13,6 +13,7 @@ or in one call, without cv2 objects: ``matcher.match_features(kp1, des1, size1, 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Sequence
 from typing import Any, cast
 
@@ -73,14 +74,24 @@ def _size(size: Any, name: str) -> tuple[int, int]:
     return width, height
 
 
+def _no_descriptors(descriptors: Any) -> bool:
+    """``None`` or an array without rows: what ``detectAndCompute`` gives for an image without keypoints."""
+    if descriptors is None:
+        return True
+    shape = getattr(descriptors, "shape", None)
+    return shape is not None and len(shape) >= 1 and shape[0] == 0
+
+
 class LightGlue:
     """LightGlue matcher for ALIKED or DISK features, or LighterGlue for XFeat features.
 
     ``depth_confidence`` (early exit), ``width_confidence`` (point pruning) and ``filter_threshold``
     (minimum match probability) default to the published values of each model; pass -1 to switch
     adaptive depth or width off. ``weights`` overrides the registered weight file with a local path.
-    """
 
+    Instances pickle and deep-copy by their parameters; the network is rebuilt on first use on
+    the other side (``multiprocessing``, ``joblib``).
+    """
 
     def __init__(
         self,
@@ -98,15 +109,44 @@ class LightGlue:
         self._features = key
         self._family, self.model = pairings[key]
         self._device = resolve_device(device)
-        self._network = cast(LightGlueNetwork, build_model(self.model, weights, self._device))
-        if depth_confidence is not None:
-            self._network.depth_confidence = _check_probability("depth_confidence", depth_confidence, True)
-        if width_confidence is not None:
-            self._network.width_confidence = _check_probability("width_confidence", width_confidence, True)
-        if filter_threshold is not None:
-            self._network.filter_threshold = _check_probability("filter_threshold", filter_threshold, False)
+        self._weights = None if weights is None else os.fspath(weights)
+        given = {"depth_confidence": (depth_confidence, True), "width_confidence": (width_confidence, True),
+                 "filter_threshold": (filter_threshold, False)}
+        self._settings = {name: _check_probability(name, value, can_disable)
+                          for name, (value, can_disable) in given.items() if value is not None}
+        self._lock = threading.Lock()
+        self._network: LightGlueNetwork | None = None
+        self._load()  # missing or wrong weights fail here, not at the first match
         self._pair: tuple[np.ndarray, np.ndarray, tuple[int, int], tuple[int, int]] | None = None
         self.last_layers = 0  # layers the last match ran (< n_layers when it exited early)
+
+    def _load(self) -> LightGlueNetwork:
+        """The network, built on first use (after unpickling: in the process that uses it)."""
+        network = self._network
+        if network is None:
+            with self._lock:
+                if self._network is None:
+                    built = cast(LightGlueNetwork, build_model(self.model, self._weights, self._device))
+                    for name, value in self._settings.items():
+                        setattr(built, name, value)
+                    self._network = built
+                network = self._network
+        return network
+
+    # --- pickling: the parameters travel, the network is rebuilt on first use ---------------
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"features": self._features, "weights": self._weights, "device": str(self._device),
+                "settings": dict(self._settings), "pair": self._pair}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._features = state["features"]
+        self._family, self.model = lightglue_pairings()[self._features]
+        self._weights, self._device = state["weights"], resolve_device(state["device"])
+        self._settings, self._pair = dict(state["settings"]), state["pair"]
+        self._lock = threading.Lock()
+        self._network = None
+        self.last_layers = 0
 
     # --- parameters -----------------------------------------------------------------------
     def getDefaultName(self) -> str:
@@ -118,16 +158,16 @@ class LightGlue:
 
     @property
     def descriptor_size(self) -> int:
-        return self._network.input_dim
+        return self._load().input_dim
 
     def getDepthConfidence(self) -> float:
-        return self._network.depth_confidence
+        return self._load().depth_confidence
 
     def getWidthConfidence(self) -> float:
-        return self._network.width_confidence
+        return self._load().width_confidence
 
     def getFilterThreshold(self) -> float:
-        return self._network.filter_threshold
+        return self._load().filter_threshold
 
     # --- matching ---------------------------------------------------------------------------
     def setPairInfo(self, kpts0: Any, kpts1: Any, size0: Sequence[int], size1: Sequence[int]) -> None:
@@ -139,9 +179,12 @@ class LightGlue:
         self._check_inside(points1, size1, "kpts1", "size1")
         self._pair = (points0, points1, size0, size1)
 
-    def match(self, queryDescriptors: np.ndarray, trainDescriptors: np.ndarray) -> list[cv2.DMatch]:
+    def match(self, queryDescriptors: np.ndarray | None, trainDescriptors: np.ndarray | None) -> list[cv2.DMatch]:
         """cv2.DMatch list (best first) for the pair set with ``setPairInfo``; ``distance`` is
-        1 - match probability, so sorting by distance keeps OpenCV's smaller-is-better order."""
+        1 - match probability, so sorting by distance keeps OpenCV's smaller-is-better order.
+        ``None`` or empty descriptors on either side (an image without keypoints) give no matches."""
+        if _no_descriptors(queryDescriptors) or _no_descriptors(trainDescriptors):
+            return []
         if self._pair is None:
             raise Error("match: call setPairInfo(kpts0, kpts1, size0, size1) first; LightGlue needs the keypoints "
                         "and image sizes beside the descriptors")
@@ -151,21 +194,25 @@ class LightGlue:
         return [cv2.DMatch(int(i), int(j), float(1.0 - c)) for (i, j), c in zip(pairs[order], confidences[order])]
 
     def match_features(
-        self, kp0: Any, d0: np.ndarray, size0: Sequence[int], kp1: Any, d1: np.ndarray, size1: Sequence[int]
+        self, kp0: Any, d0: np.ndarray | None, size0: Sequence[int], kp1: Any, d1: np.ndarray | None,
+        size1: Sequence[int]
     ) -> tuple[np.ndarray, np.ndarray]:
         """Match two images' features directly.
 
         Returns ``(pairs, confidences)``: (K, 2) int64 indices (into kp0, kp1) and (K,) float32 match
-        probabilities, in the order of the first image's keypoints.
+        probabilities, in the order of the first image's keypoints. ``None`` or empty descriptors on
+        either side (``detectAndCompute`` of an image without keypoints) give no matches.
         """
-        points0, points1 = _points(kp0, "kp0"), _points(kp1, "kp1")
         size0, size1 = _size(size0, "size0"), _size(size1, "size1")
+        if _no_descriptors(d0) or _no_descriptors(d1):
+            return np.zeros((0, 2), np.int64), np.zeros(0, np.float32)
+        points0, points1 = _points(kp0, "kp0"), _points(kp1, "kp1")
         self._check_inside(points0, size0, "kp0", "size0")
         self._check_inside(points1, size1, "kp1", "size1")
         desc0 = self._check_descriptors(d0, len(points0), "d0")
         desc1 = self._check_descriptors(d1, len(points1), "d1")
         as_tensor = lambda array: torch.from_numpy(np.ascontiguousarray(array)).to(self._device)  # noqa: E731
-        result = self._network(as_tensor(points0), as_tensor(desc0), torch.tensor(size0, device=self._device),
+        result = self._load()(as_tensor(points0), as_tensor(desc0), torch.tensor(size0, device=self._device),
                                as_tensor(points1), as_tensor(desc1), torch.tensor(size1, device=self._device))
         self.last_layers = result["layers"]
         return result["matches"].cpu().numpy().astype(np.int64), result["scores"].cpu().numpy().astype(np.float32)

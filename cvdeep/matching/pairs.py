@@ -21,8 +21,8 @@ import numpy as np
 import torch
 
 from ..errors import Error
-from ..models import lightglue_pairings
 from ..keypoints import keypoint_coordinates
+from ..models import lightglue_pairings
 from .bf import BFMatcher
 from .lightglue import LightGlue
 
