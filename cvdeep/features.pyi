@@ -17,7 +17,19 @@ def create(name: str, **params: Any) -> Any: ...
 
 class XFeat(Feature2D):
     """XFeat: a very light CNN; 64-D descriptors from a 1/8-resolution map, keypoints from an 8x8-cell head."""
-    def __init__(self, nfeatures: int = 4096, detection_threshold: float = 0.05, nms_radius: int = 2, border: int = 0, nms: str = 'hard', soft_nms_sigma: float = 4.0, *, model: str | None = None, weights: str | os.PathLike[str] | None = None, device: str | torch.device = 'auto') -> None: ...
+    def __init__(
+        self,
+        nfeatures: int = 4096,
+        detection_threshold: float = 0.05,
+        nms_radius: int = 2,
+        border: int = 0,
+        nms: str = 'hard',
+        soft_nms_sigma: float = 4.0,
+        *,
+        model: str | None = None,
+        weights: str | os.PathLike[str] | None = None,
+        device: str | torch.device = 'auto',
+    ) -> None: ...
     def getNFeatures(self) -> int: ...
     def setNFeatures(self, value: int) -> None: ...
     def getDetectionThreshold(self) -> float: ...
@@ -38,11 +50,34 @@ class XFeat(Feature2D):
     def setDevice(self, value: str | torch.device) -> None: ...
     def getMaxFeatures(self) -> int: ...
     def setMaxFeatures(self, value: int) -> None: ...
-def XFeat_create(nfeatures: int = 4096, detection_threshold: float = 0.05, nms_radius: int = 2, border: int = 0, nms: str = 'hard', soft_nms_sigma: float = 4.0, *, model: str | None = None, weights: str | os.PathLike[str] | None = None, device: str | torch.device = 'auto') -> XFeat: ...
+def XFeat_create(
+    nfeatures: int = 4096,
+    detection_threshold: float = 0.05,
+    nms_radius: int = 2,
+    border: int = 0,
+    nms: str = 'hard',
+    soft_nms_sigma: float = 4.0,
+    *,
+    model: str | None = None,
+    weights: str | os.PathLike[str] | None = None,
+    device: str | torch.device = 'auto',
+) -> XFeat: ...
 
 class ALIKED(Feature2D):
     """ALIKED: a light detector with a sparse deformable descriptor head; sub-pixel keypoints."""
-    def __init__(self, nfeatures: int = 5000, detection_threshold: float = 0.2, nms_radius: int = 2, border: int = 0, nms: str = 'hard', soft_nms_sigma: float = 4.0, *, model: str | None = None, weights: str | os.PathLike[str] | None = None, device: str | torch.device = 'auto') -> None: ...
+    def __init__(
+        self,
+        nfeatures: int = 5000,
+        detection_threshold: float = 0.2,
+        nms_radius: int = 2,
+        border: int = 0,
+        nms: str = 'hard',
+        soft_nms_sigma: float = 4.0,
+        *,
+        model: str | None = None,
+        weights: str | os.PathLike[str] | None = None,
+        device: str | torch.device = 'auto',
+    ) -> None: ...
     def getNFeatures(self) -> int: ...
     def setNFeatures(self, value: int) -> None: ...
     def getDetectionThreshold(self) -> float: ...
@@ -63,11 +98,34 @@ class ALIKED(Feature2D):
     def setDevice(self, value: str | torch.device) -> None: ...
     def getMaxFeatures(self) -> int: ...
     def setMaxFeatures(self, value: int) -> None: ...
-def ALIKED_create(nfeatures: int = 5000, detection_threshold: float = 0.2, nms_radius: int = 2, border: int = 0, nms: str = 'hard', soft_nms_sigma: float = 4.0, *, model: str | None = None, weights: str | os.PathLike[str] | None = None, device: str | torch.device = 'auto') -> ALIKED: ...
+def ALIKED_create(
+    nfeatures: int = 5000,
+    detection_threshold: float = 0.2,
+    nms_radius: int = 2,
+    border: int = 0,
+    nms: str = 'hard',
+    soft_nms_sigma: float = 4.0,
+    *,
+    model: str | None = None,
+    weights: str | os.PathLike[str] | None = None,
+    device: str | torch.device = 'auto',
+) -> ALIKED: ...
 
 class DISK(Feature2D):
     """DISK: a U-Net trained with policy gradient; 128-D descriptors and keypoints at full resolution."""
-    def __init__(self, nfeatures: int = 0, detection_threshold: float = 0.0, nms_radius: int = 2, border: int = 0, nms: str = 'hard', soft_nms_sigma: float = 4.0, *, model: str | None = None, weights: str | os.PathLike[str] | None = None, device: str | torch.device = 'auto') -> None: ...
+    def __init__(
+        self,
+        nfeatures: int = 0,
+        detection_threshold: float = 0.0,
+        nms_radius: int = 2,
+        border: int = 0,
+        nms: str = 'hard',
+        soft_nms_sigma: float = 4.0,
+        *,
+        model: str | None = None,
+        weights: str | os.PathLike[str] | None = None,
+        device: str | torch.device = 'auto',
+    ) -> None: ...
     def getNFeatures(self) -> int: ...
     def setNFeatures(self, value: int) -> None: ...
     def getDetectionThreshold(self) -> float: ...
@@ -88,11 +146,34 @@ class DISK(Feature2D):
     def setDevice(self, value: str | torch.device) -> None: ...
     def getMaxFeatures(self) -> int: ...
     def setMaxFeatures(self, value: int) -> None: ...
-def DISK_create(nfeatures: int = 0, detection_threshold: float = 0.0, nms_radius: int = 2, border: int = 0, nms: str = 'hard', soft_nms_sigma: float = 4.0, *, model: str | None = None, weights: str | os.PathLike[str] | None = None, device: str | torch.device = 'auto') -> DISK: ...
+def DISK_create(
+    nfeatures: int = 0,
+    detection_threshold: float = 0.0,
+    nms_radius: int = 2,
+    border: int = 0,
+    nms: str = 'hard',
+    soft_nms_sigma: float = 4.0,
+    *,
+    model: str | None = None,
+    weights: str | os.PathLike[str] | None = None,
+    device: str | torch.device = 'auto',
+) -> DISK: ...
 
 class SuperPoint(Feature2D):
     """SuperPoint: self-supervised interest points and 256-D descriptors from one VGG-style encoder."""
-    def __init__(self, nfeatures: int = 0, detection_threshold: float = 0.005, nms_radius: int = 4, border: int = 4, nms: str = 'hard', soft_nms_sigma: float = 4.0, *, model: str | None = None, weights: str | os.PathLike[str] | None = None, device: str | torch.device = 'auto') -> None: ...
+    def __init__(
+        self,
+        nfeatures: int = 0,
+        detection_threshold: float = 0.005,
+        nms_radius: int = 4,
+        border: int = 4,
+        nms: str = 'hard',
+        soft_nms_sigma: float = 4.0,
+        *,
+        model: str | None = None,
+        weights: str | os.PathLike[str] | None = None,
+        device: str | torch.device = 'auto',
+    ) -> None: ...
     def getNFeatures(self) -> int: ...
     def setNFeatures(self, value: int) -> None: ...
     def getDetectionThreshold(self) -> float: ...
@@ -113,11 +194,37 @@ class SuperPoint(Feature2D):
     def setDevice(self, value: str | torch.device) -> None: ...
     def getMaxFeatures(self) -> int: ...
     def setMaxFeatures(self, value: int) -> None: ...
-def SuperPoint_create(nfeatures: int = 0, detection_threshold: float = 0.005, nms_radius: int = 4, border: int = 4, nms: str = 'hard', soft_nms_sigma: float = 4.0, *, model: str | None = None, weights: str | os.PathLike[str] | None = None, device: str | torch.device = 'auto') -> SuperPoint: ...
+def SuperPoint_create(
+    nfeatures: int = 0,
+    detection_threshold: float = 0.005,
+    nms_radius: int = 4,
+    border: int = 4,
+    nms: str = 'hard',
+    soft_nms_sigma: float = 4.0,
+    *,
+    model: str | None = None,
+    weights: str | os.PathLike[str] | None = None,
+    device: str | torch.device = 'auto',
+) -> SuperPoint: ...
 
 class D2Net(Feature2D):
     """D2-Net: describe-and-detect on VGG16 conv4_3 features; 512-D descriptors."""
-    def __init__(self, nfeatures: int = 0, detection_threshold: float = 0.0, nms_radius: int = 1, border: int = 0, nms: str = 'hard', soft_nms_sigma: float = 4.0, multiscale: bool = False, max_edge: int = 1600, max_sum_edges: int = 2800, *, model: str | None = None, weights: str | os.PathLike[str] | None = None, device: str | torch.device = 'auto') -> None: ...
+    def __init__(
+        self,
+        nfeatures: int = 0,
+        detection_threshold: float = 0.0,
+        nms_radius: int = 1,
+        border: int = 0,
+        nms: str = 'hard',
+        soft_nms_sigma: float = 4.0,
+        multiscale: bool = False,
+        max_edge: int = 1600,
+        max_sum_edges: int = 2800,
+        *,
+        model: str | None = None,
+        weights: str | os.PathLike[str] | None = None,
+        device: str | torch.device = 'auto',
+    ) -> None: ...
     def getNFeatures(self) -> int: ...
     def setNFeatures(self, value: int) -> None: ...
     def getDetectionThreshold(self) -> float: ...
@@ -144,11 +251,38 @@ class D2Net(Feature2D):
     def setDevice(self, value: str | torch.device) -> None: ...
     def getMaxFeatures(self) -> int: ...
     def setMaxFeatures(self, value: int) -> None: ...
-def D2Net_create(nfeatures: int = 0, detection_threshold: float = 0.0, nms_radius: int = 1, border: int = 0, nms: str = 'hard', soft_nms_sigma: float = 4.0, multiscale: bool = False, max_edge: int = 1600, max_sum_edges: int = 2800, *, model: str | None = None, weights: str | os.PathLike[str] | None = None, device: str | torch.device = 'auto') -> D2Net: ...
+def D2Net_create(
+    nfeatures: int = 0,
+    detection_threshold: float = 0.0,
+    nms_radius: int = 1,
+    border: int = 0,
+    nms: str = 'hard',
+    soft_nms_sigma: float = 4.0,
+    multiscale: bool = False,
+    max_edge: int = 1600,
+    max_sum_edges: int = 2800,
+    *,
+    model: str | None = None,
+    weights: str | os.PathLike[str] | None = None,
+    device: str | torch.device = 'auto',
+) -> D2Net: ...
 
 class TR(Feature2D):
-    """TR vs D2-Net training: one light VGG-style describe-and-detect network (gray, stride 4, 128-D descriptors, D2-Net's hard detection), trained by cvdeep with each loss."""
-    def __init__(self, nfeatures: int = 0, detection_threshold: float = 0.0, nms_radius: int = 1, border: int = 0, nms: str = 'hard', soft_nms_sigma: float = 4.0, *, model: str | None = None, weights: str | os.PathLike[str] | None = None, device: str | torch.device = 'auto') -> None: ...
+    """TR vs D2-Net training: one light VGG-style describe-and-detect network (gray, stride 4, 128-D descriptors,
+    D2-Net's hard detection), trained by cvdeep with each loss."""
+    def __init__(
+        self,
+        nfeatures: int = 0,
+        detection_threshold: float = 0.0,
+        nms_radius: int = 1,
+        border: int = 0,
+        nms: str = 'hard',
+        soft_nms_sigma: float = 4.0,
+        *,
+        model: str | None = None,
+        weights: str | os.PathLike[str] | None = None,
+        device: str | torch.device = 'auto',
+    ) -> None: ...
     def getNFeatures(self) -> int: ...
     def setNFeatures(self, value: int) -> None: ...
     def getDetectionThreshold(self) -> float: ...
@@ -169,11 +303,40 @@ class TR(Feature2D):
     def setDevice(self, value: str | torch.device) -> None: ...
     def getMaxFeatures(self) -> int: ...
     def setMaxFeatures(self, value: int) -> None: ...
-def TR_create(nfeatures: int = 0, detection_threshold: float = 0.0, nms_radius: int = 1, border: int = 0, nms: str = 'hard', soft_nms_sigma: float = 4.0, *, model: str | None = None, weights: str | os.PathLike[str] | None = None, device: str | torch.device = 'auto') -> TR: ...
+def TR_create(
+    nfeatures: int = 0,
+    detection_threshold: float = 0.0,
+    nms_radius: int = 1,
+    border: int = 0,
+    nms: str = 'hard',
+    soft_nms_sigma: float = 4.0,
+    *,
+    model: str | None = None,
+    weights: str | os.PathLike[str] | None = None,
+    device: str | torch.device = 'auto',
+) -> TR: ...
 
 class R2D2(Feature2D):
-    """R2D2: repeatable and reliable multi-scale detector and 128-D descriptor. All official weights are CC BY-NC-SA 3.0 (non-commercial)."""
-    def __init__(self, nfeatures: int = 5000, detection_threshold: float = 0.0, nms_radius: int = 1, border: int = 0, nms: str = 'hard', soft_nms_sigma: float = 4.0, reliability_threshold: float = 0.7, repeatability_threshold: float = 0.7, scale_factor: float = 1.189207115002721, min_size: int = 256, max_size: int = 1024, *, model: str | None = None, weights: str | os.PathLike[str] | None = None, device: str | torch.device = 'auto') -> None: ...
+    """R2D2: repeatable and reliable multi-scale detector and 128-D descriptor. All official weights are CC BY-NC-SA 3.0
+    (non-commercial)."""
+    def __init__(
+        self,
+        nfeatures: int = 5000,
+        detection_threshold: float = 0.0,
+        nms_radius: int = 1,
+        border: int = 0,
+        nms: str = 'hard',
+        soft_nms_sigma: float = 4.0,
+        reliability_threshold: float = 0.7,
+        repeatability_threshold: float = 0.7,
+        scale_factor: float = 1.189207115002721,
+        min_size: int = 256,
+        max_size: int = 1024,
+        *,
+        model: str | None = None,
+        weights: str | os.PathLike[str] | None = None,
+        device: str | torch.device = 'auto',
+    ) -> None: ...
     def getNFeatures(self) -> int: ...
     def setNFeatures(self, value: int) -> None: ...
     def getDetectionThreshold(self) -> float: ...
@@ -204,11 +367,43 @@ class R2D2(Feature2D):
     def setDevice(self, value: str | torch.device) -> None: ...
     def getMaxFeatures(self) -> int: ...
     def setMaxFeatures(self, value: int) -> None: ...
-def R2D2_create(nfeatures: int = 5000, detection_threshold: float = 0.0, nms_radius: int = 1, border: int = 0, nms: str = 'hard', soft_nms_sigma: float = 4.0, reliability_threshold: float = 0.7, repeatability_threshold: float = 0.7, scale_factor: float = 1.189207115002721, min_size: int = 256, max_size: int = 1024, *, model: str | None = None, weights: str | os.PathLike[str] | None = None, device: str | torch.device = 'auto') -> R2D2: ...
+def R2D2_create(
+    nfeatures: int = 5000,
+    detection_threshold: float = 0.0,
+    nms_radius: int = 1,
+    border: int = 0,
+    nms: str = 'hard',
+    soft_nms_sigma: float = 4.0,
+    reliability_threshold: float = 0.7,
+    repeatability_threshold: float = 0.7,
+    scale_factor: float = 1.189207115002721,
+    min_size: int = 256,
+    max_size: int = 1024,
+    *,
+    model: str | None = None,
+    weights: str | os.PathLike[str] | None = None,
+    device: str | torch.device = 'auto',
+) -> R2D2: ...
 
 class KeyNet(DetectorOnlyFeature2D):
-    """Key.Net: a multi-scale keypoint detector only. Describe its keypoints with a patch descriptor (HyNet, the paper's pairing, or HardNet): descriptor.compute(image, keynet.detect(image))."""
-    def __init__(self, nfeatures: int = 5000, detection_threshold: float = 0.0, nms_radius: int = 7, border: int = 0, nms: str = 'hard', soft_nms_sigma: float = 4.0, pyramid_levels: int = 4, up_levels: int = 1, scale_factor: float = 1.4142135623730951, *, model: str | None = None, weights: str | os.PathLike[str] | None = None, device: str | torch.device = 'auto') -> None: ...
+    """Key.Net: a multi-scale keypoint detector only. Describe its keypoints with a patch descriptor (HyNet, the paper's
+    pairing, or HardNet): descriptor.compute(image, keynet.detect(image))."""
+    def __init__(
+        self,
+        nfeatures: int = 5000,
+        detection_threshold: float = 0.0,
+        nms_radius: int = 7,
+        border: int = 0,
+        nms: str = 'hard',
+        soft_nms_sigma: float = 4.0,
+        pyramid_levels: int = 4,
+        up_levels: int = 1,
+        scale_factor: float = 1.4142135623730951,
+        *,
+        model: str | None = None,
+        weights: str | os.PathLike[str] | None = None,
+        device: str | torch.device = 'auto',
+    ) -> None: ...
     def getNFeatures(self) -> int: ...
     def setNFeatures(self, value: int) -> None: ...
     def getDetectionThreshold(self) -> float: ...
@@ -235,83 +430,223 @@ class KeyNet(DetectorOnlyFeature2D):
     def setDevice(self, value: str | torch.device) -> None: ...
     def getMaxFeatures(self) -> int: ...
     def setMaxFeatures(self, value: int) -> None: ...
-def KeyNet_create(nfeatures: int = 5000, detection_threshold: float = 0.0, nms_radius: int = 7, border: int = 0, nms: str = 'hard', soft_nms_sigma: float = 4.0, pyramid_levels: int = 4, up_levels: int = 1, scale_factor: float = 1.4142135623730951, *, model: str | None = None, weights: str | os.PathLike[str] | None = None, device: str | torch.device = 'auto') -> KeyNet: ...
+def KeyNet_create(
+    nfeatures: int = 5000,
+    detection_threshold: float = 0.0,
+    nms_radius: int = 7,
+    border: int = 0,
+    nms: str = 'hard',
+    soft_nms_sigma: float = 4.0,
+    pyramid_levels: int = 4,
+    up_levels: int = 1,
+    scale_factor: float = 1.4142135623730951,
+    *,
+    model: str | None = None,
+    weights: str | os.PathLike[str] | None = None,
+    device: str | torch.device = 'auto',
+) -> KeyNet: ...
 
 class DeepDesc(PatchFeature2D):
-    """DeepDesc: a 3-layer CNN on 64x64 patches, 128-D, trained with hard positive/negative mining. Official weights: CC BY-NC-SA 4.0 (non-commercial; a warning is emitted)."""
-    def __init__(self, *, model: str | None = None, weights: str | os.PathLike[str] | None = None, device: str | torch.device = 'auto', detector: Any = None) -> None: ...
+    """DeepDesc: a 3-layer CNN on 64x64 patches, 128-D, trained with hard positive/negative mining. Official weights: CC
+    BY-NC-SA 4.0 (non-commercial; a warning is emitted)."""
+    def __init__(
+        self,
+        *,
+        model: str | None = None,
+        weights: str | os.PathLike[str] | None = None,
+        device: str | torch.device = 'auto',
+        detector: Any = None,
+    ) -> None: ...
     def getModel(self) -> str: ...
     def setModel(self, value: str) -> None: ...
     def getWeights(self) -> str | os.PathLike[str] | None: ...
     def setWeights(self, value: str | os.PathLike[str] | None) -> None: ...
     def getDevice(self) -> str | torch.device: ...
     def setDevice(self, value: str | torch.device) -> None: ...
-def DeepDesc_create(*, model: str | None = None, weights: str | os.PathLike[str] | None = None, device: str | torch.device = 'auto', detector: Any = None) -> DeepDesc: ...
+def DeepDesc_create(
+    *,
+    model: str | None = None,
+    weights: str | os.PathLike[str] | None = None,
+    device: str | torch.device = 'auto',
+    detector: Any = None,
+) -> DeepDesc: ...
 
 class TFeat(PatchFeature2D):
     """TFeat: a shallow triplet network on 32x32 patches, 128-D (MIT)."""
-    def __init__(self, *, model: str | None = None, weights: str | os.PathLike[str] | None = None, device: str | torch.device = 'auto', detector: Any = None) -> None: ...
+    def __init__(
+        self,
+        *,
+        model: str | None = None,
+        weights: str | os.PathLike[str] | None = None,
+        device: str | torch.device = 'auto',
+        detector: Any = None,
+    ) -> None: ...
     def getModel(self) -> str: ...
     def setModel(self, value: str) -> None: ...
     def getWeights(self) -> str | os.PathLike[str] | None: ...
     def setWeights(self, value: str | os.PathLike[str] | None) -> None: ...
     def getDevice(self) -> str | torch.device: ...
     def setDevice(self, value: str | torch.device) -> None: ...
-def TFeat_create(*, model: str | None = None, weights: str | os.PathLike[str] | None = None, device: str | torch.device = 'auto', detector: Any = None) -> TFeat: ...
+def TFeat_create(
+    *,
+    model: str | None = None,
+    weights: str | os.PathLike[str] | None = None,
+    device: str | torch.device = 'auto',
+    detector: Any = None,
+) -> TFeat: ...
 
 class HardNet(PatchFeature2D):
     """HardNet: the L2-Net body trained with the hardest-in-batch triplet margin loss; 128-D on 32x32 patches."""
-    def __init__(self, *, model: str | None = None, weights: str | os.PathLike[str] | None = None, device: str | torch.device = 'auto', detector: Any = None) -> None: ...
+    def __init__(
+        self,
+        *,
+        model: str | None = None,
+        weights: str | os.PathLike[str] | None = None,
+        device: str | torch.device = 'auto',
+        detector: Any = None,
+    ) -> None: ...
     def getModel(self) -> str: ...
     def setModel(self, value: str) -> None: ...
     def getWeights(self) -> str | os.PathLike[str] | None: ...
     def setWeights(self, value: str | os.PathLike[str] | None) -> None: ...
     def getDevice(self) -> str | torch.device: ...
     def setDevice(self, value: str | torch.device) -> None: ...
-def HardNet_create(*, model: str | None = None, weights: str | os.PathLike[str] | None = None, device: str | torch.device = 'auto', detector: Any = None) -> HardNet: ...
+def HardNet_create(
+    *,
+    model: str | None = None,
+    weights: str | os.PathLike[str] | None = None,
+    device: str | torch.device = 'auto',
+    detector: Any = None,
+) -> HardNet: ...
 
 class SOSNet(PatchFeature2D):
-    """SOSNet: the L2-Net body trained with second-order similarity regularisation; 128-D on 32x32 patches (no licence stated upstream)."""
-    def __init__(self, *, model: str | None = None, weights: str | os.PathLike[str] | None = None, device: str | torch.device = 'auto', detector: Any = None) -> None: ...
+    """SOSNet: the L2-Net body trained with second-order similarity regularisation; 128-D on 32x32 patches (no licence
+    stated upstream)."""
+    def __init__(
+        self,
+        *,
+        model: str | None = None,
+        weights: str | os.PathLike[str] | None = None,
+        device: str | torch.device = 'auto',
+        detector: Any = None,
+    ) -> None: ...
     def getModel(self) -> str: ...
     def setModel(self, value: str) -> None: ...
     def getWeights(self) -> str | os.PathLike[str] | None: ...
     def setWeights(self, value: str | os.PathLike[str] | None) -> None: ...
     def getDevice(self) -> str | torch.device: ...
     def setDevice(self, value: str | torch.device) -> None: ...
-def SOSNet_create(*, model: str | None = None, weights: str | os.PathLike[str] | None = None, device: str | torch.device = 'auto', detector: Any = None) -> SOSNet: ...
+def SOSNet_create(
+    *,
+    model: str | None = None,
+    weights: str | os.PathLike[str] | None = None,
+    device: str | torch.device = 'auto',
+    detector: Any = None,
+) -> SOSNet: ...
 
 class HyNet(PatchFeature2D):
     """HyNet: an FRN/TLU network trained with a hybrid similarity loss; 128-D on 32x32 patches (MIT)."""
-    def __init__(self, *, model: str | None = None, weights: str | os.PathLike[str] | None = None, device: str | torch.device = 'auto', detector: Any = None) -> None: ...
+    def __init__(
+        self,
+        *,
+        model: str | None = None,
+        weights: str | os.PathLike[str] | None = None,
+        device: str | torch.device = 'auto',
+        detector: Any = None,
+    ) -> None: ...
     def getModel(self) -> str: ...
     def setModel(self, value: str) -> None: ...
     def getWeights(self) -> str | os.PathLike[str] | None: ...
     def setWeights(self, value: str | os.PathLike[str] | None) -> None: ...
     def getDevice(self) -> str | torch.device: ...
     def setDevice(self, value: str | torch.device) -> None: ...
-def HyNet_create(*, model: str | None = None, weights: str | os.PathLike[str] | None = None, device: str | torch.device = 'auto', detector: Any = None) -> HyNet: ...
+def HyNet_create(
+    *,
+    model: str | None = None,
+    weights: str | os.PathLike[str] | None = None,
+    device: str | torch.device = 'auto',
+    detector: Any = None,
+) -> HyNet: ...
 
 class SDGMNet(PatchFeature2D):
-    """SDGMNet: the HyNet architecture trained with statistic-based dynamic gradient modulation of the triplet loss; 128-D on 32x32 patches in 0..1."""
-    def __init__(self, *, model: str | None = None, weights: str | os.PathLike[str] | None = None, device: str | torch.device = 'auto', detector: Any = None) -> None: ...
+    """SDGMNet: the HyNet architecture trained with statistic-based dynamic gradient modulation of the triplet loss;
+    128-D on 32x32 patches in 0..1."""
+    def __init__(
+        self,
+        *,
+        model: str | None = None,
+        weights: str | os.PathLike[str] | None = None,
+        device: str | torch.device = 'auto',
+        detector: Any = None,
+    ) -> None: ...
     def getModel(self) -> str: ...
     def setModel(self, value: str) -> None: ...
     def getWeights(self) -> str | os.PathLike[str] | None: ...
     def setWeights(self, value: str | os.PathLike[str] | None) -> None: ...
     def getDevice(self) -> str | torch.device: ...
     def setDevice(self, value: str | torch.device) -> None: ...
-def SDGMNet_create(*, model: str | None = None, weights: str | os.PathLike[str] | None = None, device: str | torch.device = 'auto', detector: Any = None) -> SDGMNet: ...
+def SDGMNet_create(
+    *,
+    model: str | None = None,
+    weights: str | os.PathLike[str] | None = None,
+    device: str | torch.device = 'auto',
+    detector: Any = None,
+) -> SDGMNet: ...
 
 class L2Net(PatchFeature2D):
-    """L2-Net: 128-D on 32x32 patches, or 256-D central-surround on 64x64 with model='l2net-cs' (no licence stated upstream)."""
-    def __init__(self, *, model: str | None = None, weights: str | os.PathLike[str] | None = None, device: str | torch.device = 'auto', detector: Any = None) -> None: ...
+    """L2-Net: 128-D on 32x32 patches, or 256-D central-surround on 64x64 with model='l2net-cs' (no licence stated
+    upstream)."""
+    def __init__(
+        self,
+        *,
+        model: str | None = None,
+        weights: str | os.PathLike[str] | None = None,
+        device: str | torch.device = 'auto',
+        detector: Any = None,
+    ) -> None: ...
     def getModel(self) -> str: ...
     def setModel(self, value: str) -> None: ...
     def getWeights(self) -> str | os.PathLike[str] | None: ...
     def setWeights(self, value: str | os.PathLike[str] | None) -> None: ...
     def getDevice(self) -> str | torch.device: ...
     def setDevice(self, value: str | torch.device) -> None: ...
-def L2Net_create(*, model: str | None = None, weights: str | os.PathLike[str] | None = None, device: str | torch.device = 'auto', detector: Any = None) -> L2Net: ...
+def L2Net_create(
+    *,
+    model: str | None = None,
+    weights: str | os.PathLike[str] | None = None,
+    device: str | torch.device = 'auto',
+    detector: Any = None,
+) -> L2Net: ...
 
-__all__ = ['XFeat', 'XFeat_create', 'ALIKED', 'ALIKED_create', 'DISK', 'DISK_create', 'SuperPoint', 'SuperPoint_create', 'D2Net', 'D2Net_create', 'TR', 'TR_create', 'R2D2', 'R2D2_create', 'KeyNet', 'KeyNet_create', 'DeepDesc', 'DeepDesc_create', 'TFeat', 'TFeat_create', 'HardNet', 'HardNet_create', 'SOSNet', 'SOSNet_create', 'HyNet', 'HyNet_create', 'SDGMNet', 'SDGMNet_create', 'L2Net', 'L2Net_create']
+__all__ = [
+    'XFeat',
+    'XFeat_create',
+    'ALIKED',
+    'ALIKED_create',
+    'DISK',
+    'DISK_create',
+    'SuperPoint',
+    'SuperPoint_create',
+    'D2Net',
+    'D2Net_create',
+    'TR',
+    'TR_create',
+    'R2D2',
+    'R2D2_create',
+    'KeyNet',
+    'KeyNet_create',
+    'DeepDesc',
+    'DeepDesc_create',
+    'TFeat',
+    'TFeat_create',
+    'HardNet',
+    'HardNet_create',
+    'SOSNet',
+    'SOSNet_create',
+    'HyNet',
+    'HyNet_create',
+    'SDGMNet',
+    'SDGMNet_create',
+    'L2Net',
+    'L2Net_create',
+]

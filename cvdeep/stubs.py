@@ -9,6 +9,7 @@ the committed stub differs from what the declarations give. Regenerate with::
 from __future__ import annotations
 
 import sys
+import textwrap
 from pathlib import Path
 
 from .declaration import ModelFamily
@@ -41,21 +42,37 @@ _LOADING_TYPES = (
     ("weights", "str | os.PathLike[str] | None"),
     ("device", "str | torch.device"),
 )
+_LINE_LENGTH = 120  # the project's ruff line length, which checks the stub too
 
 
-def _parameters(family: ModelFamily) -> str:
+def _parameters(family: ModelFamily) -> list[str]:
     parts = [f"{f.name}: {type(f.default).__name__} = {f.default!r}" for f in family.config.fields()]
     parts += ["*", "model: str | None = None", "weights: str | os.PathLike[str] | None = None",
               "device: str | torch.device = 'auto'"]
     if family.kind == "patch":
         parts.append("detector: Any = None")
-    return ", ".join(parts)
+    return parts
+
+
+def _def(indent: str, name: str, parameters: list[str], returns: str) -> list[str]:
+    """``def name(parameters) -> returns: ...`` on one line when it fits, else one parameter a line."""
+    line = f"{indent}def {name}({', '.join(parameters)}) -> {returns}: ..."
+    if len(line) <= _LINE_LENGTH:
+        return [line]
+    return ([f"{indent}def {name}("] + [f"{indent}    {parameter}," for parameter in parameters]
+            + [f"{indent}) -> {returns}: ..."])
+
+
+def _docstring(text: str) -> list[str]:
+    """A class docstring, wrapped at the line length (never inside a word or after a hyphen)."""
+    return textwrap.wrap(f'"""{text}"""', width=_LINE_LENGTH, initial_indent="    ", subsequent_indent="    ",
+                         break_long_words=False, break_on_hyphens=False)
 
 
 def _class_stub(family: ModelFamily) -> list[str]:
     name = family.public_name
-    lines = [f"class {name}({_BASE_NAMES[family.kind]}):", f'    """{family.summary}"""',
-             f"    def __init__(self, {_parameters(family)}) -> None: ..."]
+    lines = [f"class {name}({_BASE_NAMES[family.kind]}):", *_docstring(family.summary),
+             *_def("    ", "__init__", ["self", *_parameters(family)], "None")]
     typed = [(f.name, type(f.default).__name__) for f in family.config.fields()] + list(_LOADING_TYPES)
     for param, kind in typed:
         suffix = accessor_suffix(param)
@@ -65,7 +82,7 @@ def _class_stub(family: ModelFamily) -> list[str]:
         if param in family.config.names():
             lines.append(f"    def get{alias}(self) -> int: ...")
             lines.append(f"    def set{alias}(self, value: int) -> None: ...")
-    lines.append(f"def {name}_create({_parameters(family)}) -> {name}: ...")
+    lines += _def("", f"{name}_create", _parameters(family), name)
     return lines
 
 
@@ -76,7 +93,7 @@ def render() -> str:
     for family in public:
         lines += _class_stub(family) + [""]
     names = [n for family in public for n in (family.public_name, f"{family.public_name}_create")]
-    lines.append("__all__ = [" + ", ".join(repr(n) for n in names) + "]")
+    lines += ["__all__ = ["] + [f"    {n!r}," for n in names] + ["]"]
     return "\n".join(lines) + "\n"
 
 
