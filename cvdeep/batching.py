@@ -61,19 +61,20 @@ def chunks(sizes: Sequence[tuple[int, int]], batch_size: int, mixed_sizes: str) 
     return [group[start : start + batch_size] for group in groups for start in range(0, len(group), batch_size)]
 
 
-def detect_and_compute_list(feature2d: "Feature2D", images: Sequence[Any], masks: Sequence[Any],
+def detect_and_compute_list(feature2d: Feature2D, images: Sequence[Any], masks: Sequence[Any],
                             describe: bool) -> list[Result]:
     """``(keypoints, descriptors)`` of every image, the network run on batches of ``getBatchSize()``
     images; descriptors are None when not ``describe`` or when an image has no keypoint."""
     checked = [imageio.check_image(image, f"images[{i}]") for i, image in enumerate(images)]
-    user_masks = [imageio.check_mask(mask, image.shape, f"masks[{i}]") for i, (image, mask) in enumerate(zip(checked, masks))]
+    user_masks = [imageio.check_mask(mask, image.shape, f"masks[{i}]")
+                  for i, (image, mask) in enumerate(zip(checked, masks))]
     batch_size, mixed_sizes = feature2d.getBatchSize(), feature2d._mixed_sizes
     if batch_size == 1:
         return [feature2d._detect_and_compute(image, mask, describe) for image, mask in zip(checked, user_masks)]
     extractor = feature2d._load()
     tensors = [feature2d._network_input(image) for image in checked]
     results: list[Result] = [((), None)] * len(checked)
-    for chunk in chunks([tuple(t.shape[-2:]) for t in tensors], batch_size, mixed_sizes):
+    for chunk in chunks([(t.shape[-2], t.shape[-1]) for t in tensors], batch_size, mixed_sizes):
         height = max(tensors[i].shape[-2] for i in chunk)
         width = max(tensors[i].shape[-1] for i in chunk)
         batch = torch.cat([_pad_to(tensors[i], height, width) for i in chunk])

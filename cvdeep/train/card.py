@@ -14,6 +14,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..weights import TRAINED_LICENSE
 from .loop import read_log
 
@@ -43,13 +45,14 @@ def render_card(
              f"**Licence: {TRAINED_LICENSE}.** Research use only.", "", "## How it was trained", ""]
     lines += ["```bash", *commands, "```", ""]
     total = 0.0
-    table = ["| stage | steps | training time | hardware | precision | final loss |", "| --- | ---: | ---: | --- | --- | ---: |"]
+    table = ["| stage | steps | training time | hardware | precision | final loss |",
+             "| --- | ---: | ---: | --- | --- | ---: |"]
     for run in runs:
         run = Path(run)
         summary: Mapping[str, Any] = json.loads((run / "summary.json").read_text())
         config: Mapping[str, Any] = summary.get("config", {})
         log = read_log(run / "log.csv")
-        tail = log["loss"][-100:] if "loss" in log else []
+        tail: np.ndarray | list[float] = log["loss"][-100:] if "loss" in log else []
         final = f"{sum(tail) / len(tail):.4f}" if len(tail) else "-"
         seconds = float(summary.get("train_seconds", 0.0))
         total += seconds

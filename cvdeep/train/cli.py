@@ -35,7 +35,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:N'")
     parser.add_argument("--threads", type=_threads, default=None, help="CPU threads for torch (default: all)")
     parser.add_argument("--checkpoint-every", type=int, default=250, help="steps between checkpoints (default 250)")
-    parser.add_argument("--cache", default=None, help="folder for the generated training data (default: the user cache)")
+    parser.add_argument("--cache", default=None,
+                        help="folder for the generated training data (default: the user cache)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -102,9 +103,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     dense = tasks.add_parser("tr", help="TRNet with TR (CVPR 2023) or D2-Net's loss on unlabeled photos",
                              description="Train the light describe-and-detect network TRNet with TR's "
-                             "transformation-predictive loss (--loss tr: tr-cvdeep) or D2-Net's soft-detection-weighted "
-                             "triplet loss (--loss d2: d2-cvdeep) on pairs of photo crops and their random homographies; "
-                             "the same --seed gives both losses the same data.")
+                             "transformation-predictive loss (--loss tr: tr-cvdeep) or D2-Net's "
+                             "soft-detection-weighted triplet loss (--loss d2: d2-cvdeep) on pairs of photo crops "
+                             "and their random homographies; the same --seed gives both losses the same data.")
     from .tr import TRTraining
 
     tr_defaults = TRTraining()
@@ -112,7 +113,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     dense.add_argument("--images", default=tr_defaults.images, help="folder of unlabeled photos")
     dense.add_argument("--steps", type=int, default=tr_defaults.steps)
     dense.add_argument("--batch-size", type=int, default=tr_defaults.batch_size, help="image pairs per step")
-    dense.add_argument("--crop", type=int, default=tr_defaults.crop, help="side of both views in pixels (multiple of 4)")
+    dense.add_argument("--crop", type=int, default=tr_defaults.crop,
+                       help="side of both views in pixels (multiple of 4)")
     dense.add_argument("--lr", type=float, default=tr_defaults.lr)
     dense.add_argument("--strength", type=float, nargs=2, default=tr_defaults.strength, metavar=("FIRST", "LAST"),
                        help="warp strength at the first and last step, in [0, 1] (default: %(default)s, both losses)")

@@ -97,7 +97,8 @@ def correspondences_from_homography(
     mapped = torch.cat([pixels, torch.ones_like(pixels[:, :1])], dim=1) @ homography.T
     in_front = mapped[:, 2] > 1e-12
     warped = mapped[:, :2] / mapped[:, 2:3].clamp_min(1e-12)
-    inside = in_front & (warped[:, 0] >= 0) & (warped[:, 0] <= img_w - 1) & (warped[:, 1] >= 0) & (warped[:, 1] <= img_h - 1)
+    inside = (in_front & (warped[:, 0] >= 0) & (warped[:, 0] <= img_w - 1)
+              & (warped[:, 1] >= 0) & (warped[:, 1] <= img_h - 1))
     pos_b = torch.round(downscale_positions(warped[inside], scaling_steps)).long()
     pos_b[:, 0].clamp_(0, wb - 1)
     pos_b[:, 1].clamp_(0, hb - 1)
@@ -107,7 +108,8 @@ def correspondences_from_homography(
 def _check_positions(name: str, positions: torch.Tensor, height: int, width: int) -> torch.Tensor:
     positions = torch.as_tensor(positions)
     if positions.dim() != 2 or positions.shape[1] != 2 or positions.dtype.is_floating_point:
-        raise Error(f"{name} must be an (N, 2) integer tensor of (x, y) feature cells, got {tuple(positions.shape)} {positions.dtype}")
+        raise Error(f"{name} must be an (N, 2) integer tensor of (x, y) feature cells, "
+                    f"got {tuple(positions.shape)} {positions.dtype}")
     if len(positions) and (positions.min() < 0 or positions[:, 0].max() >= width or positions[:, 1].max() >= height):
         raise Error(f"{name} has cells outside the {height}x{width} feature map")
     return positions.long()
@@ -165,7 +167,8 @@ def d2net_loss(
     if scores_b is None:
         scores_b = soft_detection_score(features_b[None])[0]
     if scores_a.shape != (ha, wa) or scores_b.shape != (hb, wb):
-        raise Error(f"scores must match the feature maps: {(ha, wa)} and {(hb, wb)}, got {tuple(scores_a.shape)} and {tuple(scores_b.shape)}")
+        raise Error(f"scores must match the feature maps: {(ha, wa)} and {(hb, wb)}, "
+                    f"got {tuple(scores_a.shape)} and {tuple(scores_b.shape)}")
     dense_a = F.normalize(features_a, dim=0)
     dense_b = F.normalize(features_b, dim=0)
     d_a = dense_a[:, pos_a[:, 1], pos_a[:, 0]].T  # (N, C)

@@ -229,7 +229,7 @@ def train_descriptor(settings: DescriptorTraining, out_dir: str | os.PathLike, r
         scheduler.step()
         if holdout is not None and ((index + 1) % checkpoint_every == 0 or index + 1 == settings.steps):
             holdout_fpr = holdout_fpr95(network, holdout)
-        metrics = {"loss": float(loss.detach()), "lr": scheduler.get_last_lr()[0], "holdout_fpr95": holdout_fpr}
+        metrics = {"loss": float(loss.detach()), "lr": float(scheduler.get_last_lr()[0]), "holdout_fpr95": holdout_fpr}
         statistics = getattr(criterion, "statistics", None)
         if callable(statistics):
             metrics.update(statistics())

@@ -105,7 +105,7 @@ class HomographyConfig:
     """Without artifacts: how many random angles are tried before falling back to 0."""
 
     def __post_init__(self) -> None:
-        scale_range = self.scale_range
+        scale_range: tuple[float, ...] = self.scale_range
         try:
             scale_range = tuple(float(v) for v in scale_range)
         except (TypeError, ValueError):
@@ -116,7 +116,8 @@ class HomographyConfig:
                         "with 0 < low <= high")
         object.__setattr__(self, "scale_range", scale_range)
         limit = "a number in (0, 1]" if not self.allow_artifacts else "a number > 0"
-        if not _finite(self.patch_ratio) or self.patch_ratio <= 0 or (not self.allow_artifacts and self.patch_ratio > 1):
+        if (not _finite(self.patch_ratio) or self.patch_ratio <= 0
+                or (not self.allow_artifacts and self.patch_ratio > 1)):
             raise Error(f"HomographyConfig.patch_ratio: got {self.patch_ratio!r}; expected {limit}")
         if not _finite(self.perspective) or not 0 <= self.perspective < self.patch_ratio / 2:
             raise Error(f"HomographyConfig.perspective: got {self.perspective!r}; expected 0 <= perspective < "
@@ -208,7 +209,7 @@ def _truncated_normal(rng: np.random.Generator, std: float, count: int) -> np.nd
     return values
 
 
-def _inside(corners: np.ndarray, span: np.ndarray, tolerance: float = 1e-6) -> np.ndarray:
+def _inside(corners: np.ndarray, span: np.ndarray, tolerance: float = 1e-6) -> np.ndarray | np.bool_:
     """Whether every corner of (..., 4, 2) lies in [0, span]; shape (...)."""
     return ((corners >= -tolerance) & (corners <= span + tolerance)).all(axis=(-1, -2))
 
@@ -222,7 +223,7 @@ def _largest_fitting_scale(corners: np.ndarray, centre: np.ndarray, span: np.nda
     return float(min(limits))
 
 
-def _rotation(angle_deg: np.ndarray) -> np.ndarray:
+def _rotation(angle_deg: np.ndarray | float) -> np.ndarray:
     """(..., 2, 2) rotation matrices, clockwise on screen for positive angles (y down)."""
     radians = np.deg2rad(angle_deg)
     cos, sin = np.cos(radians), np.sin(radians)
@@ -329,7 +330,8 @@ def sample_warp(rng: np.random.Generator, height: int, width: int, config: Homog
     if config.translation:
         room_low, room_high = -corners.min(axis=0), span - corners.max(axis=0)
         if artifacts:
-            room_low, room_high = room_low - config.translation_overflow * span, room_high + config.translation_overflow * span
+            overflow = config.translation_overflow * span
+            room_low, room_high = room_low - overflow, room_high + overflow
         shift = rng.uniform(np.minimum(room_low, room_high), np.maximum(room_low, room_high))
         corners = corners + shift
 
@@ -415,7 +417,8 @@ def warp_image(image: np.ndarray, H: Any, out_size: tuple[int, int]) -> np.ndarr
     """``cv2.warpPerspective`` of a NumPy image (uint8 or float32, gray or multi-channel) by
     ``H`` (source -> warped) into ``out_size = (width, height)``: bilinear, zero outside."""
     if not isinstance(image, np.ndarray) or image.ndim not in (2, 3) or image.dtype not in (np.uint8, np.float32):
-        desc = f"an array of shape {image.shape} and dtype {image.dtype}" if isinstance(image, np.ndarray) else type(image).__name__
+        desc = (f"an array of shape {image.shape} and dtype {image.dtype}" if isinstance(image, np.ndarray)
+                else type(image).__name__)
         raise Error(f"warp_image: got {desc}; expected a uint8 or float32 (H, W) or (H, W, C) array")
     return cv2.warpPerspective(image, check_homography(H), _check_size(out_size, "out_size"), flags=cv2.INTER_LINEAR,
                                borderMode=cv2.BORDER_CONSTANT, borderValue=0)
@@ -479,7 +482,8 @@ def valid_mask(H: Any, source_size: tuple[int, int], out_size: tuple[int, int], 
     return valid_mask_tensor(homography, source_size, out_size, margin)[0, 0].numpy()
 
 
-def valid_mask_tensor(H: Any, source_size: tuple[int, int], out_size: tuple[int, int], margin: float = 0.0) -> torch.Tensor:
+def valid_mask_tensor(H: Any, source_size: tuple[int, int], out_size: tuple[int, int],
+                      margin: float = 0.0) -> torch.Tensor:
     """``valid_mask`` for a batch of homographies (B, 3, 3): bool (B, 1, height, width)."""
     src_w, src_h = _check_size(source_size, "source_size")
     size = _check_size(out_size, "out_size")

@@ -46,7 +46,9 @@ def seed_everything(seed: int) -> np.random.Generator:
 
 def _numpy_global_state() -> list[Any]:
     """NumPy's legacy global state as plain values and a tensor (loadable with weights_only=True)."""
-    name, keys, position, has_gauss, cached = np.random.get_state()
+    state = np.random.get_state()
+    assert isinstance(state, tuple)  # the legacy global generator is MT19937, whose legacy state is a tuple
+    name, keys, position, has_gauss, cached = state
     return [name, torch.from_numpy(keys.astype(np.int64)), int(position), int(has_gauss), float(cached)]
 
 
@@ -243,7 +245,8 @@ def plot_curves(runs: Mapping[str, str | os.PathLike], out: str | os.PathLike, m
         line = axis.plot(steps, values, alpha=0.25, linewidth=0.8)[0]
         if len(values) >= smooth > 1:
             kernel = np.ones(smooth) / smooth
-            axis.plot(steps[smooth - 1:], np.convolve(values, kernel, mode="valid"), color=line.get_color(), label=label)
+            axis.plot(steps[smooth - 1:], np.convolve(values, kernel, mode="valid"), color=line.get_color(),
+                      label=label)
         else:
             line.set_label(label)
     axis.set_xlabel("step")

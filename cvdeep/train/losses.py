@@ -23,8 +23,9 @@ name in ``LOSSES``       paper                                       callable
 =======================  ==========================================  ===========================
 
 ``"l2net"`` is L2-Net's own objective (Tian et al., CVPR 2017): a row and column softmax
-of ``exp(2 - d)`` plus the decorrelation of descriptor dimensions. ``LOSSES[name](**overrides)`` builds an ``nn.Module`` whose
-``forward(anchor, positive)`` returns the scalar loss; :func:`make_loss` does the same.
+of ``exp(2 - d)`` plus the decorrelation of descriptor dimensions. ``LOSSES[name](**overrides)``
+builds an ``nn.Module`` whose ``forward(anchor, positive)`` returns the scalar loss;
+:func:`make_loss` does the same.
 
 Sources read for formulas and constants (facts only -- no code or prose was copied):
 
@@ -493,10 +494,10 @@ def hybrid_similarity_loss(anchor: torch.Tensor, positive: torch.Tensor, alpha: 
     ``d = sqrt(|2 (1 - s)| + 1e-6)`` the hybrid distance is ``h = d + alpha d^2 / 2``,
     i.e. ``alpha (1 - s) + d`` up to the 1e-6: a weighted sum of the inner-product and
     L2 dissimilarities, which is how the authors' code realises the paper's hybrid
-    similarity s_H (up to sign and an additive constant). The triplet term is ``mean_i max(0, margin + h(d_ii) - h(n_i))`` with the
-    hardest negative n_i taken as in :func:`sosnet_loss` (smallest of the four
-    nearest-negative distances, diagonal and duplicates <= 8e-3 skipped; h is increasing
-    so the hardest in d is the hardest in h). The regulariser is
+    similarity s_H (up to sign and an additive constant). The triplet term is
+    ``mean_i max(0, margin + h(d_ii) - h(n_i))`` with the hardest negative n_i taken as in
+    :func:`sosnet_loss` (smallest of the four nearest-negative distances, diagonal and duplicates
+    <= 8e-3 skipped; h is increasing so the hardest in d is the hardest in h). The regulariser is
     ``gamma * mean_i (||r_i|| - ||r_i+||)^2`` on the norms ``sqrt(sum r^2 + 1e-6)`` of the
     descriptors *before* L2 normalisation (``raw_anchor``, ``raw_positive``): the L2
     regularisation of HyNet acts on the magnitudes of the two descriptors of each

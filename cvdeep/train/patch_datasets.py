@@ -168,7 +168,8 @@ def phototour_patch_pairs(patches: np.ndarray, point_ids: np.ndarray, patch_size
                       config={"source": "phototour", "views": views, "patch_size": patch_size})
 
 
-def read_hpatches_patches(root: str | os.PathLike, sequences: list[str] | None = None) -> dict[str, dict[str, np.ndarray]]:
+def read_hpatches_patches(root: str | os.PathLike,
+                          sequences: list[str] | None = None) -> dict[str, dict[str, np.ndarray]]:
     """Patches of an ``hpatches-release`` folder: ``{sequence: {type: uint8 (N, 65, 65)}}`` for
     every sequence folder (sorted by name) or the named ``sequences``, types ``HPATCHES_TYPES``.
 

@@ -44,7 +44,7 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, cast
 
 import cv2
 import numpy as np
@@ -142,9 +142,11 @@ class PatchPairConfig:
         if not isinstance(self.detector, str) or not self.detector:
             raise Error(f"PatchPairConfig.detector: got {self.detector!r}; expected a feature name such as 'sift'")
         if not isinstance(self.homography, HomographyConfig):
-            raise Error(f"PatchPairConfig.homography: got {type(self.homography).__name__}; expected a HomographyConfig")
+            raise Error(f"PatchPairConfig.homography: got {type(self.homography).__name__}; "
+                        "expected a HomographyConfig")
         if not isinstance(self.photometric, PhotometricConfig):
-            raise Error(f"PatchPairConfig.photometric: got {type(self.photometric).__name__}; expected a PhotometricConfig")
+            raise Error(f"PatchPairConfig.photometric: got {type(self.photometric).__name__}; "
+                        "expected a PhotometricConfig")
 
     def to_dict(self) -> dict[str, Any]:
         """The configuration as JSON-ready nested dicts (what saved pairs record)."""
@@ -222,7 +224,9 @@ class PatchPairs:
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         meta = json.dumps({"format_version": FORMAT_VERSION, "config": self.config}, sort_keys=True)
-        arrays = {"patches": self.patches, "point_id": self.point_id, "image_id": self.image_id, "meta": np.array(meta)}
+        # arrays only; typed Any because mypy matches **arrays against savez's allow_pickle: bool as well
+        arrays: dict[str, Any] = {"patches": self.patches, "point_id": self.point_id, "image_id": self.image_id,
+                                  "meta": np.array(meta)}
         if self.keypoints is not None:
             arrays["keypoints"] = self.keypoints
         temporary = target.with_name(target.name + f".tmp{os.getpid()}")
@@ -237,7 +241,8 @@ class PatchPairs:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> PatchPairs:
-        """Read a file written by ``save``; ``cvdeep.Error`` when it is missing, unreadable or of another format version."""
+        """Read a file written by ``save``; ``cvdeep.Error`` when it is missing, unreadable or of another
+        format version."""
         try:
             with np.load(Path(path), allow_pickle=False) as data:
                 meta = json.loads(str(data["meta"]))
@@ -366,7 +371,8 @@ def _inside(points: np.ndarray, width: int, height: int) -> np.ndarray:
     """Whether every point of (N, K, 2) lies on the pixel-centre rectangle [0, W-1] x [0, H-1] (NaN: no)."""
     x, y = points[..., 0], points[..., 1]
     with np.errstate(invalid="ignore"):
-        return ((x >= 0) & (x <= width - 1) & (y >= 0) & (y <= height - 1)).all(axis=-1)
+        # (N,) for (N, K, 2) points; NumPy's stubs allow a scalar for any input
+        return cast(np.ndarray, ((x >= 0) & (x <= width - 1) & (y >= 0) & (y <= height - 1)).all(axis=-1))
 
 
 def _fits(table: np.ndarray, shape: tuple[int, ...], scale_factor: float) -> np.ndarray:
@@ -544,7 +550,16 @@ def read_training_image(path: str | os.PathLike, max_side: int) -> np.ndarray:
     return image
 
 
-def _image_rows(task: tuple[int, str, PatchPairConfig, int]) -> dict[str, np.ndarray]:
+class _ImageRows(TypedDict):
+    """What ``_image_rows`` gives for one photo."""
+
+    patches: np.ndarray
+    local_id: np.ndarray
+    keypoints: np.ndarray
+    selected: np.int64
+
+
+def _image_rows(task: tuple[int, str, PatchPairConfig, int]) -> _ImageRows:
     """All rows of one photo: patches, local point index, keypoints (see the module docstring)."""
     index, path, config, seed = task
     rng = np.random.default_rng([int(seed), int(index)])
@@ -637,7 +652,7 @@ class _RowBuffer:
         for array in self.arrays.values():
             array.resize((capacity, *array.shape[1:]), refcheck=False)  # no view of these arrays exists (copies)
 
-    def append(self, index: int, result: dict[str, np.ndarray]) -> None:
+    def append(self, index: int, result: _ImageRows) -> None:
         count = len(result["local_id"])
         self._reserve(self.rows + count)
         part = slice(self.rows, self.rows + count)

@@ -88,7 +88,8 @@ class PhotometricConfig:
     @classmethod
     def disabled(cls) -> PhotometricConfig:
         """A configuration that changes nothing (every probability 0)."""
-        return cls(gamma_p=0.0, contrast_p=0.0, brightness_p=0.0, noise_p=0.0, blur_p=0.0, motion_blur_p=0.0, jpeg_p=0.0)
+        return cls(gamma_p=0.0, contrast_p=0.0, brightness_p=0.0, noise_p=0.0, blur_p=0.0, motion_blur_p=0.0,
+                   jpeg_p=0.0)
 
 
 def _motion_kernel(length: int, angle_deg: float) -> np.ndarray:
@@ -113,7 +114,8 @@ def augment(image: np.ndarray, rng: np.random.Generator, config: PhotometricConf
     Deterministic for a given generator state. ``cvdeep.Error`` for a non-uint8 or empty image.
     """
     if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim not in (2, 3) or image.size == 0:
-        desc = f"an array of shape {image.shape} and dtype {image.dtype}" if isinstance(image, np.ndarray) else type(image).__name__
+        desc = (f"an array of shape {image.shape} and dtype {image.dtype}" if isinstance(image, np.ndarray)
+                else type(image).__name__)
         raise Error(f"augment: got {desc}; expected a non-empty uint8 (H, W) or (H, W, C) image")
     if not isinstance(rng, np.random.Generator):
         raise Error(f"augment: rng got {type(rng).__name__}; expected a numpy.random.Generator")
@@ -124,7 +126,7 @@ def augment(image: np.ndarray, rng: np.random.Generator, config: PhotometricConf
     def draw(probability: float, bounds: tuple[float, float]) -> float | None:
         return float(rng.uniform(*bounds)) if rng.random() < probability else None
 
-    out = image.astype(np.float32)
+    out: np.ndarray = image.astype(np.float32)
     gamma = draw(config.gamma_p, config.gamma)
     if gamma is not None:
         out = 255.0 * np.power(np.clip(out, 0, 255) / 255.0, gamma)
@@ -148,10 +150,12 @@ def augment(image: np.ndarray, rng: np.random.Generator, config: PhotometricConf
         direction = float(rng.uniform(0.0, 180.0))
         if size > 1:
             out = cv2.filter2D(out, -1, _motion_kernel(size, direction), borderType=cv2.BORDER_REFLECT_101)
-    result = np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    result: np.ndarray = np.clip(np.rint(out), 0, 255).astype(np.uint8)
     quality = draw(config.jpeg_p, config.jpeg_quality)
     if quality is not None:
         ok, encoded = cv2.imencode(".jpg", result, [cv2.IMWRITE_JPEG_QUALITY, int(round(quality))])
         if ok:
-            result = cv2.imdecode(encoded, cv2.IMREAD_UNCHANGED).reshape(image.shape)
+            decoded = cv2.imdecode(encoded, cv2.IMREAD_UNCHANGED)
+            assert decoded is not None  # a JPEG cv2.imencode has just written decodes
+            result = decoded.reshape(image.shape)
     return result

@@ -40,8 +40,14 @@ from .loop import Trainer, seed_everything
 from .patch_pairs import image_files, read_training_image
 from .photometric import PhotometricConfig as PhotoPhotometric
 from .photometric import augment
-from .superpoint_losses import (descriptor_loss, detector_loss, homographic_adaptation, keypoint_map_to_labels,
-                                keypoints_to_map, pseudo_ground_truth)
+from .superpoint_losses import (
+    descriptor_loss,
+    detector_loss,
+    homographic_adaptation,
+    keypoint_map_to_labels,
+    keypoints_to_map,
+    pseudo_ground_truth,
+)
 from .synthetic_shapes import PhotometricConfig as ShapesPhotometric
 from .synthetic_shapes import SyntheticShapesConfig, photometric_augmentation, warp_sample, write_dataset
 
@@ -169,8 +175,8 @@ def train_magicpoint(settings: MagicPointTraining, out_dir: str | os.PathLike, r
     forward = _forward(network, settings.compile)
     optimizer = torch.optim.Adam(network.parameters(), lr=settings.lr)
     use_bf16 = _precision(settings.precision, device)
-    config = {**dataclasses.asdict(settings), "stage": "magicpoint", "effective_precision": "bf16" if use_bf16 else "fp32",
-              "synthetic_images": len(images)}
+    config = {**dataclasses.asdict(settings), "stage": "magicpoint",
+              "effective_precision": "bf16" if use_bf16 else "fp32", "synthetic_images": len(images)}
     trainer = Trainer(out_dir, {"network": network, "optimizer": optimizer}, settings.steps, rng, config,
                       checkpoint_every, resume, progress)
     generator = torch.Generator().manual_seed(settings.seed)
@@ -182,10 +188,10 @@ def train_magicpoint(settings: MagicPointTraining, out_dir: str | os.PathLike, r
         for pick in picks:
             image = photometric_augmentation(images[pick], batch_rng, photometric)
             H = sample_homography(batch_rng, height, width, homography)
-            warped, points, valid = warp_sample(image, corners[pick], H, border_margin=2)
+            warped, points, visible = warp_sample(image, corners[pick], H, border_margin=2)
             warped_images.append(warped)
             maps.append(keypoints_to_map(torch.from_numpy(points), (height, width)))
-            valids.append(torch.from_numpy(valid))
+            valids.append(torch.from_numpy(visible))
         batch = torch.from_numpy(np.stack(warped_images)).float().div_(255.0)[:, None].to(device)
         keypoint_map, valid = torch.stack(maps).to(device), torch.stack(valids).to(device)
         labels = keypoint_map_to_labels(keypoint_map, 8, generator)
@@ -201,7 +207,8 @@ def train_magicpoint(settings: MagicPointTraining, out_dir: str | os.PathLike, r
 
 
 def _load_shards(paths: list[Path]) -> tuple[np.ndarray, list[np.ndarray]]:
-    images, corners = [], []
+    images: list[np.ndarray] = []
+    corners: list[np.ndarray] = []
     for path in paths:
         with np.load(path) as shard:
             offsets = shard["offsets"]
@@ -298,7 +305,8 @@ def train_joint(settings: JointTraining, out_dir: str | os.PathLike, resume: boo
     size = json.loads(summary_path.read_text())["settings"]["image_size"] if summary_path.is_file() else (240, 320)
     height, width = int(size[0]), int(size[1])
     root = Path(images)
-    photos = [cv2.resize(read_training_image(root / n, 0), (width, height), interpolation=cv2.INTER_AREA) for n in names]
+    photos = [cv2.resize(read_training_image(root / n, 0), (width, height), interpolation=cv2.INTER_AREA)
+              for n in names]
     points = [all_points[offsets[i]: offsets[i + 1]] for i in range(len(names))]
     homography = HomographyConfig(**settings.homography)
     photometric = PhotoPhotometric()
@@ -319,12 +327,12 @@ def train_joint(settings: JointTraining, out_dir: str | os.PathLike, resume: boo
         for pick in picks:
             H = sample_homography(batch_rng, height, width, homography)
             image_a = augment(photos[pick], batch_rng, photometric)
-            warped, moved, valid = warp_sample(photos[pick], points[pick], H, border_margin=3)
+            warped, moved, visible = warp_sample(photos[pick], points[pick], H, border_margin=3)
             first.append(image_a)
             second.append(augment(warped, batch_rng, photometric))
             maps_a.append(keypoints_to_map(torch.from_numpy(points[pick]), (height, width)))
             maps_b.append(keypoints_to_map(torch.from_numpy(moved), (height, width)))
-            valid_b.append(torch.from_numpy(valid))
+            valid_b.append(torch.from_numpy(visible))
             warps.append(torch.from_numpy(H).float())
         batch = torch.from_numpy(np.stack(first + second)).float().div_(255.0)[:, None].to(device)
         labels = keypoint_map_to_labels(torch.stack(maps_a + maps_b).to(device), 8, generator)
@@ -335,8 +343,9 @@ def train_joint(settings: JointTraining, out_dir: str | os.PathLike, resume: boo
         logits, descriptors = logits.float(), descriptors.float()
         detection = detector_loss(logits, labels, valid)
         count = settings.batch_size
-        description = descriptor_loss(descriptors[:count], descriptors[count:], torch.stack(warps).to(device), valid_b_t,
-                                      settings.positive_margin, settings.negative_margin, settings.lambda_d)
+        description = descriptor_loss(descriptors[:count], descriptors[count:], torch.stack(warps).to(device),
+                                      valid_b_t, settings.positive_margin, settings.negative_margin,
+                                      settings.lambda_d)
         loss = detection + settings.descriptor_weight * description
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

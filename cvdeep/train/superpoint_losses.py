@@ -205,13 +205,15 @@ def _check_homographies(homographies: torch.Tensor) -> torch.Tensor:
     return homographies
 
 
-def _warp_image(image: torch.Tensor, homography: torch.Tensor, size: tuple[int, int], mode: str = "bilinear") -> torch.Tensor:
+def _warp_image(image: torch.Tensor, homography: torch.Tensor, size: tuple[int, int],
+                mode: str = "bilinear") -> torch.Tensor:
     """Warp (B, C, h, w) images by (B, 3, 3) homographies (source pixel -> destination pixel) into
     (B, C, size[0], size[1]): destination pixel y takes the source value at H^-1 y (zeros outside)."""
     batch, _, h_src, w_src = image.shape
     h_dst, w_dst = (int(v) for v in size)
     inverse = torch.linalg.inv(homography.to(torch.float64))
-    ys, xs = torch.meshgrid(torch.arange(h_dst, device=image.device), torch.arange(w_dst, device=image.device), indexing="ij")
+    ys, xs = torch.meshgrid(torch.arange(h_dst, device=image.device), torch.arange(w_dst, device=image.device),
+                            indexing="ij")
     grid = torch.stack([xs, ys], dim=-1).reshape(-1, 2).to(torch.float64)
     source = _apply_homography(inverse.to(image.device), grid)  # (B, N, 2), inf behind the camera
     source = torch.nan_to_num(source, nan=-1e6, posinf=-1e6, neginf=-1e6)

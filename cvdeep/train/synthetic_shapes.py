@@ -271,7 +271,8 @@ def _segments_cross(p: np.ndarray, q: np.ndarray, segments: np.ndarray) -> bool:
     a, b = segments[:, 0:2], segments[:, 2:4]
 
     def orient(u: np.ndarray, v: np.ndarray, w: np.ndarray) -> np.ndarray:
-        return np.sign((v[..., 0] - u[..., 0]) * (w[..., 1] - u[..., 1]) - (v[..., 1] - u[..., 1]) * (w[..., 0] - u[..., 0]))
+        return np.sign((v[..., 0] - u[..., 0]) * (w[..., 1] - u[..., 1])
+                       - (v[..., 1] - u[..., 1]) * (w[..., 0] - u[..., 0]))
 
     p, q = np.broadcast_to(p, a.shape), np.broadcast_to(q, a.shape)
     return bool(np.any((orient(p, q, a) != orient(p, q, b)) & (orient(a, b, p) != orient(a, b, q))))
@@ -297,7 +298,8 @@ def _sharp_polygon(points: np.ndarray, max_angle: float = 2 * math.pi / 3) -> np
     return points.reshape(-1, 2)[:0]
 
 
-def _random_polygon(rng: np.random.Generator, canvas: _Canvas, max_sides: int = 8) -> tuple[np.ndarray, np.ndarray, float]:
+def _random_polygon(rng: np.random.Generator, canvas: _Canvas,
+                    max_sides: int = 8) -> tuple[np.ndarray, np.ndarray, float]:
     """(vertices, centre, radius) of a polygon of 3..max_sides-1 vertices sampled by angle (may come
     back with fewer than 3 vertices after the sharpness filter)."""
     n = int(rng.integers(3, max_sides))
@@ -318,7 +320,8 @@ def _warp_points(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
     return homogeneous[:, :2] / homogeneous[:, 2:3]
 
 
-def _random_board_transform(rng: np.random.Generator, canvas: _Canvas, params: tuple[float, float]) -> Callable[[np.ndarray], np.ndarray]:
+def _random_board_transform(rng: np.random.Generator, canvas: _Canvas,
+                            params: tuple[float, float]) -> Callable[[np.ndarray], np.ndarray]:
     """A random affine map followed by a random homography (the reference's board distortion)."""
     alpha = max(canvas.height, canvas.width) * (params[0] + rng.random() * params[1])
     center = np.array([canvas.width / 2, canvas.height / 2])
@@ -380,7 +383,8 @@ def _blob_texture(rng: np.random.Generator, size: tuple[int, int], background: f
     texture = np.full((h, w), _contrasting_color(rng, background), np.uint8)
     for _ in range(max(1, round(blobs_per_pixel * h * w))):
         radius = int(rng.integers(0, max(1, int(canvas_dim * 20 / 1280))))
-        cv2.circle(texture, (int(rng.integers(w)), int(rng.integers(h))), radius, _contrasting_color(rng, background), -1)
+        centre = (int(rng.integers(w)), int(rng.integers(h)))
+        cv2.circle(texture, centre, radius, _contrasting_color(rng, background), -1)
     kernel = _randint(rng, canvas_dim * kernel_range[0], canvas_dim * kernel_range[1])
     return cv2.blur(texture, (kernel, kernel))
 
@@ -469,10 +473,12 @@ def _draw_checkerboard(canvas: _Canvas, rng: np.random.Generator, max_rows: int 
     thickness = _randint(rng, canvas.min_dim * 0.01, canvas.min_dim * 0.015)
     for _ in range(int(rng.integers(2, rows + 2))):  # lines along rows of grid points
         r, c1, c2 = int(rng.integers(rows + 1)), int(rng.integers(cols + 1)), int(rng.integers(cols + 1))
-        canvas.line(drawn[r * (cols + 1) + c1], drawn[r * (cols + 1) + c2], _contrasting_color(rng, background), thickness, shape)
+        canvas.line(drawn[r * (cols + 1) + c1], drawn[r * (cols + 1) + c2], _contrasting_color(rng, background),
+                    thickness, shape)
     for _ in range(int(rng.integers(2, cols + 2))):  # and along columns
         c, r1, r2 = int(rng.integers(cols + 1)), int(rng.integers(rows + 1)), int(rng.integers(rows + 1))
-        canvas.line(drawn[r1 * (cols + 1) + c], drawn[r2 * (cols + 1) + c], _contrasting_color(rng, background), thickness, shape)
+        canvas.line(drawn[r1 * (cols + 1) + c], drawn[r2 * (cols + 1) + c], _contrasting_color(rng, background),
+                    thickness, shape)
     canvas.add_corners(drawn, shape)
 
 
@@ -513,7 +519,8 @@ def _draw_stripes(canvas: _Canvas, rng: np.random.Generator, max_stripes: int = 
 
 
 def _draw_cube(canvas: _Canvas, rng: np.random.Generator, min_size_ratio: float = 0.2, min_angle: float = math.pi / 10,
-               scale_interval: tuple[float, float] = (0.4, 0.6), trans_interval: tuple[float, float] = (0.5, 0.2)) -> None:
+               scale_interval: tuple[float, float] = (0.4, 0.6),
+               trans_interval: tuple[float, float] = (0.5, 0.2)) -> None:
     background = float(canvas.image.mean())
     min_dim = canvas.min_dim
     lx, ly, lz = min_dim * min_size_ratio + rng.random(3) * 2 * min_dim / 3
@@ -525,8 +532,10 @@ def _draw_cube(canvas: _Canvas, rng: np.random.Generator, min_size_ratio: float 
     ry = np.array([[math.cos(c), 0, -math.sin(c)], [0, 1, 0], [math.sin(c), 0, math.cos(c)]])
     scale = np.diag(scale_interval[0] + rng.random(3) * scale_interval[1])
     shift = np.array([
-        canvas.width * trans_interval[0] + rng.uniform(-canvas.width * trans_interval[1], canvas.width * trans_interval[1]),
-        canvas.height * trans_interval[0] + rng.uniform(-canvas.height * trans_interval[1], canvas.height * trans_interval[1]),
+        canvas.width * trans_interval[0]
+        + rng.uniform(-canvas.width * trans_interval[1], canvas.width * trans_interval[1]),
+        canvas.height * trans_interval[0]
+        + rng.uniform(-canvas.height * trans_interval[1], canvas.height * trans_interval[1]),
         0.0,
     ])
     projected = (cube @ (scale @ rz @ rx @ ry).T + shift)[:, :2]
@@ -574,7 +583,8 @@ def _check_rng(rng: np.random.Generator) -> None:
         raise Error(f"rng must be a numpy.random.Generator (np.random.default_rng(seed)), got {type(rng).__name__}")
 
 
-def render(primitive: str, rng: np.random.Generator, config: SyntheticShapesConfig | None = None) -> tuple[np.ndarray, np.ndarray]:
+def render(primitive: str, rng: np.random.Generator,
+           config: SyntheticShapesConfig | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Draw one image of ``primitive`` on a random background.
 
     Returns ``image`` uint8 (H, W) = ``config.image_size`` and ``corners`` float32 (N, 2), the
@@ -606,7 +616,8 @@ def render(primitive: str, rng: np.random.Generator, config: SyntheticShapesConf
     return np.ascontiguousarray(image), corners.astype(np.float32)
 
 
-def generate(rng: np.random.Generator, config: SyntheticShapesConfig | None = None) -> tuple[str, np.ndarray, np.ndarray]:
+def generate(rng: np.random.Generator,
+             config: SyntheticShapesConfig | None = None) -> tuple[str, np.ndarray, np.ndarray]:
     """Sample a primitive with ``config``'s probabilities and ``render`` it: (primitive, image, corners)."""
     config = config or SyntheticShapesConfig()
     _check_rng(rng)
@@ -615,7 +626,8 @@ def generate(rng: np.random.Generator, config: SyntheticShapesConfig | None = No
     return primitive, image, corners
 
 
-def photometric_augmentation(image: np.ndarray, rng: np.random.Generator, config: PhotometricConfig | None = None) -> np.ndarray:
+def photometric_augmentation(image: np.ndarray, rng: np.random.Generator,
+                             config: PhotometricConfig | None = None) -> np.ndarray:
     """Brightness, contrast, additive Gaussian noise, speckle noise, shading and motion blur on a
     uint8 (H, W) image, in a random order when ``config.random_order``; returns uint8 (H, W).
     Ranges from rpautrat's ``magic-point_shapes.yaml`` (see ``PhotometricConfig``)."""
@@ -775,7 +787,8 @@ class SyntheticShapesDataset(torch.utils.data.Dataset):
     ``default_rng([seed, i, epoch])``; set ``dataset.epoch`` to vary it between epochs.
     """
 
-    def __init__(self, paths: Sequence[str | Path], augmentation: PhotometricConfig | None = None, seed: int = 0) -> None:
+    def __init__(self, paths: Sequence[str | Path], augmentation: PhotometricConfig | None = None,
+                 seed: int = 0) -> None:
         if not paths:
             raise Error("paths is empty; pass the list that write_dataset returns")
         images: list[np.ndarray] = []
@@ -797,7 +810,8 @@ class SyntheticShapesDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         image = self.images[index]
         if self.augmentation is not None and self.augmentation.enable:
-            image = photometric_augmentation(image, np.random.default_rng([self.seed, int(index), self.epoch]), self.augmentation)
+            rng = np.random.default_rng([self.seed, int(index), self.epoch])
+            image = photometric_augmentation(image, rng, self.augmentation)
         h, w = image.shape
         points = torch.from_numpy(np.asarray(self.corners[index], np.float32)).reshape(-1, 2)
         keypoint_map = torch.zeros((h, w), dtype=torch.bool)

@@ -224,7 +224,7 @@ def _pair(name: str, value: Any, low: float, high: float) -> tuple[float, float]
         pair = ()
     if len(pair) != 2 or not all(low <= v <= high for v in pair):
         raise Error(f"{name}: got {value!r}; expected (first, last) with values in [{low}, {high}]")
-    return pair  # type: ignore[return-value]
+    return pair
 
 
 def scaled_homography(base: HomographyConfig, strength: float) -> HomographyConfig:
@@ -272,7 +272,8 @@ class PhotoPairs:
         return len(self.photos)
 
     def pair(self, rng: np.random.Generator, warp_rng: np.random.Generator, photo_rng: np.random.Generator,
-             homography: HomographyConfig, photometric: PhotometricConfig | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+             homography: HomographyConfig, photometric: PhotometricConfig | None
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(view A (crop, crop) uint8, view B (crop, crop) uint8, H (3, 3) float64 A pixels -> B pixels).
 
         ``rng`` picks the photo and the window, ``warp_rng`` draws H, ``photo_rng`` the photometric
@@ -291,7 +292,8 @@ class PhotoPairs:
         return np.ascontiguousarray(view_a), view_b, H
 
 
-def draw_batch(pairs: PhotoPairs, settings: TRTraining, step: int, strength: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def draw_batch(pairs: PhotoPairs, settings: TRTraining, step: int,
+               strength: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Step ``step``'s batch: views A and B (B, 1, crop, crop) float in [0, 1], homographies (B, 3, 3) float64."""
     rng = np.random.default_rng([settings.seed, step])
     homography = settings.homography_config(strength)
@@ -307,7 +309,8 @@ def draw_batch(pairs: PhotoPairs, settings: TRTraining, step: int, strength: flo
     return to_tensor(first), to_tensor(second), torch.from_numpy(np.stack(warps))
 
 
-def correspondences(homography: torch.Tensor, map_size: tuple[int, int], crop: int) -> tuple[torch.Tensor, torch.Tensor]:
+def correspondences(homography: torch.Tensor, map_size: tuple[int, int],
+                    crop: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Every cell of A's (h, w) map whose image position (4p + 1.5) ``homography`` (3, 3, A -> B
     pixels) sends in front of the camera and inside B's ``crop`` x ``crop`` image.
 
@@ -317,7 +320,8 @@ def correspondences(homography: torch.Tensor, map_size: tuple[int, int], crop: i
     ys, xs = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
     cells = torch.stack([xs, ys], dim=-1).reshape(-1, 2)
     pixels = cells.to(torch.float64) * STRIDE + (STRIDE - 1) / 2.0
-    mapped = torch.cat([pixels, torch.ones_like(pixels[:, :1])], dim=1) @ torch.as_tensor(homography, dtype=torch.float64).T
+    homogeneous = torch.cat([pixels, torch.ones_like(pixels[:, :1])], dim=1)
+    mapped = homogeneous @ torch.as_tensor(homography, dtype=torch.float64).T
     ahead = mapped[:, 2] > 1e-12
     warped = mapped[:, :2] / mapped[:, 2:].clamp_min(1e-12)
     inside = ahead & (warped >= 0).all(dim=1) & (warped <= crop - 1).all(dim=1)
@@ -477,7 +481,8 @@ class DenseTraining:
         self.settings = settings
         self.device = torch.device(device)
         self.rng = seed_everything(settings.seed)
-        self.pairs = pairs if pairs is not None else PhotoPairs(settings.images, settings.crop, settings.max_side, progress)
+        self.pairs = (pairs if pairs is not None
+                      else PhotoPairs(settings.images, settings.crop, settings.max_side, progress))
         network = build_model(settings.model, weights=_init_path(settings.init), device=self.device,
                               pretrained=settings.init is not None)
         if not isinstance(network, TRNet):

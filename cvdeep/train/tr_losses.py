@@ -91,7 +91,8 @@ def ema_update(target: nn.Module, online: nn.Module, tau: float, buffers: str = 
     for name, param in target_params.items():
         source = online_params[name]
         if param.shape != source.shape:
-            raise Error(f"parameter {name!r} has shape {tuple(param.shape)} in target and {tuple(source.shape)} in online")
+            raise Error(f"parameter {name!r} has shape {tuple(param.shape)} in target "
+                        f"and {tuple(source.shape)} in online")
         param.mul_(tau).add_(source.detach(), alpha=1.0 - tau)
     for name, buffer in target_buffers.items():
         other = online_buffers[name]
