@@ -47,8 +47,9 @@ def round_up(size: Size, multiple: int) -> Size:
 
 def pixel_grid(height: Size, width: Size, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Row indices (H, 1) and column indices (1, W), int64."""
-    ys = torch.arange(height, device=device).reshape(-1, 1)
-    xs = torch.arange(width, device=device).reshape(1, -1)
+    # torch.arange takes the 0-d tensor of a traced size; its stub only lists numbers
+    ys = torch.arange(height, device=device).reshape(-1, 1)  # type: ignore[arg-type]
+    xs = torch.arange(width, device=device).reshape(1, -1)  # type: ignore[arg-type]
     return ys, xs
 
 
@@ -86,7 +87,7 @@ def top_candidates(scores: torch.Tensor, chosen: torch.Tensor, limit: int) -> tu
     count = chosen.sum()
     k = count if limit <= 0 else torch.minimum(count, torch.tensor(limit, dtype=count.dtype))
     masked = torch.where(chosen, scores, torch.full_like(scores, float("-inf")))
-    return torch.topk(masked, k)
+    return torch.topk(masked, k)  # type: ignore[arg-type]  # torch takes a 0-d tensor k; its stub lists int
 
 
 def sort_descending(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -113,6 +114,7 @@ def bilinear(table: torch.Tensor, height: Size, width: Size, ys: torch.Tensor, x
             index = clip(y, 0, height - 1) * width + clip(x, 0, width - 1)
             term = gather_columns(table, index) * (wy * wx * inside.to(wy.dtype)).to(table.dtype)
             total = term if total is None else total + term
+    assert total is not None  # the loops above ran
     return total
 
 
@@ -141,12 +143,15 @@ def bicubic(table: torch.Tensor, height: Size, width: Size, ys: torch.Tensor, xs
         for j in range(4):
             x = x0 + (j - 1)
             inside = inside_y & (x >= 0) & (x < width)
-            term = gather_columns(table, row + clip(x, 0, width - 1)) * (wy[i] * wx[j] * inside.to(ys.dtype)).to(table.dtype)
+            weight = (wy[i] * wx[j] * inside.to(ys.dtype)).to(table.dtype)
+            term = gather_columns(table, row + clip(x, 0, width - 1)) * weight
             total = term if total is None else total + term
+    assert total is not None  # the loops above ran
     return total
 
 
-def deform_conv3x3(x: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+def deform_conv3x3(x: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor,
+                   bias: torch.Tensor | None) -> torch.Tensor:
     """3x3 deformable convolution (DCNv1, stride 1, padding 1, one offset group) as gathers + one
     matrix product: the semantics of ``cvdeep.ops.deform_conv2d`` / torchvision.
 

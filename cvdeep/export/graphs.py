@@ -20,7 +20,7 @@ sampling and the deformable convolutions' sampling stay float32.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -30,12 +30,20 @@ from ..declaration import DetectorConfig
 from ..errors import Error
 from . import graph_ops as G
 
+if TYPE_CHECKING:
+    from ..nets.aliked import ALIKED, DeformableConv2d
+    from ..nets.disk import DISK, UpBlock
+    from ..nets.lightglue import LightGlue, SelfBlock, TransformerLayer
+    from ..nets.superpoint import SuperPoint
+    from ..nets.xfeat import BasicLayer, XFeat
+
 OUTPUT_LAYOUTS: dict[str, tuple[str, ...]] = {
     # cv2.ALIKED: keypoints (N, 2) float32 in [-1, 1] (x = 2 u / W - 1 for pixel u), descriptors (N, D), scores (N,)
     "opencv-aliked": ("keypoints", "descriptors", "scores"),
     # cv2.DISK: keypoints (1, N, 2) int64 pixels, scores (1, N), descriptors (1, N, D)
     "opencv-disk": ("keypoints", "scores", "descriptors"),
-    # OpenCV 5.x's SuperPoint extractor (features module): keypoints (N, 2) float32 pixels, descriptors (N, D), scores (N,)
+    # OpenCV 5.x's SuperPoint extractor (features module): keypoints (N, 2) float32 pixels, descriptors (N, D),
+    # scores (N,)
     "pixels": ("keypoints", "descriptors", "scores"),
     # describe graphs: image + keypoints (N, 2) float32 pixels -> descriptors (N, D)
     "describe": ("descriptors",),
@@ -51,7 +59,8 @@ def _selu(x: torch.Tensor) -> torch.Tensor:
 class DetectorGraph(nn.Module):
     """image (+ mask) -> (keypoints (N, 2) pixels, scores (N,), descriptors (N, D)) in a layout.
 
-    Subclasses implement ``detect_padded(image, valid, height, width)`` on the padded image.
+    Subclasses implement ``detect_padded(image, valid, height, width)`` and
+    ``describe_padded(image, keypoints)`` on the padded image.
     """
 
     stride: int = 1
@@ -67,7 +76,7 @@ class DetectorGraph(nn.Module):
         self.net = network
         self.config = config
         self.layout = layout
-        self.half = half
+        self.fp16 = half  # not ``half``: that name is nn.Module's method
         self.channels = channels
 
     def pad(self, image: torch.Tensor) -> torch.Tensor:
@@ -79,8 +88,9 @@ class DetectorGraph(nn.Module):
         padded_width = G.larger(G.round_up(width, self.stride), self.minimum)
         # replication as a gather of clamped row and column indices: a Pad with computed pads would hide
         # the channel count from the exporter, which instance normalisation needs
-        rows = G.clip(torch.arange(padded_height, device=image.device), 0, height - 1)
-        columns = G.clip(torch.arange(padded_width, device=image.device), 0, width - 1)
+        # torch.arange takes the 0-d tensor of a traced size; its stub only lists numbers
+        rows = G.clip(torch.arange(padded_height, device=image.device), 0, height - 1)  # type: ignore[arg-type]
+        columns = G.clip(torch.arange(padded_width, device=image.device), 0, width - 1)  # type: ignore[arg-type]
         return image.index_select(2, rows).index_select(3, columns)
 
     def forward(self, image: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
@@ -91,13 +101,16 @@ class DetectorGraph(nn.Module):
         if mask is not None:
             user = F.pad(mask[0, 0], [0, padded_width - width, 0, padded_height - height], value=0)
             valid = valid & (user > 0)
-        if self.half:
+        if self.fp16:
             padded = padded.half()
         keypoints, scores, descriptors = self.detect_padded(padded, valid, height, width)
         return self.format(keypoints, scores, descriptors.float(), height, width)
 
     def detect_padded(self, image: torch.Tensor, valid: torch.Tensor, height: G.Size, width: G.Size
                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def describe_padded(self, image: torch.Tensor, keypoints: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
     def format(self, keypoints: torch.Tensor, scores: torch.Tensor, descriptors: torch.Tensor,
@@ -120,7 +133,7 @@ class DescribeGraph(nn.Module):
 
     def forward(self, image: torch.Tensor, keypoints: torch.Tensor) -> torch.Tensor:
         padded = self.detector.pad(image)
-        if self.detector.half:
+        if self.detector.fp16:
             padded = padded.half()
         return self.detector.describe_padded(padded, keypoints.float()).float()
 
@@ -130,6 +143,9 @@ class DescribeGraph(nn.Module):
 
 def _fold(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
     """Weight and bias of ``bn(conv(x))`` in eval mode, computed in float32."""
+    # ALIKED's batch norms are affine and keep running statistics
+    assert bn.weight is not None and bn.bias is not None
+    assert bn.running_mean is not None and bn.running_var is not None
     scale = bn.weight.float() * torch.rsqrt(bn.running_var.float() + bn.eps)
     bias = bn.bias.float() - bn.running_mean.float() * scale
     if conv.bias is not None:
@@ -140,20 +156,26 @@ def _fold(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tens
 class ALIKEDGraph(DetectorGraph):
     """ALIKED: the backbone (deformable blocks as gathers), DKD detection and the SDDH head."""
 
-    def __init__(self, network: nn.Module, config: DetectorConfig, layout: str, half: bool, channels: int = 3) -> None:
+    net: ALIKED
+
+    def __init__(self, network: ALIKED, config: DetectorConfig, layout: str, half: bool, channels: int = 3) -> None:
         super().__init__(network, config, layout, half, channels)
         dtype = torch.float16 if half else torch.float32
-        self.blocks = []
+        self.blocks: list[list[nn.Conv2d | None]] = []  # per block and position: the offset convolution or None
         for index, block in enumerate((network.block1, network.block2, network.block3, network.block4), 1):
             deformable = index >= 3
-            convs = []
+            convs: list[nn.Conv2d | None] = []
             for position, (conv, bn) in enumerate(((block.conv1, block.bn1), (block.conv2, block.bn2)), 1):
-                plain = conv.regular_conv if deformable else conv
+                # ALIKED builds blocks 3 and 4 with DeformableConv2d, blocks 1 and 2 with nn.Conv2d
+                deformable_conv = cast("DeformableConv2d", conv) if deformable else None
+                plain = deformable_conv.regular_conv if deformable_conv is not None else cast(nn.Conv2d, conv)
                 weight, bias = _fold(plain, bn)
                 # deformable convolutions run in float32 (sampling positions need it)
-                self.register_buffer(f"b{index}c{position}_w", weight if deformable else weight.to(dtype), persistent=False)
-                self.register_buffer(f"b{index}c{position}_b", bias if deformable else bias.to(dtype), persistent=False)
-                convs.append(conv.offset_conv if deformable else None)
+                self.register_buffer(f"b{index}c{position}_w", weight if deformable else weight.to(dtype),
+                                     persistent=False)
+                self.register_buffer(f"b{index}c{position}_b", bias if deformable else bias.to(dtype),
+                                     persistent=False)
+                convs.append(deformable_conv.offset_conv if deformable_conv is not None else None)
             self.blocks.append(convs)
         self.dtype_ = dtype
 
@@ -169,11 +191,11 @@ class ALIKEDGraph(DetectorGraph):
         return G.deform_conv3x3(x, offset, weight, bias)
 
     def _block(self, x: torch.Tensor, index: int) -> torch.Tensor:
-        block = (self.net.block1, self.net.block2, self.net.block3, self.net.block4)[index - 1]
         out = _selu(self._conv(x, index, 1))
         out = self._conv(out, index, 2)
         if index == 1:
             return _selu(out)
+        block = (self.net.block2, self.net.block3, self.net.block4)[index - 2]  # the residual blocks
         return _selu(out + F.conv2d(x, block.downsample.weight, block.downsample.bias))
 
     def dense(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -192,14 +214,15 @@ class ALIKEDGraph(DetectorGraph):
         levels = [_selu(F.conv2d(level, conv.weight)) for conv, level in zip(convs, (x1, x2, x3, x4))]
         full_size = (x1.shape[-2], x1.shape[-1])
         head = net.score_head
-        first = head[0].weight.split(levels[0].shape[1], dim=1)
+        first = cast(nn.Conv2d, head[0]).weight.split(levels[0].shape[1], dim=1)
         score = F.conv2d(levels[0], first[0])
         for level, weight in zip(levels[1:], first[1:]):
             score = score + F.interpolate(F.conv2d(level, weight), size=full_size, mode="bilinear", align_corners=True)
-        for layer in head[1:]:
+        for layer in cast(nn.Sequential, head[1:]):  # a slice of a Sequential is one
             score = _selu(score) if isinstance(layer, nn.SELU) else layer(score)
         scores = torch.sigmoid(score.float())[:, :, top : top + height, left : left + width]
-        full = [levels[0]] + [F.interpolate(level, size=full_size, mode="bilinear", align_corners=True) for level in levels[1:]]
+        full = [levels[0]] + [F.interpolate(level, size=full_size, mode="bilinear", align_corners=True)
+                              for level in levels[1:]]
         table = torch.cat(full, dim=1)[0, :, top : top + height, left : left + width]
         return table.reshape(table.shape[0], -1).float(), scores
 
@@ -258,7 +281,9 @@ class ALIKEDGraph(DetectorGraph):
         head = self.net.desc_head
         k, samples = head.kernel_size, head.samples
         channels = table.shape[0]
-        first, _, second = head.offset_conv
+        first_layer, _, second_layer = head.offset_conv  # Conv2d, SELU, Conv2d
+        first, second = cast(nn.Conv2d, first_layer), cast(nn.Conv2d, second_layer)
+        assert first.bias is not None and second.bias is not None  # both built with bias=True
         # the KxK patch whose features predict the offsets (corner as the original: trunc(trunc(x) - K/2 + 1))
         corner = (torch.floor(keypoints) - k / 2 + 1).long()
         cx = G.clip(corner[:, 0], 0, width - 1 - k)
@@ -287,6 +312,7 @@ class ALIKEDGraph(DetectorGraph):
                 corner_rows = F.normalize(G.gather_columns(table, index).t(), dim=1)
                 term = corner_rows * (wy * wx * inside.float())[:, None]
                 sampled = term if sampled is None else sampled + term
+        assert sampled is not None  # the loops above ran
         sampled = _selu(sampled @ head.sf_conv.weight.float().reshape(channels, channels).t())
         agg = head.agg_weights.float()
         descriptors = sampled.reshape(-1, samples * channels) @ agg.reshape(-1, agg.shape[-1])
@@ -301,6 +327,7 @@ class DISKGraph(DetectorGraph):
 
     stride = 16
     minimum = 32
+    net: DISK
 
     def _gated(self, image: torch.Tensor) -> torch.Tensor:
         """The gated full-resolution input (1, 80, H, W) of the last convolution."""
@@ -312,15 +339,17 @@ class DISKGraph(DetectorGraph):
         skips = features[-2::-1]
         for block, skip in zip(unet.path_up[:-1], skips):
             bottom = block(bottom, skip)
-        last = unet.path_up[-1]
+        last = cast("UpBlock", unet.path_up[-1])
         upsampled = F.interpolate(bottom, scale_factor=2.0, mode="bilinear", align_corners=False)
         gated = torch.cat([upsampled, skips[len(unet.path_up) - 1]], dim=1)
         return last.conv[1](last.conv[0](gated)).float()
 
-    def _descriptors(self, table: torch.Tensor, height: G.Size, width: G.Size, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
+    def _descriptors(self, table: torch.Tensor, height: G.Size, width: G.Size, xs: torch.Tensor,
+                     ys: torch.Tensor) -> torch.Tensor:
         """Descriptor channels of the last 5x5 convolution at integer pixels (N,), not normalised."""
         head = self.net.unet.head
         d = self.net.descriptor_size
+        assert head.bias is not None  # DISK's last convolution has one
         windows = G.window_rows(table, height, width, xs, ys, head.kernel_size[0])
         weight = head.weight[:d].float().permute(0, 2, 3, 1).reshape(d, -1)
         return windows @ weight.t() + head.bias[:d].float()
@@ -330,9 +359,11 @@ class DISKGraph(DetectorGraph):
         config = self.config
         head = self.net.unet.head
         d = self.net.descriptor_size
+        assert head.bias is not None  # DISK's last convolution has one
         gated = self._gated(image)
         padded_height, padded_width = gated.shape[-2], gated.shape[-1]
-        heatmap = F.conv2d(gated, head.weight[d : d + 1].float(), head.bias[d : d + 1].float(), padding=head.padding)
+        heatmap = F.conv2d(gated, head.weight[d : d + 1].float(), head.bias[d : d + 1].float(),
+                           padding=head.padding)
         heatmap = torch.where(valid[None, None], heatmap, torch.full_like(heatmap, float("-inf")))
         keep = (heatmap == G.window_max(heatmap, config.nms_radius)) & (heatmap > config.detection_threshold)
         values, index = G.top_candidates(heatmap.reshape(-1), keep.reshape(-1), config.nfeatures)
@@ -353,10 +384,12 @@ class DISKGraph(DetectorGraph):
         fx, fy = x - x0, y - y0
         x0, y0 = x0.long(), y0.long()
         total = None
-        for dx, dy, weight in ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy)), (0, 1, (1 - fx) * fy), (1, 1, fx * fy)):
+        corners = ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy)), (0, 1, (1 - fx) * fy), (1, 1, fx * fy))
+        for dx, dy, weight in corners:
             xs, ys = G.clip(x0 + dx, 0, width - 1), G.clip(y0 + dy, 0, height - 1)
             term = self._descriptors(table, height, width, xs, ys) * weight[:, None]
             total = term if total is None else total + term
+        assert total is not None  # the loop above ran
         return F.normalize(total, dim=1)
 
 
@@ -367,6 +400,8 @@ class XFeatGraph(DetectorGraph):
     """XFeat: the network as is (folded batch norms), the authors' detection and bicubic descriptors."""
 
     stride = 32
+    net: XFeat
+    unshuffle: torch.Tensor  # buffer
 
     @staticmethod
     def _layer(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -376,11 +411,12 @@ class XFeatGraph(DetectorGraph):
         if isinstance(layer, nn.Sigmoid):
             return torch.sigmoid(x)
         if hasattr(layer, "folded_weight"):
-            conv = layer.layer[0]
-            return F.relu(F.conv2d(x, layer.folded_weight, layer.folded_bias, conv.stride, conv.padding))
+            basic = cast("BasicLayer", layer)  # the only layer with folded weights
+            conv = cast(nn.Conv2d, basic.layer[0])
+            return F.relu(F.conv2d(x, basic.folded_weight, basic.folded_bias, conv.stride, conv.padding))
         return layer(x)
 
-    def __init__(self, network: nn.Module, config: DetectorConfig, layout: str, half: bool, channels: int = 1) -> None:
+    def __init__(self, network: XFeat, config: DetectorConfig, layout: str, half: bool, channels: int = 1) -> None:
         super().__init__(network, config, layout, half, channels)
         # pixel_unshuffle(x, 8) of one channel as an 8x8 stride-8 convolution with one-hot kernels: channel
         # dy * 8 + dx of cell (i, j) is pixel (8i + dy, 8j + dx). The exporter writes pixel_unshuffle as a
@@ -416,7 +452,8 @@ class XFeatGraph(DetectorGraph):
         ``2 p / (size - 1) - 1`` read with ``align_corners=False`` places it."""
         return p * (G.as_long(map_size).float() / (G.as_long(size).float() - 1.0)) - 0.5
 
-    def _sample(self, maps: torch.Tensor, keypoints: torch.Tensor, height: G.Size, width: G.Size, mode: str) -> torch.Tensor:
+    def _sample(self, maps: torch.Tensor, keypoints: torch.Tensor, height: G.Size, width: G.Size,
+                mode: str) -> torch.Tensor:
         map_height, map_width = maps.shape[-2], maps.shape[-1]
         table = maps[0].reshape(maps.shape[1], -1)
         xs = self._authors_position(keypoints[:, 0], width, map_width)
@@ -424,7 +461,8 @@ class XFeatGraph(DetectorGraph):
         sample = G.bicubic if mode == "bicubic" else G.bilinear
         return sample(table, map_height, map_width, ys, xs).t()
 
-    def _describe_maps(self, descriptors: torch.Tensor, keypoints: torch.Tensor, height: G.Size, width: G.Size) -> torch.Tensor:
+    def _describe_maps(self, descriptors: torch.Tensor, keypoints: torch.Tensor, height: G.Size,
+                       width: G.Size) -> torch.Tensor:
         dense = F.normalize(descriptors.float(), dim=1)
         return F.normalize(self._sample(dense, keypoints, height, width, "bicubic"), dim=1)
 
@@ -458,6 +496,7 @@ class SuperPointGraph(DetectorGraph):
     """SuperPoint: the network, the official NMS, threshold, top-k and bilinear descriptors."""
 
     stride = 8
+    net: SuperPoint
 
     def _dense(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits, descriptors = self.net._heads(image)
@@ -481,7 +520,8 @@ class SuperPointGraph(DetectorGraph):
         padded_width = scores.shape[-1]
         masked = torch.where(valid[None, None], scores, torch.zeros_like(scores))
         kept = torch.where(G.iterative_nms(masked, config.nms_radius), masked, torch.zeros_like(masked))
-        values, index = G.top_candidates(kept.reshape(-1), kept.reshape(-1) > config.detection_threshold, config.nfeatures)
+        values, index = G.top_candidates(kept.reshape(-1), kept.reshape(-1) > config.detection_threshold,
+                                         config.nfeatures)
         keypoints = torch.stack([index % padded_width, index // padded_width], dim=1).float()
         return keypoints, values, self._sample(descriptors, keypoints)
 
@@ -511,20 +551,21 @@ class LightGlueGraph(nn.Module):
     their probabilities, in query order.
     """
 
-    def __init__(self, network: nn.Module, filter_threshold: float, half: bool) -> None:
+    def __init__(self, network: LightGlue, filter_threshold: float, half: bool) -> None:
         super().__init__()
         self.net = network
         self.filter_threshold = float(filter_threshold)
-        self.half = half
+        self.fp16 = half  # not ``half``: that name is nn.Module's method
 
     def forward(self, kpts0: torch.Tensor, kpts1: torch.Tensor, desc0: torch.Tensor, desc1: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         net = self.net
-        dtype = torch.float16 if self.half else torch.float32
+        dtype = torch.float16 if self.fp16 else torch.float32
         x0, x1 = net.input_proj(desc0.to(dtype)), net.input_proj(desc1.to(dtype))
         cos0, sin0 = net.posenc(kpts0.to(dtype))
         cos1, sin1 = net.posenc(kpts1.to(dtype))
-        for block in net.transformers:
+        for layer in net.transformers:
+            block = cast("TransformerLayer", layer)
             x0 = self._self_attention(block.self_attn, x0, cos0, sin0)
             x1 = self._self_attention(block.self_attn, x1, cos1, sin1)
             x0, x1 = block.cross_attn(x0, x1)
@@ -539,7 +580,7 @@ class LightGlueGraph(nn.Module):
         return matches, probability.index_select(0, kept)
 
     @staticmethod
-    def _self_attention(block: nn.Module, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    def _self_attention(block: SelfBlock, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         """``SelfBlock.forward`` with the attention written out (softmax(q k^T / sqrt(d)) v)."""
         from ..nets.lightglue import rotate
 
