@@ -24,9 +24,7 @@ import torch
 
 from cvdeep import ops
 from cvdeep.image import to_tensor
-from cvdeep.models import build_model
-from cvdeep import ops
-from cvdeep.models import get_weight_spec
+from cvdeep.models import build_model, get_weight_spec
 from cvdeep.weights import resolve
 
 ROOT = Path(__file__).resolve().parents[1]

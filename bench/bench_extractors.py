@@ -78,7 +78,8 @@ def _kornia_disk() -> Run:
     import kornia.feature as KF
 
     model = KF.DISK()
-    model.load_state_dict(torch.load(resolve(get_weight_spec("disk-depth")), map_location="cpu", weights_only=True)["extractor"])
+    checkpoint = torch.load(resolve(get_weight_spec("disk-depth")), map_location="cpu", weights_only=True)
+    model.load_state_dict(checkpoint["extractor"])
     model.eval()
 
     def run(image: np.ndarray) -> int:
@@ -93,7 +94,8 @@ def _kornia_aliked(name: str) -> Callable[[], Run]:
         import kornia.feature as KF
 
         model = KF.ALIKED(model_name=name)
-        model.load_state_dict(torch.load(resolve(get_weight_spec(name)), map_location="cpu", weights_only=True), strict=False)
+        state = torch.load(resolve(get_weight_spec(name)), map_location="cpu", weights_only=True)
+        model.load_state_dict(state, strict=False)
         model.eval()
 
         def run(image: np.ndarray) -> int:

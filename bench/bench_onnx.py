@@ -69,8 +69,8 @@ def agreement(xy, scores, desc, ref_xy, ref_scores, ref_desc) -> tuple[float, fl
     nearest = distance.argmin(1)
     found = distance[np.arange(len(ref_xy)), nearest] <= 1e-3
     i, j = np.nonzero(found)[0], nearest[found]
-    return (float(found.mean()), float(np.max(np.abs(scores[j] - ref_scores[i]) / np.maximum(1, np.abs(ref_scores[i])))),
-            float(np.max(np.abs(desc[j] - ref_desc[i]))))
+    score_error = np.abs(scores[j] - ref_scores[i]) / np.maximum(1, np.abs(ref_scores[i]))
+    return float(found.mean()), float(np.max(score_error)), float(np.max(np.abs(desc[j] - ref_desc[i])))
 
 
 def timed(run, rounds: int):
@@ -109,11 +109,12 @@ def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="cvdeep-onnx-"))
     print(f"{width}x{height} crop of {PAIR[0]}, one thread, {args.precision}, median of {args.rounds}; "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
-    print(f"{'model':<11} {'runtime':<14} {'keypoints':>9} {'found':>7} {'max|dscore|':>11} {'max|ddesc|':>10} {'s/image':>8}")
+    print(f"{'model':<11} {'runtime':<14} {'keypoints':>9} {'found':>7} {'max|dscore|':>11} {'max|ddesc|':>10} "
+          f"{'s/image':>8}")
     files, references = {}, {}
     for cls, model in DETECTORS:
         detector = getattr(cvdeep, cls)(model=model, device="cpu")
-        (kps, desc), seconds = timed(lambda: detector.detectAndCompute(image, None), args.rounds)
+        (kps, desc), seconds = timed(lambda detector=detector: detector.detectAndCompute(image, None), args.rounds)
         ref = (cv2.KeyPoint_convert(kps).reshape(-1, 2), np.float32([k.response for k in kps]), desc)
         references[model] = ref
         print(f"{model:<11} {'torch':<14} {len(kps):>9} {'':>7} {'':>11} {'':>10} {seconds:>8.3f}")
@@ -123,39 +124,44 @@ def main() -> None:
         session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         names = [o.name for o in session.get_outputs()]
         layout = session.get_modelmeta().custom_metadata_map["cvdeep.layout"]
-        raw, seconds = timed(lambda: session.run(None, {"image": array}), args.rounds)
+        raw, seconds = timed(lambda session=session, array=array: session.run(None, {"image": array}), args.rounds)
         got = parse(dict(zip(names, raw)), layout, width, height)
         print(f"{model:<11} {'onnxruntime':<14} {len(got[0]):>9} {agreement(*got, *ref)[0]:>7.4f} "
               f"{agreement(*got, *ref)[1]:>11.2e} {agreement(*got, *ref)[2]:>10.2e} {seconds:>8.3f}")
         net = cv2.dnn.readNet(str(path))
 
-        def forward():
+        def forward(net=net, array=array, names=names):
             net.setInput(array, "image")
             return net.forward(names)
 
         raw, seconds = timed(forward, args.rounds)
         got = parse(dict(zip(names, raw)), layout, width, height)
         found, score_error, desc_error = agreement(*got, *ref)
-        print(f"{model:<11} {'cv2.dnn':<14} {len(got[0]):>9} {found:>7.4f} {score_error:>11.2e} {desc_error:>10.2e} {seconds:>8.3f}")
+        print(f"{model:<11} {'cv2.dnn':<14} {len(got[0]):>9} {found:>7.4f} {score_error:>11.2e} {desc_error:>10.2e} "
+              f"{seconds:>8.3f}")
     # LightGlue: ALIKED features of the pair (2048 each)
     extractor = cvdeep.ALIKED(2048, model="aliked-n16", device="cpu")
     feats = [extractor.detectAndCompute(im, None) for im in pair]
     xy = [cv2.KeyPoint_convert(k).reshape(-1, 2) for k, _ in feats]
     sizes = [np.float32(im.shape[1::-1]) for im in pair]
     full = cvdeep.LightGlue("aliked", depth_confidence=-1, width_confidence=-1)
-    (pairs, _), seconds_full = timed(lambda: full.match_features(xy[0], feats[0][1], sizes[0], xy[1], feats[1][1], sizes[1]), 1)
+    (pairs, _), seconds_full = timed(
+        lambda: full.match_features(xy[0], feats[0][1], sizes[0], xy[1], feats[1][1], sizes[1]), 1)
     adaptive = cvdeep.LightGlue("aliked")
     (pairs_adaptive, _), seconds_adaptive = timed(
         lambda: adaptive.match_features(xy[0], feats[0][1], sizes[0], xy[1], feats[1][1], sizes[1]), 1)
     lightglue = to_onnx("lightglue-aliked", folder / "lightglue.onnx", precision=args.precision)
     onnx_matcher = cvdeep.ONNXLightGlue(lightglue, threads=1)
-    (got, _), seconds_onnx = timed(lambda: onnx_matcher.match_features(xy[0], feats[0][1], sizes[0], xy[1], feats[1][1], sizes[1]), 1)
+    (got, _), seconds_onnx = timed(
+        lambda: onnx_matcher.match_features(xy[0], feats[0][1], sizes[0], xy[1], feats[1][1], sizes[1]), 1)
     iou = lambda a, b: len(set(map(tuple, np.asarray(a).tolist())) & set(map(tuple, np.asarray(b).tolist()))) / max(  # noqa: E731
         1, len(set(map(tuple, np.asarray(a).tolist())) | set(map(tuple, np.asarray(b).tolist()))))
     print(f"\nLightGlue (ALIKED, {len(xy[0])} x {len(xy[1])} keypoints, full size pair)")
     print(f"  torch full depth      {len(pairs):>5} matches {seconds_full:>7.2f} s")
-    print(f"  torch adaptive        {len(pairs_adaptive):>5} matches {seconds_adaptive:>7.2f} s  IoU vs full depth {iou(pairs_adaptive, pairs):.4f}")
-    print(f"  onnxruntime           {len(got):>5} matches {seconds_onnx:>7.2f} s  IoU vs full depth {iou(got, pairs):.4f}")
+    print(f"  torch adaptive        {len(pairs_adaptive):>5} matches {seconds_adaptive:>7.2f} s  "
+          f"IoU vs full depth {iou(pairs_adaptive, pairs):.4f}")
+    print(f"  onnxruntime           {len(got):>5} matches {seconds_onnx:>7.2f} s  "
+          f"IoU vs full depth {iou(got, pairs):.4f}")
     if all(hasattr(cv2, n) for n in ("ALIKED_create", "DISK_create", "LightGlueMatcher_create")):
         np.savez(folder / "inputs.npz", image=image, n0=normalize_keypoints(xy[0], sizes[0]),
                  n1=normalize_keypoints(xy[1], sizes[1]), d0=feats[0][1], d1=feats[1][1])
@@ -173,8 +179,8 @@ def main() -> None:
             name = "cv2.ALIKED" if model.startswith("aliked") else "cv2.DISK"
             print(f"{model:<11} {name:<14} {len(got[0]):>9} {found:>7.4f} {score_error:>11.2e} {desc_error:>10.2e} "
                   f"{out[model]['seconds']:>8.3f}")
-        print(f"  cv2.LightGlueMatcher  {len(out['lightglue']['pairs']):>5} matches {out['lightglue']['seconds']:>7.2f} s  "
-              f"IoU vs full depth {iou(out['lightglue']['pairs'], pairs):.4f}")
+        print(f"  cv2.LightGlueMatcher  {len(out['lightglue']['pairs']):>5} matches "
+              f"{out['lightglue']['seconds']:>7.2f} s  IoU vs full depth {iou(out['lightglue']['pairs'], pairs):.4f}")
 
 
 if __name__ == "__main__":

@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from feature_checks import GRAF, check_feature2d_contract, load_image
 
 import cvdeep
 from cvdeep.models import build_model, get_model
 from cvdeep.nets.tr import TRNet, valid_at
 from cvdeep.train import tr as dense
+from feature_checks import GRAF, check_feature2d_contract, load_image
 
 pytestmark = pytest.mark.filterwarnings("ignore::cvdeep.weights.NonCommercialWeightsWarning")
 
@@ -87,7 +87,8 @@ def test_one_network_two_variants():
     for variant in (tr_variant, d2_variant):
         spec = variant.weights
         assert variant.trained_by_cvdeep and spec.packaged and spec.noncommercial
-        assert spec.filename == f"{variant.name}.pt" and spec.source == f"trained by cvdeep: docs/models/{variant.name}.md"
+        assert spec.filename == f"{variant.name}.pt"
+        assert spec.source == f"trained by cvdeep: docs/models/{variant.name}.md"
     first, second = build_model("tr-cvdeep", pretrained=False), build_model("d2-cvdeep", pretrained=False)
     assert first.state_dict().keys() == second.state_dict().keys()
     assert sum(p.numel() for p in first.parameters()) == 434_464  # the count the module docstring gives
@@ -288,4 +289,5 @@ def test_cli_trains_and_exports(photos, tmp_path):
     features = network.extract(image, torch.ones_like(image, dtype=torch.bool))
     assert len(features["keypoints"]) > 0
     torch.testing.assert_close(features["descriptors"].norm(dim=1), torch.ones(len(features["keypoints"])))
-    assert F.cosine_similarity(features["descriptors"][:1], network.describe(image, features["keypoints"][:1])).item() > 0.9999
+    described = network.describe(image, features["keypoints"][:1])
+    assert F.cosine_similarity(features["descriptors"][:1], described).item() > 0.9999

@@ -71,7 +71,8 @@ def test_sampled_homographies_stay_inside_and_respect_ranges(config):
     for _ in range(300):
         warp = sample_warp(rng, height, width, config)
         region = warp.region
-        assert (region >= -1e-6).all() and (region[:, 0] <= width - 1 + 1e-6).all() and (region[:, 1] <= height - 1 + 1e-6).all()
+        assert ((region >= -1e-6).all() and (region[:, 0] <= width - 1 + 1e-6).all()
+                and (region[:, 1] <= height - 1 + 1e-6).all())
         corners = np.array([[0, 0], [width - 1, 0], [width - 1, height - 1], [0, height - 1]], float)
         np.testing.assert_allclose(warp_points(warp.H, region), corners, atol=1e-6)
         # the image corners seen by the warped view come from inside the source

@@ -74,7 +74,8 @@ def _edge_midpoint_errors(shift: float) -> np.ndarray:
                 continue
             normal = np.array([a[1] - b[1], b[0] - a[0]]) / length
             along = a + np.linspace(0.3, 0.7, 9)[:, None] * (b - a)
-            one, other, mid = _bilinear(image, along + 3 * normal), _bilinear(image, along - 3 * normal), _bilinear(image, along)
+            one, other = _bilinear(image, along + 3 * normal), _bilinear(image, along - 3 * normal)
+            mid = _bilinear(image, along)
             contrast = one - other
             strong = np.abs(contrast) > 40
             errors.extend(np.abs((mid - (one + other) / 2) / contrast)[strong])
@@ -93,7 +94,8 @@ def test_corner_ground_truth_lies_on_the_rendered_edges():
 def test_occluded_corners_are_removed():
     canvas = ss._Canvas(np.zeros((64, 64), np.uint8))
     first, second = canvas.new_shape(), canvas.new_shape()
-    canvas.add_corners(canvas.fill_polygon(np.array([[10.0, 10.0], [40.0, 10.0], [40.0, 40.0], [10.0, 40.0]]), 200, first), first)
+    square = np.array([[10.0, 10.0], [40.0, 10.0], [40.0, 40.0], [10.0, 40.0]])
+    canvas.add_corners(canvas.fill_polygon(square, 200, first), first)
     canvas.add_corners(canvas.fill_polygon(np.array([[35.0, 35.0], [60.0, 35.0], [60.0, 60.0]]), 90, second), second)
     kept = {tuple(p) for p in canvas.visible_corners(2.0)}
     assert (40.0, 40.0) not in kept  # under the second shape
@@ -105,7 +107,8 @@ def test_generate_follows_the_probabilities_and_bad_input_raises():
                                       probabilities=(0.0, 1.0))
     rng = np.random.default_rng(0)
     assert {ss.generate(rng, config)[0] for _ in range(5)} == {"star"}
-    assert ss.SyntheticShapesConfig().primitive_probabilities()[ss.PRIMITIVES.index("gaussian_noise")] == pytest.approx(0.1 / 6.6)
+    probabilities = ss.SyntheticShapesConfig().primitive_probabilities()
+    assert probabilities[ss.PRIMITIVES.index("gaussian_noise")] == pytest.approx(0.1 / 6.6)
     with pytest.raises(cvdeep.Error, match="primitive"):
         ss.render("hexagon", rng, config)
     with pytest.raises(cvdeep.Error, match="probabilities"):
@@ -171,7 +174,8 @@ def test_labels_follow_the_pixel_shuffle_order():
 def test_labels_pick_one_of_several_keypoints_at_random():
     keypoints = torch.zeros(1, 8, 8, dtype=torch.bool)
     keypoints[0, 1, 2] = keypoints[0, 6, 5] = True
-    picks = {int(sp.keypoint_map_to_labels(keypoints, rng=torch.Generator().manual_seed(s))[0, 0, 0]) for s in range(40)}
+    picks = {int(sp.keypoint_map_to_labels(keypoints, rng=torch.Generator().manual_seed(s))[0, 0, 0])
+             for s in range(40)}
     assert picks == {1 * 8 + 2, 6 * 8 + 5}
     same = [int(sp.keypoint_map_to_labels(keypoints, rng=torch.Generator().manual_seed(3))[0, 0, 0]) for _ in range(2)]
     assert same[0] == same[1]
@@ -212,7 +216,8 @@ def _descriptor_loss_by_loops(desc_a, desc_b, homography, valid_b, mp, mn, lam, 
                 centre_b = np.array([cell * j2 + (cell - 1) / 2, cell * i2 + (cell - 1) / 2])
                 for i in range(hc):
                     for j in range(wc):
-                        p = homography[b].numpy() @ np.array([cell * j + (cell - 1) / 2, cell * i + (cell - 1) / 2, 1.0])
+                        centre_a = np.array([cell * j + (cell - 1) / 2, cell * i + (cell - 1) / 2, 1.0])
+                        p = homography[b].numpy() @ centre_a
                         s = float(np.linalg.norm(p[:2] / p[2] - centre_b) <= cell)
                         dot = float(desc_a[b, :, i, j] @ d2 / desc_a[b, :, i, j].norm())
                         total += lam * s * max(0.0, mp - dot) + (1 - s) * max(0.0, dot - mn)
@@ -224,7 +229,8 @@ def test_descriptor_loss_matches_the_paper_formula():
     desc_a = torch.randn(2, 5, 3, 4, generator=generator, dtype=torch.float64)
     desc_b = torch.randn(2, 5, 3, 4, generator=generator, dtype=torch.float64)
     angle = 0.3
-    rotation = torch.tensor([[math.cos(angle), -math.sin(angle), 6.0], [math.sin(angle), math.cos(angle), -4.0], [0, 0, 1]])
+    rotation = torch.tensor([[math.cos(angle), -math.sin(angle), 6.0], [math.sin(angle), math.cos(angle), -4.0],
+                             [0, 0, 1]])
     homography = torch.stack([torch.tensor([[1.0, 0, 8], [0, 1, 0], [0, 0, 1]]), rotation]).double()
     valid_b = torch.ones(2, 24, 32, dtype=torch.bool)
     valid_b[1, 20:, :5] = False
@@ -242,7 +248,8 @@ def test_descriptor_loss_positive_radius_on_an_identity_warp():
     desc = torch.ones(1, 3, 5, 6)
     identity = torch.eye(3)[None]
     assert float(sp.descriptor_loss(desc, desc, identity)) == pytest.approx(0.8 * (900 - 128) / 900, rel=1e-5)
-    assert float(sp.descriptor_loss(desc, desc, identity, positive_radius=7.5)) == pytest.approx(0.8 * (900 - 30) / 900, rel=1e-5)
+    assert float(sp.descriptor_loss(desc, desc, identity, positive_radius=7.5)) == pytest.approx(
+        0.8 * (900 - 30) / 900, rel=1e-5)
 
 
 def test_keypoints_to_map_rounds_to_the_nearest_pixel():
@@ -395,8 +402,10 @@ def test_tr_loss_values_on_hand_made_vectors():
     assert float(tr.tr_loss(pred, proj, scores_a, scores_b)) == pytest.approx((0.25 * 0 + 0.75 * 1) / 2)
     labels = torch.tensor([0.5, 1.0])
     assert float(tr.tr_loss(pred, proj, scores_a, scores_b, labels)) == pytest.approx((0.25 * 1.5 + 0.75 * 1.0) / 2)
-    assert float(tr.tr_loss(pred, proj, scores_a, scores_b, labels, soft_form="target")) == pytest.approx((0.25 * 0.5 + 0.75 * 1.0) / 2)
-    got = tr.soft_labels(torch.tensor([[2.0, 0.0], [1.0, 1.0]]), torch.tensor([[0.0, 1.0], [3.0, 3.0]]), lam=0.5, alpha=1.0)
+    assert float(tr.tr_loss(pred, proj, scores_a, scores_b, labels, soft_form="target")) == pytest.approx(
+        (0.25 * 0.5 + 0.75 * 1.0) / 2)
+    got = tr.soft_labels(torch.tensor([[2.0, 0.0], [1.0, 1.0]]), torch.tensor([[0.0, 1.0], [3.0, 3.0]]), lam=0.5,
+                         alpha=1.0)
     assert got.tolist() == pytest.approx([math.exp(-2.0), 1.0])
     assert tr.soft_labels(torch.eye(2), torch.eye(2).flip(0), lam=1.0, alpha=0.0).tolist() == [1.0, 1.0]
     with pytest.raises(cvdeep.Error, match="positive sum"):
@@ -427,7 +436,8 @@ def test_curriculum_schedule():
     assert curriculum(50).strength == pytest.approx(0.6) and curriculum(50).alpha == pytest.approx(1.0)
     assert curriculum(50).tau == pytest.approx(0.998)
     assert curriculum(500) == (1.0, 2.0, 1.0)
-    assert tr.Curriculum(100, schedule="cosine").strength_at(25) == pytest.approx(0.2 + 0.8 * (1 - math.cos(math.pi / 4)) / 2)
+    assert tr.Curriculum(100, schedule="cosine").strength_at(25) == pytest.approx(
+        0.2 + 0.8 * (1 - math.cos(math.pi / 4)) / 2)
     with pytest.raises(cvdeep.Error):
         tr.Curriculum(total_steps=0)
 
@@ -446,7 +456,8 @@ def _squares(rng: np.random.Generator, count: int, size: int = 48) -> tuple[np.n
         background = rng.uniform(0, 255)
         foreground = (background + rng.uniform(70, 185)) % 256
         canvas = np.full((4 * size, 4 * size), background, np.float32)
-        cv2.fillPoly(canvas, [np.round(((square + 0.5) * 4 - 0.5) * 16).astype(np.int32)], float(foreground), cv2.LINE_8, 4)
+        polygon = np.round(((square + 0.5) * 4 - 0.5) * 16).astype(np.int32)
+        cv2.fillPoly(canvas, [polygon], float(foreground), cv2.LINE_8, 4)
         image = cv2.resize(canvas, (size, size), interpolation=cv2.INTER_AREA) + rng.normal(0, 6, (size, size))
         images.append(np.clip(image, 0, 255) / 255.0)
         corners.append(square)
@@ -498,7 +509,8 @@ def test_magicpoint_learns_the_corners_of_squares():
     assert sum(found) >= 3 * len(found) and sum(f >= 3 for f in found) >= len(found) - 1, found
 
 
-def _texture_pair(seed: int, size: int = 48, dx: int = 4, dy: int = 8) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _texture_pair(seed: int, size: int = 48, dx: int = 4,
+                  dy: int = 8) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     rng = np.random.default_rng(seed)
     base = cv2.GaussianBlur(rng.random((size + 16, size + 16)).astype(np.float32), (0, 0), 1.5)
     base = (base - base.min()) / (base.max() - base.min())
@@ -523,7 +535,8 @@ def test_d2net_loss_decreases_on_a_toy_pair():
     optimizer = torch.optim.Adam(net.parameters(), lr=3e-3)
 
     def loss() -> torch.Tensor:
-        value = d2.d2net_batch_loss(net(image_a), net(image_b), homography[None], scaling_steps=2, min_correspondences=16)
+        value = d2.d2net_batch_loss(net(image_a), net(image_b), homography[None], scaling_steps=2,
+                                    min_correspondences=16)
         assert value is not None
         return value
 

@@ -17,8 +17,16 @@ import torch.nn.functional as F
 import cvdeep
 from cvdeep.eval.patch_metrics import fpr_at_recall
 from cvdeep.train import losses
-from cvdeep.train.losses import (LOSSES, SDGMLoss, hardest_triplet_margin_loss, hybrid_similarity_loss, make_loss,
-                                  mined_hinge_loss, sos_regularizer, sosnet_loss)
+from cvdeep.train.losses import (
+    LOSSES,
+    SDGMLoss,
+    hardest_triplet_margin_loss,
+    hybrid_similarity_loss,
+    make_loss,
+    mined_hinge_loss,
+    sos_regularizer,
+    sosnet_loss,
+)
 
 # The batch used by most value tests: anchors and positives at these angles (degrees).
 ANCHOR_DEG = (0.0, 100.0, 220.0)
