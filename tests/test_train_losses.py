@@ -647,7 +647,7 @@ def test_every_loss_depends_only_on_the_pairs_geometry(name: str) -> None:
 # ---------------------------------------------------------------------------------------------------
 
 def test_registry_builds_each_loss_with_its_defaults_and_overrides() -> None:
-    assert set(LOSSES) == {"deepdesc", "hardnet", "sosnet", "hynet", "sdgm"}
+    assert set(LOSSES) == {"deepdesc", "hardnet", "sosnet", "hynet", "sdgm", "l2net"}
     anchor, positive = random_unit(6, 4, seed=12)
     assert LOSSES["hardnet"]()(anchor, positive).item() == hardest_triplet_margin_loss(anchor, positive).item()
     assert LOSSES["hardnet"](margin=0.3).margin == 0.3
@@ -666,7 +666,7 @@ def test_registry_builds_each_loss_with_its_defaults_and_overrides() -> None:
 
 
 def test_unknown_loss_and_bad_parameters_raise_cvdeep_error() -> None:
-    with pytest.raises(cvdeep.Error, match="deepdesc, hardnet, hynet, sdgm, sosnet"):
+    with pytest.raises(cvdeep.Error, match="deepdesc, hardnet, hynet, l2net, sdgm, sosnet"):
         LOSSES["triplet"]
     with pytest.raises(cvdeep.Error, match="accepted"):
         make_loss("hardnet", knn=3)
