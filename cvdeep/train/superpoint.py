@@ -49,7 +49,13 @@ from .superpoint_losses import (
     pseudo_ground_truth,
 )
 from .synthetic_shapes import PhotometricConfig as ShapesPhotometric
-from .synthetic_shapes import SyntheticShapesConfig, photometric_augmentation, warp_sample, write_dataset
+from .synthetic_shapes import (
+    SyntheticShapesConfig,
+    SyntheticShapesDataset,
+    photometric_augmentation,
+    warp_sample,
+    write_dataset,
+)
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +146,23 @@ def _precision(name: str, device: torch.device) -> bool:
     return name == "bf16" and bf16_supported(device)
 
 
+def _setup(settings: MagicPointTraining | JointTraining, init: str | None, extra: dict[str, Any],
+           out_dir: str | os.PathLike, resume: bool, device: torch.device, rng: np.random.Generator,
+           checkpoint_every: int, progress: bool) -> tuple[SuperPoint, Any, torch.optim.Optimizer, bool, Trainer,
+                                                           torch.Generator]:
+    """What stages 1 and 3 share: the network, its (compiled) forward, Adam, precision and the Trainer."""
+    network = _network(init, device)
+    forward = _forward(network, settings.compile)
+    optimizer = torch.optim.Adam(network.parameters(), lr=settings.lr)
+    use_bf16 = _precision(settings.precision, device)
+    stage = extra.pop("stage")
+    config = {**dataclasses.asdict(settings), "stage": stage, **extra,
+              "effective_precision": "bf16" if use_bf16 else "fp32"}
+    trainer = Trainer(out_dir, {"network": network, "optimizer": optimizer}, settings.steps, rng, config,
+                      checkpoint_every, resume, progress)
+    return network, forward, optimizer, use_bf16, trainer, torch.Generator().manual_seed(settings.seed)
+
+
 def _finish(trainer_summary: dict[str, Any], network: torch.nn.Module, out: Path, device: torch.device,
             started: float, extra: dict[str, Any]) -> dict[str, Any]:
     weights = out / "weights.pt"
@@ -168,18 +191,13 @@ def train_magicpoint(settings: MagicPointTraining, out_dir: str | os.PathLike, r
     shapes = SyntheticShapesConfig(image_size=(height, width))
     cache = Path(cache_dir) if cache_dir is not None else Path(out_dir) / "shapes"
     shards = write_dataset(cache / f"shapes-{height}x{width}", settings.shapes_per_primitive, settings.seed, shapes)
-    images, corners = _load_shards(shards)
+    dataset = SyntheticShapesDataset(shards)
+    images, corners = dataset.images, dataset.corners
     homography = HomographyConfig(**settings.homography)
     photometric = ShapesPhotometric(enable=True)
-    network = _network(None, device)
-    forward = _forward(network, settings.compile)
-    optimizer = torch.optim.Adam(network.parameters(), lr=settings.lr)
-    use_bf16 = _precision(settings.precision, device)
-    config = {**dataclasses.asdict(settings), "stage": "magicpoint",
-              "effective_precision": "bf16" if use_bf16 else "fp32", "synthetic_images": len(images)}
-    trainer = Trainer(out_dir, {"network": network, "optimizer": optimizer}, settings.steps, rng, config,
-                      checkpoint_every, resume, progress)
-    generator = torch.Generator().manual_seed(settings.seed)
+    network, forward, optimizer, use_bf16, trainer, generator = _setup(
+        settings, None, {"stage": "magicpoint", "synthetic_images": len(images)}, out_dir, resume, device, rng,
+        checkpoint_every, progress)
 
     def step(index: int) -> dict[str, float]:
         batch_rng = np.random.default_rng([settings.seed, index])
@@ -204,17 +222,6 @@ def train_magicpoint(settings: MagicPointTraining, out_dir: str | os.PathLike, r
         return {"loss": float(loss.detach())}
 
     return _finish(trainer.run(step), network, Path(out_dir), device, started, {})
-
-
-def _load_shards(paths: list[Path]) -> tuple[np.ndarray, list[np.ndarray]]:
-    images: list[np.ndarray] = []
-    corners: list[np.ndarray] = []
-    for path in paths:
-        with np.load(path) as shard:
-            offsets = shard["offsets"]
-            images.append(shard["images"])
-            corners.extend(shard["corners"][offsets[i]: offsets[i + 1]] for i in range(len(offsets) - 1))
-    return np.concatenate(images), corners
 
 
 # --- stage 2 -------------------------------------------------------------------------------
@@ -310,15 +317,9 @@ def train_joint(settings: JointTraining, out_dir: str | os.PathLike, resume: boo
     points = [all_points[offsets[i]: offsets[i + 1]] for i in range(len(names))]
     homography = HomographyConfig(**settings.homography)
     photometric = PhotoPhotometric()
-    network = _network(settings.init, device)
-    forward = _forward(network, settings.compile)
-    optimizer = torch.optim.Adam(network.parameters(), lr=settings.lr)
-    use_bf16 = _precision(settings.precision, device)
-    config = {**dataclasses.asdict(settings), "stage": "joint", "images": str(images), "image_size": [height, width],
-              "effective_precision": "bf16" if use_bf16 else "fp32", "photos": len(photos)}
-    trainer = Trainer(out_dir, {"network": network, "optimizer": optimizer}, settings.steps, rng, config,
-                      checkpoint_every, resume, progress)
-    generator = torch.Generator().manual_seed(settings.seed)
+    network, forward, optimizer, use_bf16, trainer, generator = _setup(
+        settings, settings.init, {"stage": "joint", "images": str(images), "image_size": [height, width],
+                                  "photos": len(photos)}, out_dir, resume, device, rng, checkpoint_every, progress)
 
     def step(index: int) -> dict[str, float]:
         batch_rng = np.random.default_rng([settings.seed, index])
