@@ -17,9 +17,12 @@ Two steps (``cvdeep retrieve index|query``):
   through ``cvdeep.BFMatcher`` for binary ones) and votes once for every image among them. The
   ``verify`` images with the most votes are then matched to the query one by one (mutual nearest
   neighbours, or Lowe's ratio test) and a homography is fitted robustly
-  (``cvdeep.matching.geometry.find_homography``); they are ranked by their inlier count (votes
-  break ties) ahead of the unverified rest, ranked by votes. The result is JSON-able; a contact
-  sheet (PNG) shows the query and its best results.
+  (``cvdeep.matching.geometry.find_homography``). An image is *verified* when its inliers pass
+  Brown and Lowe's overlap test (IJCV 2007: more than 8 + 0.3 n, n the tentative matches whose
+  query point the homography sends inside the image; the criterion ``cvdeep panorama`` uses):
+  a handful of chance inliers among a thousand matches does not count. Verified images come first,
+  by inlier count (votes break ties), then all the others by votes. The result is JSON-able; a
+  contact sheet (PNG) shows the query and its best results.
 
 DELF's paper ranks by RANSAC inliers of the nearest-neighbour correspondences too (its index
 compresses descriptors with product quantisation over a KD-tree for scale; here the search is
@@ -44,6 +47,7 @@ import numpy as np
 import torch
 
 from . import ops
+from .apps.common import OVERLAP_ALPHA, OVERLAP_BETA
 from .errors import Error
 from .image import limit_size, read_image
 from .matching.bf import BFMatcher
@@ -197,8 +201,9 @@ class Candidate:
 
     image: str
     votes: int
-    inliers: int | None = None  # None: not geometrically verified
+    inliers: int | None = None  # None: no verification tried
     matches: int | None = None  # tentative matches given to the estimator
+    verified: bool = False  # the inliers pass the overlap test
     rank: int = 0
 
 
@@ -338,7 +343,7 @@ class Database:
               exclude: int | None = None) -> QueryResult:
         """Rank the database images for a described query (module docstring): votes from the ``knn``
         nearest neighbours of every query descriptor, then the ``verify`` best voted images verified by a
-        homography (0: none) and ranked by inliers. ``exclude`` leaves one database image out (a query
+        homography (0: none); the verified ones first, by inliers. ``exclude`` leaves one database image out (a query
         taken from the database)."""
         if matcher not in VERIFIERS:
             raise Error(f"matcher: got {matcher!r}; accepted: {', '.join(VERIFIERS)}")
@@ -355,28 +360,36 @@ class Database:
         candidates = [Candidate(self.names[i], int(votes[i])) for i in order]
         start = time.perf_counter()
         for candidate, image in zip(candidates[:verify], order[:verify]):
-            inliers, matches = self.verify(described, image, matcher, ratio, estimator, threshold)
-            candidate.inliers, candidate.matches = inliers, matches
+            candidate.inliers, candidate.matches, candidate.verified = self.verify(described, image, matcher, ratio,
+                                                                                   estimator, threshold)
         seconds["verification"] = time.perf_counter() - start
-        verified = sorted(candidates[:verify], key=lambda c: (-(c.inliers or 0), -c.votes))
-        ranked = verified + candidates[verify:]
+        verified = sorted((c for c in candidates if c.verified), key=lambda c: (-(c.inliers or 0), -c.votes))
+        ranked = verified + [c for c in candidates if not c.verified]
         for rank, candidate in enumerate(ranked, start=1):
             candidate.rank = rank
         return QueryResult(ranked, seconds)
 
     def verify(self, described: Described, image: int, matcher: str = "mutual", ratio: float = LOWE_RATIO,
-               estimator: str = "magsac", threshold: float = 8.0) -> tuple[int, int]:
-        """(homography inliers, tentative matches) between the query and database image ``image``."""
+               estimator: str = "magsac", threshold: float = 8.0) -> tuple[int, int, bool]:
+        """(homography inliers, tentative matches, whether the overlap test passes) between the query and
+        database image ``image``."""
         theirs = self.image_descriptors(image)
         if matcher == "ratio":
             pairs = ratio_test(described.descriptors, theirs, self.norm, ratio)
         else:
             pairs = mutual_nearest_neighbours(described.descriptors, theirs, self.norm)
         if len(pairs) < 4:
-            return 0, len(pairs)
-        _, inliers = find_homography(described.points[pairs[:, 0]], self.points[image][pairs[:, 1]], estimator,
-                                     threshold)
-        return int(inliers.sum()), len(pairs)
+            return 0, len(pairs), False
+        source = described.points[pairs[:, 0]].astype(np.float64)
+        homography, inliers = find_homography(source, self.points[image][pairs[:, 1]], estimator, threshold)
+        if homography is None:
+            return 0, len(pairs), False
+        projected = cv2.perspectiveTransform(source.reshape(-1, 1, 2), homography).reshape(-1, 2)
+        width, height = self.sizes[image]
+        inside = ((projected[:, 0] >= -0.5) & (projected[:, 0] < width - 0.5)
+                  & (projected[:, 1] >= -0.5) & (projected[:, 1] < height - 0.5))
+        count = int(inliers.sum())
+        return count, len(pairs), count > OVERLAP_ALPHA + OVERLAP_BETA * int(inside.sum())
 
 
 def _faiss_knn(query: np.ndarray, base: np.ndarray, k: int) -> np.ndarray:
@@ -434,17 +447,16 @@ def _thumbnail(image: np.ndarray | None, side: int, label: str, colour: tuple[in
 
 
 def contact_sheet(query: np.ndarray, result: QueryResult, root: str | os.PathLike | None, top: int = 8,
-                  side: int = 200, columns: int = 5, min_inliers: int = 12) -> np.ndarray:
-    """A BGR image: the query, then the ``top`` results (framed green when verified with at least
-    ``min_inliers`` inliers, gray otherwise), labelled by rank, name, votes and inliers."""
+                  side: int = 200, columns: int = 5) -> np.ndarray:
+    """A BGR image: the query, then the ``top`` results (framed green when verified, gray otherwise),
+    labelled by rank, name, votes and inliers."""
     tiles = [_thumbnail(query, side, "query", (200, 120, 0))]
     for candidate in result.candidates[:top]:
         path = Path(root) / candidate.image if root is not None else None
         image = cv2.imread(str(path)) if path is not None and path.is_file() else None
-        verified = candidate.inliers is not None and candidate.inliers >= min_inliers
         inliers = "-" if candidate.inliers is None else str(candidate.inliers)
         label = f"{candidate.rank}. {candidate.image} v{candidate.votes} i{inliers}"
-        tiles.append(_thumbnail(image, side, label, (60, 200, 60) if verified else (160, 160, 160)))
+        tiles.append(_thumbnail(image, side, label, (60, 200, 60) if candidate.verified else (160, 160, 160)))
     while len(tiles) % columns:
         tiles.append(np.full_like(tiles[0], 255))
     rows = [np.hstack(tiles[i : i + columns]) for i in range(0, len(tiles), columns)]
@@ -461,7 +473,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     index.add_argument("folder", help="folder of images (searched recursively)")
     index.add_argument("--index", required=True, help="index folder to write or to resume")
     index.add_argument("--features", default="sift", help="any name cvdeep.features.create accepts: delf, sift, "
-                       "aliked, disk, orb, 'delf[scales=0.5,1]', ... (default sift)")
+                       "aliked, disk, orb, 'delf[scales=0.5;1]', ... (default sift)")
     index.add_argument("--nfeatures", type=int, default=None, help="keypoints per image (default: the feature's own)")
     index.add_argument("--max-size", type=int, default=None, help="shrink images to this longest side first")
     index.add_argument("--device", default=None, help="device of cvdeep features ('cpu', 'cuda'; default auto)")
@@ -494,7 +506,8 @@ def run(args: argparse.Namespace) -> int:
                                  args.threshold, args.device)
     for candidate in result.candidates[: args.top]:
         inliers = "-" if candidate.inliers is None else candidate.inliers
-        print(f"{candidate.rank:3d}  {candidate.image}  votes {candidate.votes}  inliers {inliers}")
+        mark = "  verified" if candidate.verified else ""
+        print(f"{candidate.rank:3d}  {candidate.image}  votes {candidate.votes}  inliers {inliers}{mark}")
     if args.json:
         payload = {"query": str(args.image), "index": str(args.index), "features": header.get("features"),
                    **result.to_json()}

@@ -58,6 +58,7 @@ def test_declaration_official_and_cvdeep_variants():
     assert (defaults.nfeatures, defaults.detection_threshold, defaults.iou_threshold, defaults.pca_dim) == (1000, 100.0,
                                                                                                            1.0, 40)
     assert parse_scales(defaults.scales) == (0.25, 0.3536, 0.5, 0.7071, 1.0, 1.4142, 2.0)
+    assert parse_scales("0.5;1") == parse_scales(" 0.5, 1.0") == (0.5, 1.0), "';' fits inside feature names' brackets"
     official, light = build_model("delf-gld", pretrained=False), build_model("delf-cvdeep", pretrained=False)
     assert official.descriptor_size == 1024 and official.receptive_field == 291 and official.stride == 32
     assert light.descriptor_size == 128 and light.receptive_field == 40 and light.stride == 4

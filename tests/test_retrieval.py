@@ -65,6 +65,7 @@ def test_index_and_query_find_the_same_scene(collection, oxford, tmp_path, capsy
                      "--sheet", str(sheet)]) == 0
         results = json.loads(out_json.read_text())["results"]
         assert Path(results[0]["image"]).stem == name, results[:3]
+        assert results[0]["verified"] and not any(r["verified"] for r in results[1:]), results
         assert results[0]["inliers"] > 3 * max(r["inliers"] for r in results[1:]), results[:3]
         assert [r["rank"] for r in results] == list(range(1, 8))
         drawn = cv2.imread(str(sheet))
@@ -100,6 +101,8 @@ def test_verification_demotes_a_planted_false_positive(oxford):
     first, second = verified.candidates[:2]
     assert (first.image, second.image) == ("boat2", "planted"), verified.candidates
     assert first.inliers > 2 * second.inliers and second.votes > first.votes
+    assert first.verified and not second.verified, "a few chance inliers do not pass the overlap test"
+    assert [c.verified for c in verified.candidates] == [True, False, False, False]
     assert set(verified.seconds) == {"search", "verification"}
 
 

@@ -75,9 +75,10 @@ _TRNET_STRIDE, _TRNET_OFFSET, _TRNET_FIELD = 4, 1.5, 40
 
 
 def parse_scales(text: str) -> tuple[float, ...]:
-    """``"0.25,0.5,1"`` -> (0.25, 0.5, 1.0); ``cvdeep.Error`` unless a non-empty list of numbers in (0, 8]."""
+    """``"0.25,0.5,1"`` -> (0.25, 0.5, 1.0); ``;`` separates too (``delf[scales=0.5;1]`` in a feature name);
+    ``cvdeep.Error`` unless a non-empty list of numbers in (0, 8]."""
     try:
-        scales = tuple(float(item) for item in str(text).replace(" ", "").split(",") if item)
+        scales = tuple(float(item) for item in str(text).replace(" ", "").replace(";", ",").split(",") if item)
     except ValueError:
         scales = ()
     if not scales or not all(math.isfinite(s) and 0.0 < s <= 8.0 for s in scales):
@@ -96,7 +97,8 @@ class DELFConfig(DetectorConfig):
                                        "the official score_threshold")
     nms_radius: int = param(0, "per pyramid level, a keypoint must be the attention maximum of its (2r+1)x(2r+1) "
                             "feature cells; 0 keeps every cell above the threshold, as the official extractor", low=0)
-    scales: str = param(OFFICIAL_SCALES, "comma-separated image pyramid scales (official: 7 scales from 0.25 to 2)")
+    scales: str = param(OFFICIAL_SCALES, "image pyramid scales separated by ',' or ';' (official: 7 scales from "
+                        "0.25 to 2)")
     iou_threshold: float = param(1.0, "non-maximum suppression of receptive-field boxes across levels: a keypoint "
                                  "overlapping a better one by more than this IoU is dropped; 1 suppresses nothing "
                                  "(official)", low=0.0, high=1.0)
