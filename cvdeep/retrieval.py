@@ -329,12 +329,10 @@ class Database:
     def votes(self, query: np.ndarray, k: int = 10, exclude: int | None = None) -> np.ndarray:
         """(images,) number of query descriptors that have a descriptor of each image among their ``k`` nearest."""
         found = self.neighbours(query, k, exclude)
-        owners = np.where(found >= 0, self.owner[np.clip(found, 0, None)], -1)
-        counts = np.zeros(len(self.names), np.int64)
-        for row in owners:
-            images = np.unique(row[row >= 0])
-            counts[images] += 1
-        return counts
+        owners = np.sort(np.where(found >= 0, self.owner[np.clip(found, 0, None)], -1), axis=1)
+        first = np.ones(owners.shape, bool)  # the first occurrence of each image in a row
+        first[:, 1:] = owners[:, 1:] != owners[:, :-1]
+        return np.bincount(owners[first & (owners >= 0)], minlength=len(self.names)).astype(np.int64)
 
     # --- the query --------------------------------------------------------------------------------
 

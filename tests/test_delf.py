@@ -290,6 +290,7 @@ def test_threshold_radius_iou_and_whitening(light_weights):
         boxes = network.extract(image, valid, DELFConfig(**{**base, "iou_threshold": 0.5}))
         white = network.extract(image, valid, DELFConfig(**{**base, "whitening": True}))
         raw = network.extract(image, valid, DELFConfig(**{**base, "pca_dim": 0}))
+        soft = network.extract(image, valid, DELFConfig(**{**base, "nms": "soft", "nfeatures": 20}))
     assert len(above["scores"]) == int((everything["scores"] >= middle).sum()) and above["scores"].min() >= middle
     xy = thinned["keypoints"]
     assert 0 < len(xy) < len(everything["keypoints"]) / 4
@@ -298,6 +299,8 @@ def test_threshold_radius_iou_and_whitening(light_weights):
     kept = boxes["keypoints"]
     overlap = (40 - (kept[:, None] - kept[None]).abs()).clamp_min(0).prod(dim=2) - torch.eye(len(kept)) * 1600
     assert 0 < len(kept) < len(everything["keypoints"]) / 4 and overlap.max() <= 3200 / 3 + 1e-3
+    assert len(soft["scores"]) == 20 and torch.all(soft["scores"][:-1] >= soft["scores"][1:])
+    assert soft["scores"].max() <= everything["scores"].max() and soft["descriptors"].shape == (20, 40)
     pca = (raw["descriptors"] - network.pca_mean) @ network.pca_matrix[:40].T
     torch.testing.assert_close(everything["descriptors"], torch.nn.functional.normalize(pca, dim=1))
     whitened = pca / network.pca_variances[:40].sqrt()
