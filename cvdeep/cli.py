@@ -1,4 +1,4 @@
-"""The ``cvdeep`` command: match, panorama, extract, models, weights (and bench with cvdeep.eval).
+"""The ``cvdeep`` command: match, panorama, extract, retrieve, models, weights (and bench with cvdeep.eval).
 
 Every subcommand is a thin front over ``cvdeep.apps`` (or the weights hub and the
 model registry); an input the user can fix ends in one ``cvdeep <command>: error: ...``
@@ -22,6 +22,8 @@ EXAMPLES = """examples:
   cvdeep match img1.jpg img2.jpg --features sift+hardnet --matcher mutual
   cvdeep panorama a.jpg b.jpg c.jpg --features xfeat --out pano.jpg
   cvdeep extract photos/ --features "xfeat[nms=soft]" --workers 2 --out features.h5
+  cvdeep retrieve index photos/ --index photos.idx --features delf
+  cvdeep retrieve query query.jpg --index photos.idx --json results.json --sheet results.png
   cvdeep models
   cvdeep weights list
   cvdeep export onnx aliked-n16 aliked.onnx --describe
@@ -154,6 +156,12 @@ def _run_export(args: argparse.Namespace) -> int:
     return export_cli.run(args)
 
 
+def _run_retrieve(args: argparse.Namespace) -> int:
+    from . import retrieval
+
+    return retrieval.run(args)
+
+
 def _run_train(args: argparse.Namespace) -> int:
     from .train import cli as train_cli
 
@@ -212,6 +220,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .export import cli as export_cli
 
     export_cli.add_arguments(command("export", _run_export, "write a model as an ONNX file (runs without torch)"))
+
+    from . import retrieval
+
+    retrieval.add_arguments(command("retrieve", _run_retrieve, "index a folder of images and query it with an image"))
 
     from .train import cli as train_cli
 

@@ -222,7 +222,7 @@ class Feature2D:
     # --- OpenCV's introspection -------------------------------------------------------
 
     def descriptorSize(self) -> int:
-        return int(self._load().descriptor_size)
+        return int(self._load().output_size(self._config))
 
     def descriptorType(self) -> int:
         return cv2.CV_32F
@@ -323,7 +323,8 @@ class Feature2D:
         tensor = self._network_input(img)
         as_tensor = lambda a: torch.from_numpy(a).to(tensor.device)  # noqa: E731
         with torch.inference_mode():
-            desc = extractor.describe(tensor, as_tensor(arrays.xy), as_tensor(arrays.size), as_tensor(arrays.angle))
+            desc = extractor.describe_configured(tensor, as_tensor(arrays.xy), as_tensor(arrays.size),
+                                                as_tensor(arrays.angle), self._config)
         return kps, np.ascontiguousarray(desc.float().cpu().numpy())
 
     def detectAndCompute(

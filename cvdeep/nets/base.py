@@ -62,6 +62,23 @@ class Extractor(PretrainedNetwork):
         """Descriptors (N, D) at given keypoints (N, 2) in pixels of ``image``."""
         raise NotImplementedError
 
+    def describe_configured(
+        self,
+        image: torch.Tensor,
+        keypoints: torch.Tensor,
+        sizes: torch.Tensor | None,
+        angles: torch.Tensor | None,
+        config: Any,
+    ) -> torch.Tensor:
+        """``describe`` with the family's config, for networks whose description depends on it
+        (DELF's pyramid scales and PCA dimension); the default ignores the config."""
+        return self.describe(image, keypoints, sizes, angles)
+
+    def output_size(self, config: Any) -> int:
+        """Length of the descriptors ``extract`` gives with ``config`` (``descriptor_size`` unless
+        a parameter changes it, as DELF's ``pca_dim``)."""
+        return int(self.descriptor_size)
+
 
 def mask_scores(scores: torch.Tensor, valid: torch.Tensor, fill: float = float("-inf")) -> torch.Tensor:
     """Scores with invalid pixels (padding, outside the user's mask) set to ``fill``."""

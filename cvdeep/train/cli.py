@@ -4,6 +4,7 @@
     cvdeep train descriptor --model hardnet-cvdeep --init hardnet-cvdeep --images my_photos/ --steps 500 --out runs/mine
     cvdeep train tr --loss tr --steps 3000 --out runs/tr-cvdeep
     cvdeep train tr --loss d2 --steps 3000 --out runs/d2-cvdeep
+    cvdeep train delf --backbone tr-cvdeep --steps 3000 --out runs/delf-cvdeep
     cvdeep train plot runs/sdgmnet runs/hardnet --out curves.png
 
 Every run writes its configuration, a CSV of its losses and a checkpoint every
@@ -123,6 +124,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     dense.add_argument("--init", default=None, help="weights to start from: a registry name or a file")
     _common(dense)
 
+    attention = tasks.add_parser("delf", help="DELF's attention and PCA on unlabeled photos (each photo one class)",
+                                 description="Train DELF's attention network on a frozen backbone with image-level "
+                                 "supervision (each photo and its random views one class, attention-weighted pooling "
+                                 "and a linear classifier), then fit the descriptor PCA and calibrate the attention "
+                                 "scale on the same photos.")
+    from .delf import DELFTraining
+
+    delf_defaults = DELFTraining()
+    attention.add_argument("--model", default=delf_defaults.model, help="DELF model whose network is trained "
+                           f"(default {delf_defaults.model})")
+    attention.add_argument("--backbone", default=delf_defaults.backbone,
+                           help="frozen backbone weights: a registry name or a file (default %(default)s)")
+    attention.add_argument("--images", default=delf_defaults.images, help="folder of unlabeled photos")
+    attention.add_argument("--steps", type=int, default=delf_defaults.steps)
+    attention.add_argument("--batch-size", type=int, default=delf_defaults.batch_size, help="views per step")
+    attention.add_argument("--crop", type=int, default=delf_defaults.crop, help="side of every view in pixels")
+    attention.add_argument("--lr", type=float, default=delf_defaults.lr,
+                           help="initial SGD learning rate, decaying linearly to 0")
+    attention.add_argument("--pca-images", type=int, default=delf_defaults.pca_images,
+                           help="photos whose descriptors fit the PCA and the attention calibration")
+    attention.add_argument("--pca-scales", default=delf_defaults.pca_scales, help="pyramid of that extraction")
+    _common(attention)
+
     plot = tasks.add_parser("plot", help="plot the loss curves of runs into a PNG (needs matplotlib)")
     plot.add_argument("runs", nargs="+", help="run directories (label=dir to name a curve)")
     plot.add_argument("--out", required=True, help="PNG file to write")
@@ -165,6 +189,8 @@ def run(args: argparse.Namespace) -> int:
         return _run_superpoint(args)
     if args.task == "tr":
         return _run_tr(args)
+    if args.task == "delf":
+        return _run_delf(args)
     from .descriptor import DescriptorTraining, train_descriptor
 
     pairs = DescriptorTraining().pairs
@@ -222,4 +248,18 @@ def _run_tr(args: argparse.Namespace) -> int:
                        checkpoint_every=args.checkpoint_every, progress=not args.quiet)
     print(f"trained {summary['steps']} steps of {summary['model']} in {summary['train_seconds']} s; "
           f"weights: {summary['weights']}")
+    return 0
+
+
+def _run_delf(args: argparse.Namespace) -> int:
+    from .delf import DELFTraining, train_delf
+
+    backbone = None if str(args.backbone).lower() == "none" else args.backbone
+    settings = DELFTraining(model=args.model, backbone=backbone, images=args.images, steps=args.steps,
+                            batch_size=args.batch_size, crop=args.crop, lr=args.lr, seed=args.seed,
+                            pca_images=args.pca_images, pca_scales=args.pca_scales)
+    summary = train_delf(settings, args.out, resume=args.resume, device=_device(args.device),
+                         checkpoint_every=args.checkpoint_every, progress=not args.quiet)
+    print(f"trained {summary['steps']} steps of {summary['model']} in {summary['train_seconds']} s; attention scale "
+          f"{summary['attention_scale']:.4g}; weights: {summary['weights']}")
     return 0
