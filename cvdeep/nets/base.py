@@ -62,12 +62,35 @@ class Extractor(PretrainedNetwork):
         """Descriptors (N, D) at given keypoints (N, 2) in pixels of ``image``."""
         raise NotImplementedError
 
+    def orient_and_describe(
+        self,
+        image: torch.Tensor,
+        keypoints: torch.Tensor,
+        sizes: torch.Tensor | None = None,
+        angles: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``describe``, and the (N,) angles (OpenCV degrees) the descriptors were computed with when the
+        network estimates an angle for keypoints given without one (-1, LIFT); None for networks that do not
+        (the keypoints' angles are then unchanged). ``Feature2D.compute`` returns keypoints with these angles."""
+        return self.describe(image, keypoints, sizes, angles), None
+
 
 def mask_scores(scores: torch.Tensor, valid: torch.Tensor, fill: float = float("-inf")) -> torch.Tensor:
     """Scores with invalid pixels (padding, outside the user's mask) set to ``fill``."""
     if valid.shape[-2:] != scores.shape[-2:]:
         raise ValueError(f"valid mask {tuple(valid.shape)} does not match score map {tuple(scores.shape)}")
     return scores.masked_fill(~valid, fill)
+
+
+def valid_nearest(valid: torch.Tensor, keypoints: torch.Tensor) -> torch.Tensor:
+    """(N,) bool: the pixel nearest each sub-pixel (x, y) of ``keypoints`` (N, 2) lies in the image and
+    is true in the (1, 1, H, W) ``valid`` mask (the test the Feature2D layer applies to every keypoint)."""
+    height, width = valid.shape[-2:]
+    ij = keypoints.round().long()
+    inside = (ij[:, 0] >= 0) & (ij[:, 0] < width) & (ij[:, 1] >= 0) & (ij[:, 1] < height)
+    result = inside.clone()
+    result[inside] = valid[0, 0, ij[inside, 1], ij[inside, 0]]
+    return result
 
 
 def soft_nms_keypoints(scores: torch.Tensor, config: DetectorConfig) -> tuple[torch.Tensor, torch.Tensor]:
