@@ -25,6 +25,7 @@ FAMILY_MODULES: tuple[str, ...] = (
     "cvdeep.nets.superpoint",
     "cvdeep.nets.d2net",
     "cvdeep.nets.tr",
+    "cvdeep.nets.lift",
     "cvdeep.nets.r2d2",
     "cvdeep.nets.keynet",
     "cvdeep.nets.deepdesc",
