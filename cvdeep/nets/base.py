@@ -82,15 +82,19 @@ def mask_scores(scores: torch.Tensor, valid: torch.Tensor, fill: float = float("
     return scores.masked_fill(~valid, fill)
 
 
-def valid_nearest(valid: torch.Tensor, keypoints: torch.Tensor) -> torch.Tensor:
-    """(N,) bool: the pixel nearest each sub-pixel (x, y) of ``keypoints`` (N, 2) lies in the image and
-    is true in the (1, 1, H, W) ``valid`` mask (the test the Feature2D layer applies to every keypoint)."""
-    height, width = valid.shape[-2:]
-    ij = keypoints.round().long()
-    inside = (ij[:, 0] >= 0) & (ij[:, 0] < width) & (ij[:, 1] >= 0) & (ij[:, 1] < height)
-    result = inside.clone()
-    result[inside] = valid[0, 0, ij[inside, 1], ij[inside, 0]]
-    return result
+def valid_at(valid: torch.Tensor, keypoints: torch.Tensor) -> torch.Tensor:
+    """(N,) bool: the four pixels around each sub-pixel (x, y) keypoint (N, 2) are valid in the (1, 1, H, W) mask.
+
+    A keypoint between a valid and an invalid pixel is dropped, so a keypoint never lies
+    further out than the last valid pixel centre (mask edges, the border, the padding).
+    """
+    grid = valid[0, 0]
+    height, width = grid.shape
+    x, y = keypoints[:, 0], keypoints[:, 1]
+    x0, x1 = x.floor().long().clamp(0, width - 1), x.ceil().long().clamp(0, width - 1)
+    y0, y1 = y.floor().long().clamp(0, height - 1), y.ceil().long().clamp(0, height - 1)
+    inside = (x >= 0) & (x <= width - 1) & (y >= 0) & (y <= height - 1)
+    return inside & grid[y0, x0] & grid[y0, x1] & grid[y1, x0] & grid[y1, x1]
 
 
 def soft_nms_keypoints(scores: torch.Tensor, config: DetectorConfig) -> tuple[torch.Tensor, torch.Tensor]:

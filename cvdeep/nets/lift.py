@@ -86,7 +86,7 @@ from ..declaration import DescriptorConfig, DetectorConfig, InputConvention, Mod
 from ..errors import Error
 from ..ops.patches import NO_ANGLE, extract_patches
 from ..weights import TRAINED_LICENSE, WeightSpec
-from .base import Extractor, Features, valid_nearest, window_max
+from .base import Extractor, Features, valid_at, window_max
 from .multiscale import level_nms_radius, merge_levels
 from .patch_descriptor import PatchDescriptor
 
@@ -414,7 +414,7 @@ class LIFTNet(Extractor):
             refined, _ = ops.softargmax(finite, cells.to(finite.dtype), 1, SOFTARGMAX_TEMPERATURE)
             ratio_x, ratio_y = level["ratio"]
             xy = (refined + 0.5) * refined.new_tensor([ratio_x, ratio_y]) - 0.5
-            inside = valid_nearest(valid, xy)
+            inside = valid_at(valid, xy)
             count = int(inside.sum())
             result.append({
                 "keypoints": xy[inside].float(),
