@@ -16,6 +16,7 @@ import numpy as np
 from ..errors import Error
 from ..image import limit_size, read_image
 from ..matching.pairs import LOWE_RATIO, ImageFeatures, PairMatcher, detect_features
+from ..matching.rotation import ROTATIONS, match_with_rotation_search
 from .common import PairGeometry, add_matching_arguments, create_features, pair_geometry
 
 INLIER_COLOUR, OUTLIER_COLOUR = (80, 220, 60), (40, 40, 230)  # BGR
@@ -51,8 +52,12 @@ def match_images(
     ratio: float = LOWE_RATIO,
     max_size: int | None = None,
     nfeatures: int | None = None,
+    rotations: int = 1,
 ) -> HomographyResult:
-    """Estimate the homography from image ``first`` to image ``second`` (file paths)."""
+    """Estimate the homography from image ``first`` to image ``second`` (file paths).
+
+    ``rotations`` 4 (or 2) searches the second image's right-angle rotations for the one that
+    matches best (``cvdeep.matching.rotation``); the result stays in the original frames."""
     timings: dict[str, float] = {}
     start = time.perf_counter()
     (image1, resize1), (image2, resize2) = (limit_size(read_image(path), max_size) for path in (first, second))
@@ -66,11 +71,16 @@ def match_images(
     features1 = detect_features(detector, image1)
     timings["features 1"] = time.perf_counter() - tick
     tick = time.perf_counter()
-    features2 = detect_features(detector, image2)
-    timings["features 2"] = time.perf_counter() - tick
-    tick = time.perf_counter()
-    matches = pair_matcher(features1, features2)
-    timings["match"] = time.perf_counter() - tick
+    if rotations == 1:
+        features2 = detect_features(detector, image2)
+        timings["features 2"] = time.perf_counter() - tick
+        tick = time.perf_counter()
+        matches = pair_matcher(features1, features2)
+        timings["match"] = time.perf_counter() - tick
+    else:
+        search = match_with_rotation_search(detector, pair_matcher, features1, image2, rotations)
+        features2, matches = search.second, search.matches
+        timings[f"features 2 and match x{rotations} (kept {search.rotation} deg)"] = time.perf_counter() - tick
     tick = time.perf_counter()
     geometry = pair_geometry(features1, features2, matches, estimator, threshold)
     timings["homography"] = time.perf_counter() - tick
@@ -151,6 +161,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("image1", help="first image (the homography maps its pixels into image2)")
     parser.add_argument("image2", help="second image")
     add_matching_arguments(parser)
+    parser.add_argument("--rotations", type=int, default=1, choices=ROTATIONS,
+                        help="describe image2 turned by this many right angles (4: 0/90/180/270) and keep the turn "
+                        "with the most matches; for features that are not rotation-invariant (default 1: no search)")
     parser.add_argument("--out", default=None, help="write the visualisation (matches and overlay) to this image file")
 
 
@@ -158,7 +171,7 @@ def run(args: argparse.Namespace) -> int:
     """Run from parsed arguments, print the report; raise ``Error`` when the images do not overlap."""
     result = match_images(
         args.image1, args.image2, args.features, args.matcher, args.estimator, args.threshold,
-        args.ratio, args.max_size, args.nfeatures,
+        args.ratio, args.max_size, args.nfeatures, getattr(args, "rotations", 1),
     )
     features1, features2 = result.features
     geometry = result.geometry
