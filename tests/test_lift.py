@@ -14,7 +14,6 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from feature_checks import GRAF, check_feature2d_contract, load_image, resized_pair
 from numpy.lib.stride_tricks import sliding_window_view
 
 import cvdeep
@@ -31,6 +30,7 @@ from cvdeep.nets.lift import (
     read_mean_std,
     read_official_descriptor,
 )
+from feature_checks import GRAF, check_feature2d_contract, load_image, resized_pair
 
 pytestmark = pytest.mark.filterwarnings("ignore::cvdeep.weights.NonCommercialWeightsWarning")
 
@@ -156,7 +156,8 @@ def test_official_descriptor_matches_real_views(shared, data_dir):
     mutual matches as SIFT's own descriptor (measured: 185 of 232 against SIFT's 173 of 220)."""
     first, second, truth = resized_pair(data_dir / "hpatches_subset/vbalnt_tfeat/imgs/v_churchill", 2, 0.5)
     results = {}
-    for name, feature in (("lift", cvdeep.LIFTDesc_create(detector=cv2.SIFT_create(400))), ("sift", cv2.SIFT_create(400))):
+    features = (("lift", cvdeep.LIFTDesc_create(detector=cv2.SIFT_create(400))), ("sift", cv2.SIFT_create(400)))
+    for name, feature in features:
         k1, d1 = feature.detectAndCompute(first, None)
         k2, d2 = feature.detectAndCompute(second, None)
         matches = cv2.BFMatcher(cv2.NORM_L2, crossCheck=True).match(d1, d2)
