@@ -43,10 +43,11 @@ start, the mean angle error stayed near chance (80 to 90 degrees) for 300 steps,
 rotations within 30 degrees it fell from 15 degrees (the error of ignoring the rotation) to 7.
 
 Sizes (our choice for the 2-core CPU this project trains on): 4 photos x 16 points per step (64
-pairs); the networks of ``LIFTNet`` as declared (CNN3: 50 M multiply-adds per 64 x 64 patch).
-Measured cost of one step (1 thread, bf16 autocast, eager, on the project's 2-core AVX-512
-machine while other trainings kept it loaded) is recorded in ``docs/models/lift-cvdeep.md``
-when the model is trained; ``summary.json`` holds each run's own time.
+pairs or quadruplets), the networks of ``LIFTNet`` as declared (the CNN3 descriptor costs 50 M
+multiply-adds per 64 x 64 patch and dominates every stage). Measured cost of one step (median of 8,
+1 thread, eager, on 40 of the training photos, on the project's 2-core AVX-512 machine while other
+trainings kept its load at 8 to 9): descriptor 0.81 s in bf16 and 1.15 s in fp32, orientation 0.85 s
+and 1.31 s, detector 0.82 s and 1.76 s. ``summary.json`` holds each run's own time.
 
 The input statistics (``input_mean``, ``input_std``: the image standardisation of the detector and
 the orientation estimator, and the descriptor's ``patch_mean``/``patch_std`` when cvdeep trains it)
@@ -146,7 +147,9 @@ class LIFTTraining:
     mining_ratio: float = 4.0
     """Descriptor stage: back-propagate the hardest 1 / mining_ratio of the positives and of the negatives."""
     class_weight: float = 1.0
-    """Detector stage: gamma, the weight of L_class against L_pair."""
+    """Detector stage: gamma, the weight of L_class against L_pair. L_pair is in descriptor units: below 1
+    for unit descriptors (``cvdeep``), a few units for the official descriptor's raw output, for which a
+    larger gamma keeps the two terms alike."""
     homography: dict[str, Any] = field(default_factory=lambda: dataclasses.asdict(default_pair_homography()))
     rotation: tuple[float, float] = (30.0, 180.0)
     """The homographies' largest in-plane rotation (degrees) at the first and the last step, linear in
