@@ -243,3 +243,19 @@ def test_cli_trains_a_stage(photos, tmp_path):
     assert status == 0 and len(_log(out)["loss"]) == 2
     network = build_model("lift-cvdeep", weights=out / "weights.pt")
     assert isinstance(network, LIFTNet) and network.descriptor.normalize
+
+
+def test_stages_against_the_official_descriptor(shared, photos, keypoint_photos, tmp_path):
+    """``--descriptor official``: LIFT's released descriptor (from its file, frozen) and its pipeline's input
+    statistics (mean_std.h5); the weights cvdeep writes never hold the official descriptor."""
+    settings = _settings(photos, stage="orientation", descriptor="official", input_stats="official", steps=2,
+                         keypoints_per_photo=3)
+    summary = training.train_lift(settings, tmp_path / "hybrid", progress=False, photos=keypoint_photos)
+    weights = torch.load(summary["weights"])
+    assert not any(key.startswith("descriptor.") for key in weights)
+    assert float(weights["input_mean"]) == pytest.approx(116.4368, abs=1e-3)
+    assert summary["model"] == "lift-cvdeep-picc"
+    detector = cvdeep.LIFT_create(20, model="lift-cvdeep-picc", weights=summary["weights"], device="cpu")
+    found, descriptors = detector.detectAndCompute(cv2.imread(str(photos / "1.png")), None)
+    assert len(found) == 20 and descriptors.shape == (20, 128)
+    assert np.linalg.norm(descriptors, axis=1).min() > 1.5, "the official descriptor's raw output, not unit length"
