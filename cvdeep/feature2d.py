@@ -323,8 +323,13 @@ class Feature2D:
         tensor = self._network_input(img)
         as_tensor = lambda a: torch.from_numpy(a).to(tensor.device)  # noqa: E731
         with torch.inference_mode():
-            desc = extractor.describe_configured(tensor, as_tensor(arrays.xy), as_tensor(arrays.size),
-                                                as_tensor(arrays.angle), self._config)
+            desc, used = extractor.describe_keypoints(tensor, as_tensor(arrays.xy), as_tensor(arrays.size),
+                                                      as_tensor(arrays.angle), self._config)
+        if used is not None:  # keypoints given without an angle (-1) come back with the one estimated
+            angles = used.float().cpu().numpy()
+            kps = tuple(kp if kp.angle != -1 else cv2.KeyPoint(kp.pt[0], kp.pt[1], kp.size, float(angle), kp.response,
+                                                                kp.octave, kp.class_id)
+                        for kp, angle in zip(kps, angles))
         return kps, np.ascontiguousarray(desc.float().cpu().numpy())
 
     def detectAndCompute(

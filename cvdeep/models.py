@@ -26,6 +26,8 @@ FAMILY_MODULES: tuple[str, ...] = (
     "cvdeep.nets.d2net",
     "cvdeep.nets.tr",
     "cvdeep.nets.delf",
+    "cvdeep.nets.lift",
+    "cvdeep.nets.lfnet",
     "cvdeep.nets.r2d2",
     "cvdeep.nets.keynet",
     "cvdeep.nets.deepdesc",

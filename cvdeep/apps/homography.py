@@ -20,6 +20,7 @@ from ..errors import Error
 from ..image import limit_size, read_image
 from ..matching.pairs import LOWE_RATIO, ImageFeatures, PairMatcher, detect_features
 from ..progress import Steps
+from ..matching.rotation import ROTATIONS, match_with_rotation_search
 from .common import PairGeometry, add_matching_arguments, create_features, pair_geometry, resolve_pipeline
 
 INLIER_COLOUR, OUTLIER_COLOUR = (80, 220, 60), (40, 40, 230)  # BGR
@@ -56,9 +57,12 @@ def match_images(
     max_size: int | None = None,
     nfeatures: int | None = None,
     progress: bool = False,
+    rotations: int = 1,
 ) -> HomographyResult:
     """Estimate the homography from image ``first`` to image ``second`` (file paths); ``progress`` shows
-    each step on a bar (stderr)."""
+    each step on a bar (stderr). ``rotations`` 4 (or 2) searches the second image's right-angle
+    rotations for the one that matches best (``cvdeep.matching.rotation``); the result stays in the
+    original frames."""
     timings: dict[str, float] = {}
     names = (Path(first).name, Path(second).name)
 
@@ -71,7 +75,7 @@ def match_images(
         steps.advance()
 
     start = time.perf_counter()
-    with Steps(6, "cvdeep match", enabled=progress) as steps:
+    with Steps(6 if rotations == 1 else 5, "cvdeep match", enabled=progress) as steps:
         with stage("read", "reading the images"):
             (image1, resize1), (image2, resize2) = (limit_size(read_image(path), max_size) for path in (first, second))
         with stage("setup", f"loading {features}" + (" and LightGlue" if matcher == "lightglue" else "")):
@@ -79,10 +83,17 @@ def match_images(
             pair_matcher = PairMatcher(matcher, detector, ratio, name=features)
         with stage("features 1", f"features of {names[0]}"):
             features1 = detect_features(detector, image1)
-        with stage("features 2", f"features of {names[1]}"):
-            features2 = detect_features(detector, image2)
-        with stage("match", f"matching ({matcher})"):
-            matches = pair_matcher(features1, features2)
+        if rotations == 1:
+            with stage("features 2", f"features of {names[1]}"):
+                features2 = detect_features(detector, image2)
+            with stage("match", f"matching ({matcher})"):
+                matches = pair_matcher(features1, features2)
+        else:
+            with stage(f"features 2 and match x{rotations}", f"features of {names[1]} at {rotations} rotations"):
+                search = match_with_rotation_search(detector, pair_matcher, features1, image2, rotations)
+                features2, matches = search.second, search.matches
+            key = f"features 2 and match x{rotations}"
+            timings[f"{key} (kept {search.rotation} deg)"] = timings.pop(key)
         with stage("homography", f"homography ({estimator})"):
             geometry = pair_geometry(features1, features2, matches, estimator, threshold)
     timings["total"] = time.perf_counter() - start
@@ -162,6 +173,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("image1", help="first image (the homography maps its pixels into image2)")
     parser.add_argument("image2", help="second image")
     add_matching_arguments(parser)
+    parser.add_argument("--rotations", type=int, default=1, choices=ROTATIONS,
+                        help="describe image2 turned by this many right angles (4: 0/90/180/270) and keep the turn "
+                        "with the most matches; for features that are not rotation-invariant (default 1: no search)")
     parser.add_argument("--out", default=None, help="write the visualisation (matches and overlay) to this image file")
     parser.add_argument("--quiet", action="store_true", help="no progress bar, no log messages")
 
@@ -174,6 +188,7 @@ def run(args: argparse.Namespace) -> int:
     result = match_images(
         args.image1, args.image2, pipeline.features, pipeline.matcher, args.estimator, args.threshold,
         args.ratio, args.max_size, args.nfeatures, progress=not getattr(args, "quiet", False),
+        rotations=getattr(args, "rotations", 1),
     )
     features1, features2 = result.features
     geometry = result.geometry

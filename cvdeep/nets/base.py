@@ -62,17 +62,20 @@ class Extractor(PretrainedNetwork):
         """Descriptors (N, D) at given keypoints (N, 2) in pixels of ``image``."""
         raise NotImplementedError
 
-    def describe_configured(
+    def describe_keypoints(
         self,
         image: torch.Tensor,
         keypoints: torch.Tensor,
         sizes: torch.Tensor | None,
         angles: torch.Tensor | None,
         config: Any,
-    ) -> torch.Tensor:
-        """``describe`` with the family's config, for networks whose description depends on it
-        (DELF's pyramid scales and PCA dimension); the default ignores the config."""
-        return self.describe(image, keypoints, sizes, angles)
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """What ``Feature2D.compute`` calls: descriptors (N, D) at given keypoints with the family's
+        config, and the (N,) angles (OpenCV degrees) they were computed with when the network
+        estimates an angle for keypoints given without one (-1; LIFT), else None. The default is
+        ``describe``; networks whose description depends on the config (DELF's scales and PCA)
+        or that estimate orientations override it."""
+        return self.describe(image, keypoints, sizes, angles), None
 
     def output_size(self, config: Any) -> int:
         """Length of the descriptors ``extract`` gives with ``config`` (``descriptor_size`` unless
@@ -85,6 +88,21 @@ def mask_scores(scores: torch.Tensor, valid: torch.Tensor, fill: float = float("
     if valid.shape[-2:] != scores.shape[-2:]:
         raise ValueError(f"valid mask {tuple(valid.shape)} does not match score map {tuple(scores.shape)}")
     return scores.masked_fill(~valid, fill)
+
+
+def valid_at(valid: torch.Tensor, keypoints: torch.Tensor) -> torch.Tensor:
+    """(N,) bool: the four pixels around each sub-pixel (x, y) keypoint (N, 2) are valid in the (1, 1, H, W) mask.
+
+    A keypoint between a valid and an invalid pixel is dropped, so a keypoint never lies
+    further out than the last valid pixel centre (mask edges, the border, the padding).
+    """
+    grid = valid[0, 0]
+    height, width = grid.shape
+    x, y = keypoints[:, 0], keypoints[:, 1]
+    x0, x1 = x.floor().long().clamp(0, width - 1), x.ceil().long().clamp(0, width - 1)
+    y0, y1 = y.floor().long().clamp(0, height - 1), y.ceil().long().clamp(0, height - 1)
+    inside = (x >= 0) & (x <= width - 1) & (y >= 0) & (y <= height - 1)
+    return inside & grid[y0, x0] & grid[y0, x1] & grid[y1, x0] & grid[y1, x1]
 
 
 def soft_nms_keypoints(scores: torch.Tensor, config: DetectorConfig) -> tuple[torch.Tensor, torch.Tensor]:

@@ -342,12 +342,22 @@ class DELFNet(Extractor):
             descriptors = F.normalize(descriptors, dim=1)
         return descriptors
 
-    def describe_configured(
+    def describe_keypoints(
         self,
         image: torch.Tensor,
         keypoints: torch.Tensor,
         sizes: torch.Tensor | None,
         angles: torch.Tensor | None,
+        config: Any,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``Extractor.describe_keypoints``: DELF's description depends on the config; it estimates no angle."""
+        return self._describe_at_levels(image, keypoints, sizes, config), None
+
+    def _describe_at_levels(
+        self,
+        image: torch.Tensor,
+        keypoints: torch.Tensor,
+        sizes: torch.Tensor | None,
         config: Any,
     ) -> torch.Tensor:
         """Descriptors at given keypoints: each is described on the pyramid level whose receptive field
@@ -384,8 +394,8 @@ class DELFNet(Extractor):
         sizes: torch.Tensor | None = None,
         angles: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """``describe_configured`` with the default (official) configuration."""
-        return self.describe_configured(image, keypoints, sizes, angles, DELFConfig())
+        """``describe_keypoints`` with the default (official) configuration."""
+        return self._describe_at_levels(image, keypoints, sizes, DELFConfig())
 
 
 def sample_cells(features: torch.Tensor, cell_x: torch.Tensor, cell_y: torch.Tensor) -> torch.Tensor:

@@ -59,7 +59,7 @@ from ..declaration import DetectorConfig, InputConvention, ModelFamily, Variant,
 from ..errors import Error
 from ..weights import TRAINED_LICENSE, WeightSpec
 from . import describe_detect
-from .base import Extractor, Features
+from .base import Extractor, Features, valid_at
 from .multiscale import level_nms_radius, merge_levels
 
 STRIDE = 4
@@ -133,21 +133,6 @@ class TRNet(Extractor):
     ) -> torch.Tensor:
         """(N, D) unit descriptors at (N, 2) image keypoints: y sampled bilinearly (sizes and angles unused)."""
         return ops.sample_descriptors(self(image)[0], keypoints, stride=float(STRIDE))
-
-
-def valid_at(valid: torch.Tensor, keypoints: torch.Tensor) -> torch.Tensor:
-    """(N,) bool: the four pixels around each sub-pixel (x, y) keypoint (N, 2) are valid in the (1, 1, H, W) mask.
-
-    A keypoint between a valid and an invalid pixel is dropped, so a keypoint never lies
-    further out than the last valid pixel centre (mask edges, the border, the padding).
-    """
-    grid = valid[0, 0]
-    height, width = grid.shape
-    x, y = keypoints[:, 0], keypoints[:, 1]
-    x0, x1 = x.floor().long().clamp(0, width - 1), x.ceil().long().clamp(0, width - 1)
-    y0, y1 = y.floor().long().clamp(0, height - 1), y.ceil().long().clamp(0, height - 1)
-    inside = (x >= 0) & (x <= width - 1) & (y >= 0) & (y <= height - 1)
-    return inside & grid[y0, x0] & grid[y0, x1] & grid[y1, x0] & grid[y1, x1]
 
 
 def _trained(name: str, description: str) -> Variant:

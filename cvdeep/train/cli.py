@@ -5,6 +5,10 @@
     cvdeep train tr --loss tr --steps 3000 --out runs/tr-cvdeep
     cvdeep train tr --loss d2 --steps 3000 --out runs/d2-cvdeep
     cvdeep train delf --backbone tr-cvdeep --steps 3000 --out runs/delf-cvdeep
+    cvdeep train lift --stage descriptor --out runs/lift-desc
+    cvdeep train lift --stage orientation --init runs/lift-desc/weights.pt --out runs/lift-ori
+    cvdeep train lift --stage detector --init runs/lift-ori/weights.pt --out runs/lift-cvdeep
+    cvdeep train lfnet --steps 3000 --out runs/lfnet-cvdeep
     cvdeep train plot runs/sdgmnet runs/hardnet --out curves.png
 
 Every run writes its configuration, a CSV of its losses and a checkpoint every
@@ -146,6 +150,45 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            help="photos whose descriptors fit the PCA and the attention calibration")
     attention.add_argument("--pca-scales", default=delf_defaults.pca_scales, help="pyramid of that extraction")
     _common(attention)
+    lift = tasks.add_parser("lift", help="LIFT, one stage at a time: descriptor, orientation, detector",
+                            description="Train one network of LIFT (the others frozen) in the paper's order: "
+                            "--stage descriptor, then orientation with --init <descriptor run>/weights.pt, then "
+                            "detector with --init <orientation run>/weights.pt; with --descriptor official the "
+                            "released LIFT descriptor is used (frozen) and training starts at the orientation stage.")
+    from .lift import STAGES, LIFTTraining
+
+    lift_defaults = LIFTTraining()
+    lift.add_argument("--stage", required=True, choices=STAGES, help="the network trained by this run")
+    lift.add_argument("--descriptor", default=lift_defaults.descriptor, choices=("cvdeep", "official"),
+                      help="cvdeep's descriptor (lift-cvdeep) or LIFT's released one (lift-cvdeep-picc)")
+    lift.add_argument("--init", default=None, help="weights.pt of the previous stage (or a registry name)")
+    lift.add_argument("--images", default=lift_defaults.images, help="folder of unlabeled photos")
+    lift.add_argument("--steps", type=int, default=lift_defaults.steps)
+    lift.add_argument("--photos-per-step", type=int, default=lift_defaults.photos_per_step)
+    lift.add_argument("--keypoints-per-photo", type=int, default=lift_defaults.keypoints_per_photo)
+    lift.add_argument("--lr", type=float, default=lift_defaults.lr)
+    lift.add_argument("--mining-ratio", type=float, default=lift_defaults.mining_ratio,
+                      help="descriptor stage: back-propagate the hardest 1/ratio of the pairs (default %(default)s)")
+    lift.add_argument("--input-stats", default=lift_defaults.input_stats, choices=("photos", "official"),
+                      help="input standardisation when starting without --init: the photos' or LIFT's mean_std.h5")
+    lift.add_argument("--precision", default=lift_defaults.precision, choices=("bf16", "fp32"))
+    _common(lift)
+
+    lfnet = tasks.add_parser("lfnet", help="LF-Net with its two-branch losses on unlabeled photos",
+                             description="Train LF-Net (lfnet-cvdeep): score-map, geometry, pair and triplet losses on "
+                             "pairs of photo crops related by random homographies, branch j supervising branch i.")
+    from .lfnet import LFNetTraining
+
+    lfnet_defaults = LFNetTraining()
+    lfnet.add_argument("--images", default=lfnet_defaults.images, help="folder of unlabeled photos")
+    lfnet.add_argument("--steps", type=int, default=lfnet_defaults.steps)
+    lfnet.add_argument("--batch-size", type=int, default=lfnet_defaults.batch_size, help="image pairs per step")
+    lfnet.add_argument("--crop", type=int, default=lfnet_defaults.crop, help="side of both views in pixels")
+    lfnet.add_argument("--top-k", type=int, default=lfnet_defaults.top_k, help="keypoints per view")
+    lfnet.add_argument("--lr", type=float, default=lfnet_defaults.lr)
+    lfnet.add_argument("--precision", default=lfnet_defaults.precision, choices=("bf16", "fp32"))
+    lfnet.add_argument("--init", default=None, help="weights to start from: a registry name or a file")
+    _common(lfnet)
 
     plot = tasks.add_parser("plot", help="plot the loss curves of runs into a PNG (needs matplotlib)")
     plot.add_argument("runs", nargs="+", help="run directories (label=dir to name a curve)")
@@ -191,6 +234,10 @@ def run(args: argparse.Namespace) -> int:
         return _run_tr(args)
     if args.task == "delf":
         return _run_delf(args)
+    if args.task == "lift":
+        return _run_lift(args)
+    if args.task == "lfnet":
+        return _run_lfnet(args)
     from .descriptor import DescriptorTraining, train_descriptor
 
     pairs = DescriptorTraining().pairs
@@ -262,4 +309,30 @@ def _run_delf(args: argparse.Namespace) -> int:
                          checkpoint_every=args.checkpoint_every, progress=not args.quiet)
     print(f"trained {summary['steps']} steps of {summary['model']} in {summary['train_seconds']} s; attention scale "
           f"{summary['attention_scale']:.4g}; weights: {summary['weights']}")
+    return 0
+
+
+def _run_lift(args: argparse.Namespace) -> int:
+    from .lift import LIFTTraining, train_lift
+
+    settings = LIFTTraining(stage=args.stage, descriptor=args.descriptor, init=args.init, images=args.images,
+                            steps=args.steps, photos_per_step=args.photos_per_step,
+                            keypoints_per_photo=args.keypoints_per_photo, lr=args.lr, mining_ratio=args.mining_ratio,
+                            input_stats=args.input_stats, precision=args.precision, seed=args.seed)
+    summary = train_lift(settings, args.out, resume=args.resume, device=_device(args.device),
+                         checkpoint_every=args.checkpoint_every, progress=not args.quiet)
+    print(f"trained {summary['steps']} steps of the {args.stage} of {summary['model']} in "
+          f"{summary['train_seconds']} s; weights: {summary['weights']}")
+    return 0
+
+
+def _run_lfnet(args: argparse.Namespace) -> int:
+    from .lfnet import LFNetTraining, train_lfnet
+
+    settings = LFNetTraining(images=args.images, steps=args.steps, batch_size=args.batch_size, crop=args.crop,
+                             top_k=args.top_k, lr=args.lr, precision=args.precision, seed=args.seed, init=args.init)
+    summary = train_lfnet(settings, args.out, resume=args.resume, device=_device(args.device),
+                          checkpoint_every=args.checkpoint_every, progress=not args.quiet)
+    print(f"trained {summary['steps']} steps of {summary['model']} in {summary['train_seconds']} s; "
+          f"weights: {summary['weights']}")
     return 0

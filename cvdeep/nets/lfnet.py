@@ -1,0 +1,292 @@
+"""LF-Net (Ono, Trulls, Fua, Yi, NeurIPS 2018): a scale-space detector with dense scale and orientation,
+a differentiable patch sampler and a patch descriptor.
+
+Detector [``detector.*``] (the release's ``mso_resnet_detector``): the gray image, normalised per
+image to zero mean and unit variance (``input_inst_norm``), goes through a 5 x 5 convolution to 16
+channels and 3 pre-activation residual blocks (BatchNorm, leaky ReLU 0.2, 5 x 5 conv, BatchNorm,
+leaky ReLU, 5 x 5 conv, plus the input), then BatchNorm and leaky ReLU: the feature map F. For
+each of 5 scales s, log-spaced from sqrt(2) down to 1/sqrt(2), F resized by 1/s goes through its
+own 5 x 5 convolution to one map, normalised per image, resized back: the scale-space logits
+(B, 5, H, W). An orientation convolution (5 x 5, initialised to the constant (1, 0)) gives a
+unit 2-vector (cos, sin) per pixel.
+
+Score map (training and inference alike): a soft scale-space NMS (each logit's
+``exp(3 (x - m))`` over the sum of those in its 15 x 15 x 5 neighbourhood, m the neighbourhood
+maximum), then a softmax over the scales with strength 100 gives the score map (the soft
+maximum) and the scale map (the soft argmax of s); the score is zero within 16 px of the image
+edge (where the 8 stacked 5 x 5 convolutions see padding).
+
+Keypoints: the common vocabulary (``nms="hard"``: the release's 5 x 5 NMS, ``nms_radius`` 2;
+``"soft"``: Gaussian soft-NMS), ``cvdeep.ops.nms`` then a 9 x 9 ``cvdeep.ops.softargmax``
+refinement (strength 1, the release's ``kp_com_strength``), the scale s and the angle
+atan2(sin, cos) read at the keypoint. A keypoint's patch covers 32 s pixels and is rotated by the
+angle; it is cut from the normalised image by ``cvdeep.ops.extract_patches`` (bilinear, as the
+release's spatial transformer, and differentiable in position, size and angle, so training and
+inference sample alike). ``KeyPoint.size`` is 32 s / 6 px: the patch side is 6 x size, SIFT's
+descriptor support, as LIFT's; ``KeyPoint.angle`` is in OpenCV's convention (degrees, clockwise
+on screen); ``compute()`` cuts given keypoints the same way (upright when their angle is -1).
+
+Descriptor [``descriptor.*``] (the release's ``simple_desc``): three 3 x 3 stride-2 convolutions,
+each with BatchNorm and ReLU, a fully connected layer with BatchNorm and ReLU, a fully connected
+output, L2-normalised. The release uses widths 64, 128, 256, 512 hidden units and 256-D;
+``lfnet-cvdeep`` halves the convolution widths and the hidden layer (32, 64, 128; 256) and gives
+128-D descriptors (as SIFT, HardNet, LIFT), 3.1 M multiply-adds per patch against 12 M, so that
+the two-branch training fits a 2-core CPU (``cvdeep.train.lfnet``).
+
+Sources (facts only, no code copied): Y. Ono, E. Trulls, P. Fua, K. M. Yi, "LF-Net: Learning
+Local Features from Images", NeurIPS 2018; vcg-uvic/lf-net-release (research and evaluation use
+only), ``models/mso_resnet_detector.py``, ``models/simple_desc.py``, ``det_tools.py``,
+``inference.py``, ``spatial_transformer.py`` and the defaults of ``train_lfnet.py``.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import ops
+from ..declaration import DetectorConfig, InputConvention, ModelFamily, Variant, param
+from ..ops.patches import extract_patches
+from ..weights import TRAINED_LICENSE, WeightSpec
+from .base import Extractor, Features, mask_scores, valid_at
+from .multiscale import level_nms_radius, merge_levels
+
+PATCH = 32
+"""Side in pixels of the descriptor's input patch (the release's ``patch_size``)."""
+DESC_SCALE_FACTOR = 6.0
+"""Patch side in units of ``KeyPoint.size``: a keypoint of scale s has size 32 s / 6."""
+SOFT_NMS_WINDOW = 15
+"""Side of the soft scale-space NMS window (``sm_ksize``)."""
+SOFT_NMS_STRENGTH = 3.0
+"""Strength of that soft NMS (``com_strength``)."""
+SCALE_STRENGTH = 100.0
+"""Strength of the softmax over scales (``score_com_strength`` = ``scale_com_strength``)."""
+REFINE_WINDOW = 4
+"""Half-window of the keypoint refinement: 9 x 9 (``kp_loc_size``)."""
+REFINE_TEMPERATURE = 1.0
+"""Temperature of the refinement's softmax (``kp_com_strength`` 1)."""
+LEAKY_SLOPE = 0.2
+
+
+def instance_normalise(x: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
+    """Each (C, H, W) sample of x to zero mean and unit variance over H, W (variance + ``eps``)."""
+    mean = x.mean(dim=(-2, -1), keepdim=True)
+    variance = x.var(dim=(-2, -1), keepdim=True, unbiased=False)
+    return (x - mean) / torch.sqrt(variance + eps)
+
+
+class ResidualBlock(nn.Module):
+    """Pre-activation residual block: BN, leaky ReLU, conv, BN, leaky ReLU, conv, plus the input."""
+
+    def __init__(self, channels: int, kernel: int) -> None:
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(channels)
+        self.conv1 = nn.Conv2d(channels, channels, kernel, padding=kernel // 2)
+        self.bn2 = nn.BatchNorm2d(channels)
+        self.conv2 = nn.Conv2d(channels, channels, kernel, padding=kernel // 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv1(F.leaky_relu(self.bn1(x), LEAKY_SLOPE))
+        return x + self.conv2(F.leaky_relu(self.bn2(y), LEAKY_SLOPE))
+
+
+class LFNetDetectorNet(nn.Module):
+    """(B, 1, H, W) normalised image -> scale-space logits (B, S, H, W) and orientations (B, 2, H, W)."""
+
+    def __init__(self, channels: int = 16, blocks: int = 3, kernel: int = 5, scales: Sequence[float] = ()) -> None:
+        super().__init__()
+        self.kernel = int(kernel)
+        self.init_conv = nn.Conv2d(1, channels, kernel, padding=kernel // 2)
+        self.blocks = nn.Sequential(*(ResidualBlock(channels, kernel) for _ in range(blocks)))
+        self.final_bn = nn.BatchNorm2d(channels)
+        self.scales = tuple(float(s) for s in scales)
+        self.score_convs = nn.ModuleList(nn.Conv2d(channels, 1, kernel, padding=kernel // 2) for _ in self.scales)
+        self.ori_conv = nn.Conv2d(channels, 2, kernel, padding=kernel // 2)
+        nn.init.zeros_(self.ori_conv.weight)
+        with torch.no_grad():
+            self.ori_conv.bias.copy_(torch.tensor([1.0, 0.0]))  # type: ignore[union-attr]  # the conv has a bias
+
+    @property
+    def border(self) -> int:
+        """Pixels along the edge where the stacked convolutions see padding."""
+        return (2 + 2 * len(self.blocks)) * (self.kernel // 2)
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.blocks(self.init_conv(image))
+        features = F.leaky_relu(self.final_bn(features), LEAKY_SLOPE)
+        height, width = image.shape[-2:]
+        logits = []
+        for scale, conv in zip(self.scales, self.score_convs):
+            size = (max(1, int(height / scale + 0.5)), max(1, int(width / scale + 0.5)))
+            resized = F.interpolate(features, size=size, mode="bilinear", align_corners=False)
+            level = instance_normalise(conv(resized))
+            logits.append(F.interpolate(level, size=(height, width), mode="bilinear", align_corners=False))
+        orientation = F.normalize(self.ori_conv(features), dim=1, eps=1e-12)
+        return torch.cat(logits, dim=1), orientation
+
+
+class LFNetDescriptorNet(nn.Module):
+    """(N, 1, 32, 32) patches of the normalised image -> (N, D) unit descriptors."""
+
+    def __init__(self, widths: Sequence[int] = (32, 64, 128), hidden: int = 256, dim: int = 128) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        channels = 1
+        for width in widths:
+            layers += [nn.Conv2d(channels, int(width), 3, stride=2, padding=1), nn.BatchNorm2d(int(width)), nn.ReLU()]
+            channels = int(width)
+        self.convs = nn.Sequential(*layers)
+        side = PATCH // 2 ** len(widths)
+        self.fc1 = nn.Linear(channels * side * side, int(hidden))
+        self.bn = nn.BatchNorm1d(int(hidden))
+        self.fc2 = nn.Linear(int(hidden), int(dim))
+
+    def forward(self, patches: torch.Tensor) -> torch.Tensor:
+        x = self.convs(patches).flatten(1)
+        return F.normalize(self.fc2(F.relu(self.bn(self.fc1(x)))), dim=1)
+
+
+def scale_space_nms(logits: torch.Tensor, window: int = SOFT_NMS_WINDOW,
+                    strength: float = SOFT_NMS_STRENGTH) -> torch.Tensor:
+    """(B, S, H, W) logits -> soft NMS probabilities: exp(k (x - m)) / (sum of those in the window x all scales),
+    m the window's maximum over all scales (zero outside the map in the sum, -inf in the maximum)."""
+    pad = window // 2
+    maxima = F.max_pool2d(logits.amax(dim=1, keepdim=True), window, stride=1, padding=pad)
+    exp = torch.exp(strength * (logits - maxima))
+    total = F.avg_pool2d(exp.sum(dim=1, keepdim=True), window, stride=1, padding=pad, count_include_pad=True)
+    return exp / (total * window * window + 1e-6)
+
+
+def soft_scale_selection(probabilities: torch.Tensor, scales: torch.Tensor,
+                         strength: float = SCALE_STRENGTH) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, S, H, W) -> score (B, H, W) = the softmax-weighted mean over scales (a soft maximum) and the
+    scale map (B, H, W) = the same weights' mean of ``scales`` (S,) (a soft argmax)."""
+    weights = torch.softmax(strength * probabilities, dim=1)
+    score = (weights * probabilities).sum(dim=1)
+    scale = (weights * scales.to(weights.dtype).reshape(1, -1, 1, 1)).sum(dim=1)
+    return score, scale
+
+
+@dataclass
+class LFNetConfig(DetectorConfig):
+    """LF-Net's detection on its score map (probabilities in [0, 1])."""
+
+    nfeatures: int = param(500, "keep at most this many keypoints, the strongest (the release's top_k); 0 keeps all",
+                           low=0)
+    detection_threshold: float = param(0.0, "minimum score-map value (a soft-NMS probability in [0, 1])", low=0.0,
+                                       high=1.0)
+    nms_radius: int = param(2, "NMS radius in pixels (the release's 5 x 5 window)", low=0)
+
+
+class LFNet(Extractor):
+    """Detector and descriptor of LF-Net; see the module docstring."""
+
+    scales: torch.Tensor
+
+    def __init__(self, channels: int = 16, blocks: int = 3, kernel: int = 5, num_scales: int = 5,
+                 min_scale: float = 2**-0.5, max_scale: float = 2**0.5, desc_widths: Sequence[int] = (32, 64, 128),
+                 desc_hidden: int = 256, desc_dim: int = 128) -> None:
+        super().__init__()
+        if num_scales == 1:
+            scales = [1.0]
+        else:
+            logs = torch.linspace(math.log(max_scale), math.log(min_scale), num_scales, dtype=torch.float64)
+            scales = [math.exp(v) for v in logs.tolist()]
+        self.detector = LFNetDetectorNet(channels, blocks, kernel, scales)
+        self.descriptor = LFNetDescriptorNet(desc_widths, desc_hidden, desc_dim)
+        self.descriptor_size = int(desc_dim)
+        self.register_buffer("scales", torch.tensor(scales), persistent=False)
+
+    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        """(B, 1, H, W) in [0, 1] -> the normalised image, logits (B, S, H, W), score and scale maps
+        (B, H, W) and orientations (B, 2, H, W) (cos, sin)."""
+        normalised = instance_normalise(image)
+        logits, orientation = self.detector(normalised)
+        score, scale = soft_scale_selection(scale_space_nms(logits), self.scales)
+        border = self.detector.border
+        if border > 0:
+            edge = torch.zeros_like(score[:1], dtype=torch.bool)
+            edge[:, border:-border, border:-border] = True
+            score = score * edge
+        return {"image": normalised, "logits": logits, "score": score, "scale": scale, "orientation": orientation}
+
+    @staticmethod
+    def sizes_of(scales: torch.Tensor) -> torch.Tensor:
+        """KeyPoint.size (px) of keypoints of scale s: 32 s / 6."""
+        return scales * (PATCH / DESC_SCALE_FACTOR)
+
+    @staticmethod
+    def angles_of(orientation: torch.Tensor) -> torch.Tensor:
+        """(N, 2) (cos, sin) -> (N,) OpenCV angles in degrees [0, 360)."""
+        return torch.remainder(torch.rad2deg(torch.atan2(orientation[:, 1], orientation[:, 0])), 360.0)
+
+    def patches(self, normalised: torch.Tensor, keypoints: torch.Tensor, sizes: torch.Tensor,
+                angles: torch.Tensor | None) -> torch.Tensor:
+        """(N, 1, 32, 32) patches of side 6 x size of the (1, 1, H, W) normalised image (differentiable)."""
+        return extract_patches(normalised, keypoints, sizes, angles, PATCH, DESC_SCALE_FACTOR)
+
+    def describe_normalised(self, normalised: torch.Tensor, keypoints: torch.Tensor, sizes: torch.Tensor,
+                            angles: torch.Tensor | None) -> torch.Tensor:
+        rows = [self.descriptor(self.patches(normalised, keypoints[part], sizes[part],
+                                             None if angles is None else angles[part]))
+                for part in (slice(s, s + 512) for s in range(0, keypoints.shape[0], 512))]
+        return torch.cat(rows) if rows else normalised.new_zeros((0, self.descriptor_size))
+
+    def describe(self, image: torch.Tensor, keypoints: torch.Tensor, sizes: torch.Tensor | None = None,
+                 angles: torch.Tensor | None = None) -> torch.Tensor:
+        """(N, D) descriptors of (N, 2) keypoints with their sizes (px) and angles (-1: upright)."""
+        if sizes is None:
+            raise ValueError("LF-Net needs keypoint sizes to cut its patches")
+        return self.describe_normalised(instance_normalise(image), keypoints, sizes, angles)
+
+    def select(self, maps: dict[str, torch.Tensor], index: int, valid: torch.Tensor, config: LFNetConfig) -> Features:
+        """Keypoints of image ``index`` of the maps: NMS, refinement, scale and angle; before ``nfeatures``."""
+        score = mask_scores(maps["score"][index][None, None], valid, float("-inf"))
+        found_cells, found_values = ops.nms(score, level_nms_radius(config), config.detection_threshold)
+        cells, values = found_cells[0], found_values[0]
+        plain = maps["score"][index].float()
+        refined, _ = ops.softargmax(plain, cells.to(plain.dtype), REFINE_WINDOW, REFINE_TEMPERATURE)
+        inside = valid_at(valid, refined)
+        cells, refined, values = cells[inside], refined[inside], values[inside]
+        scale = maps["scale"][index][cells[:, 1], cells[:, 0]]
+        orientation = maps["orientation"][index][:, cells[:, 1], cells[:, 0]].t()
+        return {"keypoints": refined.float(), "scores": values.float(), "sizes": self.sizes_of(scale).float(),
+                "angles": self.angles_of(orientation).float()}
+
+    def extract(self, image: torch.Tensor, valid: torch.Tensor, config: LFNetConfig | None = None) -> Features:
+        """Keypoints (N, 2), scores (N,) descending, sizes (px), angles (degrees) and descriptors (N, D)."""
+        config = config or LFNetConfig()
+        maps = self(image)
+        selected = merge_levels([self.select(maps, 0, valid, config)], config)
+        selected["descriptors"] = self.describe_normalised(maps["image"], selected["keypoints"], selected["sizes"],
+                                                           selected["angles"])
+        return selected
+
+
+FAMILIES = (
+    ModelFamily(
+        name="lfnet",
+        public_name="LFNet",
+        kind="detector",
+        network=LFNet,
+        config=LFNetConfig,
+        input=InputConvention(channels=1, gray="luminance"),
+        paper="Ono, Trulls, Fua, Yi: LF-Net: Learning Local Features from Images, NeurIPS 2018",
+        summary="LF-Net: a scale-space detector with dense scale and orientation, patches cut by a differentiable "
+                "sampler, a small patch descriptor (128-D). KeyPoint.size and KeyPoint.angle in OpenCV's conventions.",
+        variants=(
+            Variant(
+                "lfnet-cvdeep",
+                "LF-Net trained by cvdeep with its two-branch scheme (score, geometry, pair and triplet losses) on "
+                "homographies of unlabeled photos; descriptor widths halved, 128-D",
+                WeightSpec(name="lfnet-cvdeep", filename="lfnet-cvdeep.pt", license=TRAINED_LICENSE,
+                           source="trained by cvdeep: docs/models/lfnet-cvdeep.md", packaged=True, noncommercial=True),
+                trained_by_cvdeep=True,
+            ),
+        ),
+    ),
+)
