@@ -392,7 +392,7 @@ class LIFT(Feature2D):
     def __init__(
         self,
         nfeatures: int = 1000,
-        detection_threshold: float = -inf,
+        detection_threshold: float = float("-inf"),
         nms_radius: int = 3,
         border: int = 0,
         nms: str = 'hard',
@@ -433,7 +433,7 @@ class LIFT(Feature2D):
     def setMaxFeatures(self, value: int) -> None: ...
 def LIFT_create(
     nfeatures: int = 1000,
-    detection_threshold: float = -inf,
+    detection_threshold: float = float("-inf"),
     nms_radius: int = 3,
     border: int = 0,
     nms: str = 'hard',

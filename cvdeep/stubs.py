@@ -8,6 +8,7 @@ the committed stub differs from what the declarations give. Regenerate with::
 """
 from __future__ import annotations
 
+import math
 import sys
 import textwrap
 from pathlib import Path
@@ -45,8 +46,15 @@ _LOADING_TYPES = (
 _LINE_LENGTH = 120  # the project's ruff line length, which checks the stub too
 
 
+def _literal(value: object) -> str:
+    """A default as Python source (``float("-inf")`` for non-finite numbers, which have no literal)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return f'float("{value}")'
+    return repr(value)
+
+
 def _parameters(family: ModelFamily) -> list[str]:
-    parts = [f"{f.name}: {type(f.default).__name__} = {f.default!r}" for f in family.config.fields()]
+    parts = [f"{f.name}: {type(f.default).__name__} = {_literal(f.default)}" for f in family.config.fields()]
     parts += ["*", "model: str | None = None", "weights: str | os.PathLike[str] | None = None",
               "device: str | torch.device = 'auto'"]
     if family.kind == "patch":
