@@ -209,6 +209,8 @@ FAMILIES = (
                     urls=("https://github.com/rpautrat/SuperPoint/raw/master/weights/superpoint_v6_from_tf.pth",),
                 ),
                 network=SuperPointOpen,
+                # rpautrat's superpoint_pytorch.py turns RGB into gray as 0.299 R + 0.587 G + 0.114 B in float
+                input=InputConvention(channels=1, gray="luminance_float", stride=_CELL),
             ),
             Variant(
                 "superpoint-cvdeep",
