@@ -34,7 +34,7 @@ from ..errors import Error
 from ..ops import deform_conv2d, softargmax
 from ..ops.deform import bilinear_corners, sample_rows
 from ..weights import WeightSpec
-from .bands import band_height, resize_positions, resize_rows, run_banded, sample_resized
+from .bands import band_height, release_freed_memory, resize_positions, resize_rows, run_banded, sample_resized
 from .base import Extractor, Features, iterative_nms, pointwise, soft_nms_keypoints
 
 # name -> (c1, c2, c3, c4, dim, SDDH kernel K, SDDH sample count M), from the official configs
@@ -143,7 +143,7 @@ class Backbone:
     width: int
     top: int
     left: int
-    level1: torch.Tensor | None = None  # the whole level 1, kept when it is small (_LEVEL1_KEPT_BYTES)
+    level1: torch.Tensor | None = None  # the whole level 1, kept when small (ALIKED.level1_kept_bytes)
 
     @property
     def padded_size(self) -> tuple[int, int]:
@@ -156,9 +156,10 @@ class FeatureReader:
     The dense feature map is the L2-normalised concatenation of level 1 (full resolution) and
     levels 2-4 upsampled bilinearly (align_corners) to the padded image size, then cropped. A
     pixel's vector is assembled from its four parts: level 1 recomputed (``load``, band by band,
-    for the pixels about to be read) and the three coarse levels interpolated at that pixel
-    (``cvdeep.nets.bands.sample_resized``, the same numbers as the dense upsampling). Neither
-    the dense concatenation nor any full-resolution level is ever built.
+    for the pixels about to be read, or read from the kept map) and the three coarse levels
+    interpolated at that pixel (``cvdeep.nets.bands.sample_resized``: the dense upsampling's
+    numbers to float rounding). Neither the dense concatenation nor any full-resolution level
+    is ever built.
     """
 
     def __init__(self, network: "ALIKED", backbone: Backbone) -> None:
@@ -204,6 +205,8 @@ class FeatureReader:
             level = network.level1(image[..., lo:hi, :])[..., top - lo : bottom - lo, :]
             flat = level[0].permute(1, 2, 0).reshape(-1, level.shape[1])
             table[first:last] = flat[keys[first:last] - top * padded_w]
+            del level, flat
+            release_freed_memory()
         self.keys, self.level1 = keys, table
 
     def parts(self, index: torch.Tensor) -> list[torch.Tensor]:

@@ -16,6 +16,9 @@ add an upsampled coarse map to a full-resolution band.
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import sys
 from collections.abc import Callable, Iterator, Sequence
 
 import torch
@@ -24,6 +27,26 @@ import torch.nn.functional as F
 BAND_PIXELS = 1 << 19
 """Input pixels per band (without its halo) unless a network sets its own: 512 K pixels, about
 128 rows of a 4000-pixel-wide photo; each float channel of a band then takes 2 MB."""
+
+def _malloc_trim() -> Callable[[], None]:
+    """glibc's ``malloc_trim(0)``, or nothing elsewhere (macOS, Windows, musl)."""
+    if not sys.platform.startswith("linux"):
+        return lambda: None
+    try:
+        trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return lambda: None
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return lambda: None if trim(0) else None
+
+
+release_freed_memory = _malloc_trim()
+"""Return the heap pages freed by the last band to the system (glibc ``malloc_trim``).
+
+Band temporaries of a few MB to a few tens of MB come from the heap (glibc serves them below
+its 32 MB mmap threshold), and a heap fragmented by bands of slightly different sizes keeps
+its freed pages resident: DISK's 12 MP peak varied between 2.3 and 4.5 GB from run to run.
+Trimming after each band keeps the peak at what the bands really hold (about a millisecond)."""
 
 Stage = Callable[[torch.Tensor, int, int], Sequence[torch.Tensor]]
 """``stage(rows, lo, hi)``: outputs of a network stage on input rows ``[lo, hi)`` (halo included)."""
@@ -77,6 +100,8 @@ def map_bands(
             end = None if bottom == height and strides is not None else (bottom - lo) // stride
             outputs.append(output[..., (top - lo) // stride : end, :])
         yield top, bottom, outputs
+        del outputs
+        release_freed_memory()
 
 
 def _empty_like_layout(band: torch.Tensor, height: int) -> torch.Tensor:

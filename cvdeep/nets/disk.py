@@ -27,7 +27,7 @@ from torch import nn
 from .. import ops
 from ..declaration import DetectorConfig, InputConvention, ModelFamily, Variant, param
 from ..weights import WeightSpec
-from .bands import RowSource, band_height, run_banded, upsample2_rows
+from .bands import RowSource, band_height, release_freed_memory, run_banded, upsample2_rows
 from .base import Extractor, Features, mask_scores, soft_nms_keypoints
 
 _KERNEL = 5
@@ -35,7 +35,7 @@ _HALO = _KERNEL // 2  # rows a 5x5 'same' convolution reads above and below
 _DOWN = (16, 32, 64, 64, 64)
 _UP = (64, 64, 64, 129)  # the last one: 128 descriptor channels + 1 heatmap channel
 _MIN_SIZE = 32  # the 1/16 level needs 2x2 pixels for its InstanceNorm
-_DESCRIBE_CHUNK = 4096  # keypoints per descriptor product: (n, 5*5*80) windows, ~33 MB
+_DESCRIBE_CHUNK = 512  # keypoints per descriptor product: (n * 25, C) windows of 3 MB at most
 
 
 class GatedConv(nn.Sequential):
@@ -303,17 +303,21 @@ class DISK(Extractor):
     def descriptors_at(self, head: HeadInput, pixels: torch.Tensor) -> torch.Tensor:
         """The descriptor channels of the last convolution at (N, 2) integer (x, y) pixels, not normalised.
 
-        Gathers each keypoint's 5x5x80 input window (zero outside the image, as the 'same'
-        padding) from the gated rows of its band and multiplies by the weights: N x 2000 x 128
-        multiply-adds instead of H x W x 2000 x 128. Bands without keypoints are skipped.
+        Gathers each keypoint's 5x5 input window of each gated half (zero outside the image, as
+        the 'same' padding) from the rows of its band and multiplies by the weights: N x 2000 x
+        128 multiply-adds instead of H x W x 2000 x 128. Bands without keypoints are skipped;
+        keypoints go in chunks of ``_DESCRIBE_CHUNK``, small buffers of one size that the
+        allocator reuses (varied large temporaries fragment the heap: +2 GB RSS at 12 MP).
         """
-        head_conv = self.unet.head
+        layer = self.unet.head
         d = self.descriptor_size
         height, width = head.size
-        weight = head_conv.weight[:d].permute(0, 2, 3, 1).reshape(d, -1)  # (128, 5*5*C) in (ky, kx, c) order
-        out = head_conv.weight.new_zeros((len(pixels), d))
+        out = layer.weight.new_zeros((len(pixels), d))
         if len(pixels) == 0:
             return out
+        split = layer.weight.shape[1] - head.skip_gate.scale.shape[0]
+        weights = [layer.weight[:d, part].permute(0, 2, 3, 1).reshape(d, -1).t()  # (5*5*C, 128), (ky, kx, c) order
+                   for part in (slice(0, split), slice(split, None))]
         reach = torch.arange(-_HALO, _HALO + 1, device=pixels.device)
         order = torch.argsort(pixels[:, 1], stable=True)
         ys_sorted = pixels[order, 1]
@@ -330,11 +334,15 @@ class DISK(Extractor):
                 xy = pixels[chosen]
                 ys = (xy[:, 1, None] + reach)[:, :, None].expand(-1, -1, _KERNEL)  # (n, 5, 5): row of tap (ky, kx)
                 xs = (xy[:, 0, None] + reach)[:, None, :].expand(-1, _KERNEL, -1)
-                inside = (ys >= 0) & (ys < height) & (xs >= 0) & (xs < width)
-                flat = (ys.clamp(0, height - 1) - lo) * width + xs.clamp(0, width - 1)
-                windows = torch.cat([table[flat] for table in tables], dim=-1)  # (n, 5, 5, C)
-                windows = windows * inside[..., None].to(windows.dtype)
-                out[chosen] = torch.addmm(head_conv.bias[:d], windows.reshape(len(xy), weight.shape[1]), weight.t())
+                inside = ((ys >= 0) & (ys < height) & (xs >= 0) & (xs < width)).reshape(-1, 1)
+                flat = ((ys.clamp(0, height - 1) - lo) * width + xs.clamp(0, width - 1)).reshape(-1)
+                result = layer.bias[:d].expand(len(xy), d).clone()
+                for table, weight in zip(tables, weights):
+                    window = table.index_select(0, flat).mul_(inside)  # (n*25, C)
+                    result.addmm_(window.view(len(xy), -1), weight)
+                out[chosen] = result
+            del tables
+            release_freed_memory()
         return out
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
