@@ -172,6 +172,13 @@ class DetectorConfig(Config):
 
     A model overrides the defaults (a subclass redefining a field keeps its position) and
     adds fields only for what its method truly has.
+
+    ``keep_flat=False`` (the default) leaves no keypoint where the image is flat: a pixel whose
+    5x5 neighbourhood holds a single value (in every channel) is not valid for detection, like
+    the padding and the user's mask. A network's score map is not flat there (zero padding,
+    biases and float noise make maxima on a uniform frame, a black border or a saturated sky),
+    but those maxima are not features of the image; ``keep_flat=True`` keeps them, as the
+    published code does.
     """
 
     nfeatures: int = param(0, "keep at most this many keypoints, the strongest; 0 keeps all (as cv2.SIFT)", low=0)
@@ -182,6 +189,9 @@ class DetectorConfig(Config):
     nms: str = param("hard", "'hard': exact window NMS, as published; 'soft': greedy Gaussian soft-NMS "
                      "(Bodla et al. 2017) over the 3x3 local maxima", choices=("hard", "soft"))
     soft_nms_sigma: float = param(4.0, "soft-NMS Gaussian sigma in pixels (nms='soft' only)", low=0.5, high=64.0)
+    keep_flat: bool = param(False, "keep keypoints where the image is flat (its 5x5 neighbourhood holds one "
+                            "value: no maximum of the image, only of the network's padding and biases), as the "
+                            "authors' code does; False finds none there, as cv2.SIFT")
 
 
 @dataclass
@@ -198,13 +208,17 @@ class InputConvention:
 
     ``channels``: 1 (gray) or 3 (RGB order, not BGR). ``gray``: how a colour image becomes
     gray for a 1-channel network, as its authors do it: ``"luminance"`` (cv2.COLOR_BGR2GRAY,
-    ITU-R 601) or ``"mean"`` (the average of the three channels). ``stride``: the image is
-    padded (bottom/right, replicated) so both sides are multiples of it. ``min_size``: the
-    smallest side (pixels) the network can take; smaller images give no keypoints.
+    ITU-R 601 rounded to uint8: what ``cv2.imread(path, 0)`` and ``cvtColor`` give),
+    ``"luminance_float"`` (0.299 R + 0.587 G + 0.114 B on the float image, not rounded: Lua
+    torch's ``image.rgb2y``, rpautrat's SuperPoint) or ``"mean"`` (the float average of the
+    three channels). ``stride``: the image is padded (bottom/right, replicated) so both sides
+    are multiples of it. ``min_size``: the smallest side (pixels) the network can take; a
+    smaller image gives no keypoints (``((), None)``), and ``compute`` on it raises
+    ``cvdeep.Error``.
     """
 
     channels: Literal[1, 3] = 1
-    gray: Literal["luminance", "mean"] = "luminance"
+    gray: Literal["luminance", "luminance_float", "mean"] = "luminance"
     stride: int = 1
     min_size: int = 1
 
@@ -220,6 +234,7 @@ class Variant:
     lightglue: str | None = None  # registry name of the LightGlue matcher trained on these features
     network: type | None = None  # a network class other than the family's (another checkpoint layout)
     trained_by_cvdeep: bool = False  # weights trained by this project (see the model card in docs/)
+    input: InputConvention | None = None  # the family's, unless these weights were trained on another conversion
 
 
 Kind = Literal["detector", "detector-only", "patch", "matcher"]
@@ -253,3 +268,10 @@ class ModelFamily:
     @property
     def default_model(self) -> str:
         return self.variants[0].name
+
+    def input_of(self, model: str) -> InputConvention:
+        """The input convention of one of this family's models: its variant's, else the family's."""
+        for variant in self.variants:
+            if variant.name == model and variant.input is not None:
+                return variant.input
+        return self.input

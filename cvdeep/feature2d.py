@@ -7,11 +7,12 @@ thread safety. It knows nothing of any particular network (see docs/ARCHITECTURE
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
 import cv2
@@ -20,11 +21,11 @@ import torch
 
 from . import batching
 from . import image as imageio
-from .declaration import Config, ModelFamily, describe_accepted, translate_renamed
+from .declaration import Config, InputConvention, ModelFamily, describe_accepted, translate_renamed
 from .errors import Error
 from .keypoints import KeypointArrays, from_cv_keypoints, to_cv_keypoints
 from .models import build_model, get_model, preferred_model
-from .nets.base import Extractor, Features
+from .nets.base import Extractor, Features, on_valid_pixels
 
 _LOADING = ("model", "weights", "device")
 """Parameters that choose the network rather than configure it: changing one rebuilds it."""
@@ -36,6 +37,10 @@ def accessor_suffix(param: str) -> str:
         return "NFeatures"
     return "".join(part[:1].upper() + part[1:] for part in param.split("_"))
 
+
+_OUT_OF_MEMORY = ("can't allocate memory", "out of memory", "not enough memory", "insufficient memory",
+                  "failed to allocate")
+"""Words of the allocation failures of torch (CPU and CUDA), NumPy and OpenCV."""
 
 ACCESSOR_ALIASES = {"MaxFeatures": "nfeatures"}
 """OpenCV names for the same parameter (``cv2.ORB``'s ``getMaxFeatures``/``setMaxFeatures``)."""
@@ -55,7 +60,7 @@ def resolve_device(device: str | torch.device) -> torch.device:
 
 
 def _getter(name: str) -> Any:
-    def get(self: "Feature2D") -> Any:
+    def get(self: Feature2D) -> Any:
         return self.getParams()[name]
 
     get.__doc__ = f"The ``{name}`` parameter."
@@ -63,7 +68,7 @@ def _getter(name: str) -> Any:
 
 
 def _setter(name: str) -> Any:
-    def set_(self: "Feature2D", value: Any) -> None:
+    def set_(self: Feature2D, value: Any) -> None:
         self.setParams(**{name: value})
 
     set_.__doc__ = f"Set the ``{name}`` parameter (``cvdeep.Error`` when out of range)."
@@ -148,13 +153,13 @@ class Feature2D:
         self._lock = threading.Lock()
         self._extractor: Extractor | None = None
         self._batch_size, self._mixed_sizes = 1, "group"  # list inputs: see setBatchSize
-        self.setParams(model=model or preferred_model(self.family), weights=weights, device=device, **params)
+        self.setParams(model=model or preferred_model(self.family, weights), weights=weights, device=device, **params)
         self._load()
 
     # --- construction and parameters --------------------------------------------------
 
     @classmethod
-    def create(cls, *args: Any, **kwargs: Any) -> "Feature2D":
+    def create(cls, *args: Any, **kwargs: Any) -> Feature2D:
         """OpenCV-style factory: ``cvdeep.ALIKED.create(nfeatures=2048)``."""
         return cls(*args, **kwargs)
 
@@ -291,11 +296,14 @@ class Feature2D:
         if not name.empty() and name.string() != self.getDefaultName():
             raise Error(f"read: the file holds {name.string()!r}, not {self.getDefaultName()!r}")
         values = {}
+        flags = {spec.name for spec in self.family.config.fields() if isinstance(spec.default, bool)}
         for key in [*self.family.config.names(), *_LOADING]:
             child = node.getNode(key)
             if child.empty():
                 continue
             values[key] = child.string() if child.isString() else child.real()
+            if key in flags and values[key] in (0, 1):  # written as 0/1, as OpenCV writes its flags
+                values[key] = bool(values[key])
         self.setParams(**values)
 
     # --- the Feature2D calls ----------------------------------------------------------
@@ -318,13 +326,19 @@ class Feature2D:
         kps = imageio.check_keypoints(keypoints)
         if not kps:
             return (), None
+        minimum = self._input().min_size
+        if min(img.shape[:2]) < minimum:
+            raise Error(f"{self.family.public_name}.compute: the image is {img.shape[1]}x{img.shape[0]} pixels; the "
+                        f"network needs at least {minimum}x{minimum} to describe anything")
         extractor = self._load()
         arrays = from_cv_keypoints(kps)
-        tensor = self._network_input(img)
-        as_tensor = lambda a: torch.from_numpy(a).to(tensor.device)  # noqa: E731
-        with torch.inference_mode():
-            desc, used = extractor.describe_keypoints(tensor, as_tensor(arrays.xy), as_tensor(arrays.size),
-                                                      as_tensor(arrays.angle), self._config)
+        with self._memory_guard(img.shape):
+            tensor = self._network_input(img)
+            as_tensor = lambda a: torch.from_numpy(a).to(tensor.device)  # noqa: E731
+            with torch.inference_mode():
+                desc, used = extractor.describe_keypoints(
+                    tensor, as_tensor(arrays.xy), as_tensor(arrays.size), as_tensor(arrays.angle),
+                    as_tensor(arrays.octave), self._config)
         if used is not None:  # keypoints given without an angle (-1) come back with the one estimated
             angles = used.float().cpu().numpy()
             kps = tuple(kp if kp.angle != -1 else cv2.KeyPoint(kp.pt[0], kp.pt[1], kp.size, float(angle), kp.response,
@@ -384,36 +398,68 @@ class Feature2D:
             raise Error(f"{what}: with a list of {count} images, give None or a list of {count} {what}")
         return values
 
+    def _input(self) -> InputConvention:
+        """The input convention of the loaded model (its variant's, else its family's)."""
+        return self.family.input_of(self._values["model"])
+
     def _network_input(self, image: np.ndarray) -> torch.Tensor:
         """The image as the declared input convention says: (1, C, H', W') float in [0, 1], padded."""
-        convention = self.family.input
+        convention = self._input()
         tensor = imageio.to_tensor(image, convention.channels, self.device, gray=convention.gray)
         return imageio.pad_to_multiple(tensor, convention.stride)
 
-    def _valid_mask(self, shape: tuple[int, int], padded: tuple[int, int], user_mask: np.ndarray | None) -> torch.Tensor:
-        """(1, 1, H', W') bool: inside the real image, at least ``border`` pixels from its edge
-        (when the config has one), and inside the user's mask."""
-        height, width = shape
+    def _valid_pixels(self, image: np.ndarray, user_mask: np.ndarray | None) -> np.ndarray:
+        """(H, W) bool of the real image: inside the user's mask, at least ``border`` pixels from
+        the image edge (when the config has one) and, unless ``keep_flat``, not flat (see
+        ``cvdeep.image.flat_pixels``)."""
+        height, width = image.shape[:2]
+        valid = np.ones((height, width), bool) if user_mask is None else user_mask.copy()
         border = int(getattr(self._config, "border", 0))
-        valid = torch.zeros((1, 1, *padded), dtype=torch.bool, device=self.device)
-        if user_mask is None:
-            valid[..., :height, :width] = True
-        else:
-            valid[0, 0, :height, :width] = torch.from_numpy(user_mask).to(self.device)
         if border > 0:
-            inner = torch.zeros_like(valid)
-            inner[..., border : height - border, border : width - border] = True
+            inner = np.zeros_like(valid)
+            inner[border : height - border, border : width - border] = True
             valid &= inner
+        if not getattr(self._config, "keep_flat", True) and valid.any():
+            valid &= ~imageio.flat_pixels(image)
         return valid
+
+    def _valid_mask(self, valid_pixels: np.ndarray, padded: tuple[int, int]) -> torch.Tensor:
+        """(1, 1, H', W') bool on the padded network input: the valid pixels, False in the padding."""
+        height, width = valid_pixels.shape
+        valid = torch.zeros((1, 1, *padded), dtype=torch.bool, device=self.device)
+        valid[0, 0, :height, :width] = torch.from_numpy(valid_pixels).to(self.device)
+        return valid
+
+    @contextlib.contextmanager
+    def _memory_guard(self, shape: tuple[int, ...]) -> Iterator[None]:
+        """Turn an allocation failure of torch, NumPy or OpenCV into ``cvdeep.Error`` saying what to do."""
+        try:
+            yield
+        except (RuntimeError, MemoryError, cv2.error) as exc:
+            text = " ".join(str(exc).split())
+            if not isinstance(exc, MemoryError) and not any(sign in text.lower() for sign in _OUT_OF_MEMORY):
+                raise
+            raise Error(
+                f"{self.family.public_name}: not enough memory on {resolve_device(self._values['device'])} for a "
+                f"{shape[1]}x{shape[0]} image "
+                f"({text[:200]}); resize the image (cv2.resize) or free memory"
+            ) from exc
 
     def _detect_and_compute(self, image: Any, mask: Any, describe: bool) -> tuple[tuple[cv2.KeyPoint, ...], np.ndarray | None]:
         img = imageio.check_image(image)
         user_mask = imageio.check_mask(mask, img.shape)
+        if min(img.shape[:2]) < self._input().min_size:
+            return (), None  # smaller than the network can take: no feature fits, as cv2.SIFT on a tiny image
+        with self._memory_guard(img.shape):
+            valid_pixels = self._valid_pixels(img, user_mask)
+        if not valid_pixels.any():
+            return (), None  # nothing can be found: the network need not run
         extractor = self._load()
-        tensor = self._network_input(img)
-        valid = self._valid_mask(img.shape[:2], tuple(tensor.shape[-2:]), user_mask)
-        with torch.inference_mode():
-            features = extractor.extract(tensor, valid, self._config)
+        with self._memory_guard(img.shape):
+            tensor = self._network_input(img)
+            valid = self._valid_mask(valid_pixels, tuple(tensor.shape[-2:]))
+            with torch.inference_mode():
+                features = extractor.extract(tensor, valid, self._config)
         arrays, desc = self._to_arrays(features, extractor, valid[0, 0])
         if len(arrays) == 0:
             return (), None
@@ -423,12 +469,9 @@ class Feature2D:
     @staticmethod
     def _to_arrays(features: Features, extractor: Extractor, valid: torch.Tensor) -> tuple[KeypointArrays, np.ndarray | None]:
         xy = features["keypoints"].float()
-        # Safety net for the contract: nothing in the padding or outside the mask.
-        height, width = valid.shape
-        ij = xy.round().long()
-        inside = (ij[:, 0] >= 0) & (ij[:, 0] < width) & (ij[:, 1] >= 0) & (ij[:, 1] < height)
-        keep = inside.clone()
-        keep[inside] = valid[ij[inside, 1], ij[inside, 0]]
+        # Safety net for the contract: nothing in the padding or outside the mask (the extractors
+        # already drop those before choosing nfeatures; tests/test_robustness.py checks it).
+        keep = on_valid_pixels(xy, valid)
         count = int(keep.sum())
 
         def column(key: str, fill: float, dtype: np.dtype) -> np.ndarray:

@@ -82,13 +82,17 @@ def check_keypoints(keypoints: Any, name: str = "keypoints") -> tuple[cv2.KeyPoi
     return keypoints
 
 
+_LUMINANCE_RGB = (0.299, 0.587, 0.114)  # ITU-R 601
+
+
 def to_tensor(image: np.ndarray, channels: int, device: torch.device, gray: str = "luminance") -> torch.Tensor:
     """uint8 gray/BGR/BGRA array -> float32 (1, channels, H, W) tensor in [0, 1] (RGB order when 3).
 
     A colour image becomes gray (``channels == 1``) by ``gray``: ``"luminance"``
-    (``cv2.COLOR_BGR2GRAY``, rounded to uint8 as OpenCV does) or ``"mean"`` (the float
-    average of B, G and R, as XFeat's authors feed their network). The values are
-    ``to_array``'s, so the torch and ONNX paths see the same input.
+    (``cv2.COLOR_BGR2GRAY``, rounded to uint8 as OpenCV does), ``"luminance_float"``
+    (0.299 R + 0.587 G + 0.114 B of the image in [0, 1], not rounded) or ``"mean"`` (the
+    float average of B, G and R, as XFeat's authors feed their network). An alpha channel
+    is ignored. The values are ``to_array``'s, so the torch and ONNX paths see the same input.
     """
     import torch
 
@@ -150,11 +154,31 @@ def to_array(image: np.ndarray, channels: int, gray: str = "luminance") -> np.nd
         if image.ndim == 3 and gray == "mean":
             total = image[:, :, :3].astype(np.float32).sum(axis=2)
             return (total / np.float32(3.0) / np.float32(255.0))[None, None]
+        if image.ndim == 3 and gray == "luminance_float":
+            rgb = image[:, :, 2::-1].astype(np.float32) / np.float32(255.0)
+            return (rgb * np.asarray(_LUMINANCE_RGB, np.float32)).sum(axis=2)[None, None]
         if image.ndim == 3:
             image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY if image.shape[2] == 3 else cv2.COLOR_BGRA2GRAY)
         array = image[None]
     elif channels == 3:
-        array = np.broadcast_to(image[None], (3, *image.shape)) if image.ndim == 2 else image[:, :, 2::-1].transpose(2, 0, 1)
+        if image.ndim == 2:
+            array = np.broadcast_to(image[None], (3, *image.shape))
+        else:
+            array = image[:, :, 2::-1].transpose(2, 0, 1)
     else:
         raise ValueError(f"networks take 1 or 3 channels, not {channels}")
     return (array.astype(np.float32) / np.float32(255.0))[None]
+
+
+FLAT_RADIUS = 2
+"""A pixel is flat when its (2r+1) x (2r+1) neighbourhood (clipped to the image) holds one value."""
+
+
+def flat_pixels(image: np.ndarray, radius: int = FLAT_RADIUS) -> np.ndarray:
+    """(H, W) bool: True where the image is constant over the pixel's (2r+1)^2 neighbourhood in
+    every colour channel (alpha ignored): zero image gradient, no image structure to detect."""
+    colour = image[:, :, :3] if image.ndim == 3 else image
+    kernel = np.ones((2 * radius + 1, 2 * radius + 1), np.uint8)
+    # outside the image counts as neither larger nor smaller (OpenCV's default border for both)
+    same = cv2.dilate(colour, kernel) == cv2.erode(colour, kernel)
+    return same.all(axis=2) if same.ndim == 3 else same

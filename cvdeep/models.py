@@ -99,14 +99,22 @@ def lightglue_pairings() -> dict[str, tuple[ModelFamily, str]]:
     return pairings
 
 
-def preferred_model(family: ModelFamily) -> str:
+def preferred_model(family: ModelFamily, weights: str | None = None) -> str:
     """The model a family's class builds when no ``model=`` is given.
 
-    The first declared variant (official weights come first) whose file is already here
+    With a ``weights`` file given, the variant whose declared file has that name, else the
+    family's first variant (the official layout, which is what a user's own file most likely
+    holds). Without one, the first declared variant (official weights come first) whose file is already here
     (packaged, ``$CVDEEP_WEIGHTS_DIR`` or the cache); with none here, the first variant whose
     weights ship inside the package (trained by cvdeep: works offline from install); else the
     first variant, whose file the hub then fetches.
     """
+    if weights is not None:
+        basename = os.path.basename(str(weights))
+        for variant in family.variants:
+            if variant.weights is not None and variant.weights.basename == basename:
+                return variant.name
+        return family.default_model
     for variant in family.variants:
         if variant.weights is None or hub.is_local(variant.weights):
             return variant.name

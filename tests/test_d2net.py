@@ -70,9 +70,9 @@ def synthetic_features() -> torch.Tensor:
 def test_hard_detection_and_subpixel_refinement():
     net = D2Net()
     features = synthetic_features()
-    detected, steps = net.hard_detection(features)
-    assert torch.nonzero(detected).tolist() == [[0, 6, 8], [3, 14, 18]]
-    xy, scores, descriptors = net.refine(features, detected, steps)
+    detections, steps = net.hard_detection(features)
+    assert detections.t().tolist() == [[0, 6, 8], [3, 14, 18]]
+    xy, scores, descriptors = net.refine(features, detections, steps)
     torch.testing.assert_close(xy, torch.tensor([[8.2, 6.3], [18.0, 14.0]]), atol=1e-4, rtol=0)
     torch.testing.assert_close(scores, torch.tensor([10 - 0.3**2 - 0.2**2, 6.0]), atol=1e-4, rtol=0)
     # image pixels: two 2x2 poolings, p -> 4p + 1.5
@@ -92,12 +92,12 @@ def test_refinement_rejects_steps_of_half_a_cell_or_more(right, kept):
     features[0, 0, 2, 3:5] = 9.0
     features[0, 0, 4, 3:5] = 9.0
     net = D2Net()
-    detected, steps = net.hard_detection(features)
-    xy, _, _ = net.refine(features, detected, steps)
+    detections, steps = net.hard_detection(features)
+    xy, _, _ = net.refine(features, detections, steps)
     if kept:
         torch.testing.assert_close(xy, torch.tensor([[3.0 + (right - 8) / 2 / (20 - 8 - right), 3.0]]))
     else:
-        assert int(detected.sum()) == 2 and len(xy) == 0
+        assert detections.shape[1] == 2 and len(xy) == 0
 
 
 def test_full_extraction_single_and_multi_scale(checkpoint_path, graf_pair):

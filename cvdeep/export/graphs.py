@@ -200,7 +200,7 @@ class ALIKEDGraph(DetectorGraph):
 
     def dense(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(table (dim, H*W): the unnormalised concatenation of the four levels at full resolution,
-        scores (1, 1, H, W)) of an unpadded (1, 3, H, W) image; ``features_and_scores`` of the network."""
+        scores (1, 1, H, W)) of an unpadded (1, 3, H, W) image: ``ALIKED.forward`` unnormalised, built whole."""
         net = self.net
         height, width = image.shape[-2], image.shape[-1]
         pad_h, pad_w = (32 - height % 32) % 32, (32 - width % 32) % 32

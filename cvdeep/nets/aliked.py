@@ -10,6 +10,11 @@ differentiable keypoint detection (DKD: NMS, threshold, soft-argmax over the NMS
 window); descriptors from the sparse deformable descriptor head (SDDH), which samples
 the feature map at M learned positions around each keypoint.
 
+Full resolution never holds more than a band of rows (``cvdeep.nets.bands``): blocks 1-2 and
+the score head run band by band, level 1 is recomputed for the pixels SDDH reads (or kept
+when small), and levels 2-4 are upsampled only where needed. The upsampling is a row pass
+then a column pass (``resize_rows``), equal to ``F.interpolate`` to float rounding.
+
 ALIKED works in coordinates normalised with align_corners semantics,
 ``u = 2 x / (W - 1) - 1``, in which ``x`` is the pixel index: its pixel coordinates are
 therefore OpenCV pixel centres already, and this module keeps them in pixels throughout
@@ -18,6 +23,8 @@ therefore OpenCV pixel centres already, and this module keeps them in pixels thr
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -27,6 +34,7 @@ from ..errors import Error
 from ..ops import deform_conv2d, softargmax
 from ..ops.deform import bilinear_corners, sample_rows
 from ..weights import WeightSpec
+from .bands import band_height, release_freed_memory, resize_positions, resize_rows, run_banded, sample_resized
 from .base import Extractor, Features, iterative_nms, pointwise, soft_nms_keypoints
 
 # name -> (c1, c2, c3, c4, dim, SDDH kernel K, SDDH sample count M), from the official configs
@@ -110,47 +118,125 @@ class ResBlock(_ConvPair):
         return F.selu(out.add_(pointwise(x, self.downsample.weight, self.downsample.bias)), inplace=True)
 
 
-class FeaturePyramid:
-    """ALIKED's feature map, read only where the descriptor head needs it.
+_BLOCK1_HALO = 2  # block 1: two 3x3 convolutions at full resolution
+_BLOCK2_HALO = 4  # block 2: two 3x3 convolutions at 1/2, rounded up to the 4x4 pooling after it
+_HEAD_HALO = 3  # the score head: three 3x3 convolutions
+_SDDH_CHUNK = 4096  # keypoints per step of the descriptor head: bounds its gathers (~150 MB)
+_LEVEL1_KEPT_BYTES = 128 << 20  # level 1 is kept (not recomputed) up to this size: ~1 MP for ALIKED-N
 
-    The dense feature map is the L2-normalised concatenation of level 1 (full
-    resolution) and levels 2-4 upsampled bilinearly (align_corners) to the padded image
-    size, then cropped. This keeps the four upsampled levels apart (channels_last, so a
-    pixel's vector is a contiguous row): reading a pixel concatenates and normalises
-    only that pixel's rows, so the dense (H, W, dim) concatenation and its per-pixel
-    division are never built.
+
+@dataclass
+class Backbone:
+    """What the dense ALIKED computation keeps of one image, all below full resolution.
+
+    ``image``: the padded input (1, 3, Hp, Wp); ``levels``: levels 2-4 after their 1x1
+    convolution + SELU, at 1/2, 1/8 and 1/32 (channels_last). Level 1 (dim/4 channels at full
+    resolution, the largest map of the network) is never stored: it is recomputed from the
+    image band by band where it is needed, unless it is small enough to keep (``level1``: the
+    same numbers, computed once). ``height``/``width`` and ``top``/``left``: the real
+    image inside the centred padding.
     """
 
-    def __init__(self, levels: list[torch.Tensor], height: int, width: int, top: int, left: int) -> None:
-        size = levels[0].shape[-2:]
-        self.full = [levels[0]] + [F.interpolate(level, size=size, mode="bilinear", align_corners=True) for level in levels[1:]]
-        self.height, self.width, self.top, self.left = height, width, top, left
-        self.padded_width = size[1]
-        self.tables = [level[0].permute(1, 2, 0).reshape(-1, level.shape[1]) for level in self.full]
+    image: torch.Tensor
+    levels: list[torch.Tensor]
+    height: int
+    width: int
+    top: int
+    left: int
+    level1: torch.Tensor | None = None  # the whole level 1, kept when small (ALIKED.level1_kept_bytes)
 
-    def _gather(self, index: torch.Tensor) -> list[torch.Tensor]:
-        """The four levels' unnormalised vectors (P, dim/4) at pixels ``index`` (P,) = y * W + x of the cropped map."""
-        padded = (index // self.width + self.top) * self.padded_width + index % self.width + self.left
-        return [table.index_select(0, padded) for table in self.tables]
+    @property
+    def padded_size(self) -> tuple[int, int]:
+        return tuple(self.image.shape[-2:])  # type: ignore[return-value]
+
+
+class FeatureReader:
+    """ALIKED's feature map, read only at the pixels the descriptor head needs.
+
+    The dense feature map is the L2-normalised concatenation of level 1 (full resolution) and
+    levels 2-4 upsampled bilinearly (align_corners) to the padded image size, then cropped. A
+    pixel's vector is assembled from its four parts: level 1 recomputed (``load``, band by band,
+    for the pixels about to be read, or read from the kept map) and the three coarse levels
+    interpolated at that pixel (``cvdeep.nets.bands.sample_resized``: the dense upsampling's
+    numbers to float rounding). Neither the dense concatenation nor any full-resolution level
+    is ever built.
+    """
+
+    def __init__(self, network: "ALIKED", backbone: Backbone) -> None:
+        self.network, self.backbone = network, backbone
+        self.tables = [level[0].permute(1, 2, 0).reshape(-1, level.shape[1]) for level in backbone.levels]
+        device = backbone.image.device
+        self.positions = [resize_positions(tuple(level.shape[-2:]), backbone.padded_size, True, device)
+                          for level in backbone.levels]
+        self.keys = torch.zeros(0, dtype=torch.long, device=backbone.image.device)
+        self.level1 = backbone.image.new_zeros((0, network.conv1.out_channels))
+
+    @property
+    def height(self) -> int:
+        return self.backbone.height
+
+    @property
+    def width(self) -> int:
+        return self.backbone.width
+
+    def padded(self, index: torch.Tensor) -> torch.Tensor:
+        """Pixel indices ``y * W + x`` of the cropped map -> indices of the padded map."""
+        bb = self.backbone
+        return (index // bb.width + bb.top) * bb.padded_size[1] + index % bb.width + bb.left
+
+    def load(self, index: torch.Tensor) -> None:
+        """Compute level 1 at the padded-map pixels ``index`` (any shape), band by band."""
+        keys = torch.unique(index.reshape(-1))
+        network, image = self.network, self.backbone.image
+        padded_h, padded_w = self.backbone.padded_size
+        if self.backbone.level1 is not None:
+            kept = self.backbone.level1
+            self.keys, self.level1 = keys, kept[0].permute(1, 2, 0).reshape(-1, kept.shape[1])[keys]
+            return
+        table = image.new_empty((len(keys), network.conv1.out_channels))
+        rows = keys // padded_w
+        band = band_height(padded_w, network.band_pixels)
+        for top in range(0, padded_h, band):
+            bottom = min(padded_h, top + band)
+            first, last = (int(v) for v in torch.searchsorted(rows, rows.new_tensor([top, bottom])))
+            if first == last:
+                continue
+            lo, hi = max(0, top - _BLOCK1_HALO), min(padded_h, bottom + _BLOCK1_HALO)
+            level = network.level1(image[..., lo:hi, :])[..., top - lo : bottom - lo, :]
+            flat = level[0].permute(1, 2, 0).reshape(-1, level.shape[1])
+            table[first:last] = flat[keys[first:last] - top * padded_w]
+            del level, flat
+            release_freed_memory()
+        self.keys, self.level1 = keys, table
+
+    def parts(self, index: torch.Tensor) -> list[torch.Tensor]:
+        """The four unnormalised parts (P, dim/4) of the vectors at padded-map pixels ``index`` (P,),
+        which must have been ``load``-ed."""
+        position = torch.searchsorted(self.keys, index)
+        level1 = self.level1[position]
+        padded_w = self.backbone.padded_size[1]
+        ys, xs = index // padded_w, index % padded_w
+        coarse = [
+            sample_resized(table, level.shape[-1], positions, ys, xs)
+            for table, level, positions in zip(self.tables, self.backbone.levels, self.positions)
+        ]
+        return [level1, *coarse]
 
     def rows(self, index: torch.Tensor) -> torch.Tensor:
-        """Normalised feature vectors (P, dim) at pixels ``index`` (P,) = y * W + x of the cropped map."""
-        return F.normalize(torch.cat(self._gather(index), dim=1), dim=1)
+        """Normalised feature vectors (P, dim) at padded-map pixels ``index`` (P,)."""
+        return F.normalize(torch.cat(self.parts(index), dim=1), dim=1)
 
-    def sample(self, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
-        """The feature map sampled bilinearly at pixel positions (P,) -> (P, dim), zeros outside."""
-        indices, weights = bilinear_corners(ys, xs, self.height, self.width)
-        parts = self._gather(indices.reshape(-1))
-        # each corner is normalised (as the dense map is) and weighted by one scale per row;
-        # the levels are only concatenated after the four corners are summed
+    def sample(self, index: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """Bilinear samples (P, dim) from corner pixels ``index`` (4, P) (padded map) and their weights (4, P).
+
+        Each corner is normalised (as the dense map is) and weighted by one scale per row; the
+        levels are only concatenated after the four corners are summed.
+        """
+        parts = self.parts(index.reshape(-1))
         square = sum(torch.linalg.vector_norm(part, dim=1, keepdim=True).square_() for part in parts)
         scale = weights.reshape(-1, 1) / square.sqrt_().clamp_min_(1e-12)  # F.normalize's eps
-        return torch.cat([part.mul_(scale).reshape(4, ys.shape[0], -1).sum(0) for part in parts], dim=1)
-
-    def dense(self) -> torch.Tensor:
-        """The whole feature map (1, dim, H, W), as the original computes it."""
-        stacked = F.normalize(torch.cat(self.full, dim=1), dim=1)
-        return stacked[..., self.top : self.top + self.height, self.left : self.left + self.width]
+        count = index.shape[1]
+        return torch.cat([part.mul_(scale).reshape(4, count, -1).sum(0) for part in parts], dim=1)
 
 
 class SDDH(nn.Module):
@@ -189,26 +275,42 @@ class SDDH(nn.Module):
         xs = cx[:, None, None] + steps[None, None, :]
         return (ys * width + xs).reshape(-1, k * k)
 
-    def forward(self, features: FeaturePyramid, keypoints: torch.Tensor) -> torch.Tensor:
-        """Descriptors (N, D) at keypoints (N, 2), pixels of the feature map."""
+    def forward(self, features: FeatureReader, keypoints: torch.Tensor) -> torch.Tensor:
+        """Descriptors (N, D) at keypoints (N, 2), pixels of the feature map.
+
+        Runs in chunks of keypoints, so its gathers stay bounded for any keypoint count; level 1
+        is computed once per phase (offsets, then samples) for all keypoints' pixels.
+        """
         count = keypoints.shape[0]
         if count == 0:
             return keypoints.new_zeros((0, self.agg_weights.shape[-1]))
         height, width = features.height, features.width
         first, _, second = self.offset_conv
-        patch = features.rows(self.patch_rows(keypoints, height, width).reshape(-1))  # (N*K*K, C)
         first_weight = first.weight.permute(0, 2, 3, 1).reshape(first.out_channels, -1)
-        hidden = F.selu(torch.addmm(first.bias, patch.reshape(count, -1), first_weight.t()))
-        offsets = torch.addmm(second.bias, hidden, second.weight.reshape(second.out_channels, -1).t())
+        patches = features.padded(self.patch_rows(keypoints, height, width))  # (N, K*K)
+        features.load(patches)
         limit = max(height, width) / 4.0
-        offsets = offsets.clamp_(-limit, limit).reshape(count, 2, self.samples)
+        offsets = []
+        for chunk in patches.split(_SDDH_CHUNK):
+            patch = features.rows(chunk.reshape(-1))  # (n*K*K, C)
+            hidden = F.selu(torch.addmm(first.bias, patch.reshape(len(chunk), -1), first_weight.t()))
+            offsets.append(torch.addmm(second.bias, hidden, second.weight.reshape(second.out_channels, -1).t()))
+        offsets = torch.cat(offsets).clamp_(-limit, limit).reshape(count, 2, self.samples)
         xs = keypoints[:, :1] + offsets[:, 0]
         ys = keypoints[:, 1:] + offsets[:, 1]
-        sampled = features.sample(ys.reshape(-1), xs.reshape(-1))  # (N*M, C)
-        channels = sampled.shape[1]
-        sampled = F.selu(sampled @ self.sf_conv.weight.reshape(channels, channels).t())
-        descriptors = sampled.reshape(count, -1) @ self.agg_weights.reshape(-1, self.agg_weights.shape[-1])
-        return F.normalize(descriptors, dim=1)
+        corners, weights = bilinear_corners(ys.reshape(-1), xs.reshape(-1), height, width)  # (4, N*M)
+        corners = features.padded(corners)
+        features.load(corners)
+        channels = self.sf_conv.weight.shape[0]
+        aggregate = self.agg_weights.reshape(-1, self.agg_weights.shape[-1])
+        descriptors = []
+        step = _SDDH_CHUNK * self.samples
+        for start in range(0, count * self.samples, step):
+            part = slice(start, start + step)
+            sampled = features.sample(corners[:, part], weights[:, part])  # (n*M, C)
+            sampled = F.selu(sampled @ self.sf_conv.weight.reshape(channels, channels).t())
+            descriptors.append(sampled.reshape(-1, self.samples * channels) @ aggregate)
+        return F.normalize(torch.cat(descriptors), dim=1)
 
 
 @dataclass
@@ -230,6 +332,7 @@ class ALIKED(Extractor):
 
     memory_format = torch.channels_last  # oneDNN's fast layout for these convs; the row gathers need it too
     keypoint_size = 5.0  # the 5x5 detection window of the default NMS radius; ALIKED estimates no scale
+    level1_kept_bytes = _LEVEL1_KEPT_BYTES  # keep level 1 up to this size, recompute it by bands above
 
     def __init__(self, model: str = "aliked-n16") -> None:
         """``model`` names the layout: ``aliked-t16``, ``aliked-n16``, ``aliked-n16rot``, ``aliked-n32``."""
@@ -259,49 +362,88 @@ class ALIKED(Extractor):
 
     # --- network --------------------------------------------------------------------
 
-    def features_and_scores(self, image: torch.Tensor) -> tuple[FeaturePyramid, torch.Tensor]:
-        """The backbone on one image (see ``features_and_scores_batch``)."""
-        features, scores = self.features_and_scores_batch(image)
-        return features[0], scores
+    def level1(self, image_rows: torch.Tensor) -> torch.Tensor:
+        """Level 1 (block 1, its 1x1 convolution, SELU) of padded-image rows; exact on the rows at
+        least ``_BLOCK1_HALO`` from a cut (see ``cvdeep.nets.bands``)."""
+        return F.selu(pointwise(self.block1(image_rows), self.conv1.weight), inplace=True)
 
-    def features_and_scores_batch(self, image: torch.Tensor) -> tuple[list[FeaturePyramid], torch.Tensor]:
-        """The backbone: (B, 3, H, W) RGB in [0, 1] -> (a feature pyramid per image, score maps (B, 1, H, W)).
+    def backbone(self, image: torch.Tensor) -> Backbone:
+        """The network below full resolution: (1, 3, H, W) RGB in [0, 1] -> ``Backbone``.
 
-        The image is padded with replicated borders, centred, to a multiple of 32 and the
-        maps are cropped back, as the original does. The score head's first layer, a 1x1
-        convolution of the concatenated levels, is applied to each level before its
-        upsampling (both are linear, so they commute): 8 channels are upsampled instead of
-        dim/4 per level, and no dense concatenation is built.
+        The image is padded with replicated borders, centred, to a multiple of 32 (the maps are
+        cropped back later), as the original does. Blocks 1 and 2 (full and half resolution)
+        run over row bands: block 1 keeps only its 2x2 average pool, block 2 its level and its
+        4x4 pool. Blocks 3 and 4 (deformable, whose offsets may reach anywhere) run whole, at
+        1/8 and 1/32.
         """
         height, width = image.shape[-2:]
         pad_h, pad_w = -height % _PAD_MULTIPLE, -width % _PAD_MULTIPLE
         top, left = pad_h // 2, pad_w // 2
         x = F.pad(image, (left, pad_w - left, top, pad_h - top), mode="replicate") if pad_h or pad_w else image
         x = x.contiguous(memory_format=self.memory_format)
-        x1 = self.block1(x)
-        x2 = self.block2(F.avg_pool2d(x1, 2))
-        x3 = self.block3(F.avg_pool2d(x2, 4))
-        # the 1/32 block runs image by image: oneDNN picks other kernels for a batch of such small maps,
-        # which would make a batch's results differ from one-by-one in the last bits (it costs ~nothing)
-        x4 = torch.cat([self.block4(F.avg_pool2d(x3[b : b + 1], 4)) for b in range(x3.shape[0])])
-        convs = (self.conv1, self.conv2, self.conv3, self.conv4)
-        levels = [F.selu(pointwise(level, conv.weight), inplace=True) for conv, level in zip(convs, (x1, x2, x3, x4))]
+        pixels = self.band_pixels
+        keep = x.shape[-2] * x.shape[-1] * self.conv1.out_channels * x.element_size() <= self.level1_kept_bytes
+
+        def block1(rows: torch.Tensor, lo: int, hi: int) -> tuple[torch.Tensor, ...]:
+            x1 = self.block1(rows)
+            pooled = F.avg_pool2d(x1, 2)
+            return (pooled, F.selu(pointwise(x1, self.conv1.weight), inplace=True)) if keep else (pooled,)
+
+        pooled1, *level1 = run_banded(block1, x, halo=_BLOCK1_HALO, align=2, pixels=pixels)
+
+        def block2(rows: torch.Tensor, lo: int, hi: int) -> tuple[torch.Tensor, torch.Tensor]:
+            x2 = self.block2(rows)
+            return F.selu(pointwise(x2, self.conv2.weight), inplace=True), F.avg_pool2d(x2, 4)
+
+        level2, pooled2 = run_banded(block2, pooled1, halo=_BLOCK2_HALO, align=4, pixels=pixels // 4)
+        del pooled1
+        x3 = self.block3(pooled2)
+        x4 = self.block4(F.avg_pool2d(x3, 4))
+        levels = [level2] + [F.selu(pointwise(level, conv.weight), inplace=True) for conv, level in ((self.conv3, x3), (self.conv4, x4))]
+        return Backbone(x, levels, height, width, top, left, level1[0] if level1 else None)
+
+    def score_map(self, backbone: Backbone) -> torch.Tensor:
+        """The score map (1, 1, H, W), computed band by band at full resolution.
+
+        The score head's first layer, a 1x1 convolution of the concatenated levels, is applied
+        to each level before its upsampling (both are linear, so they commute): 8 channels are
+        upsampled instead of dim/4 per level, only for the band's rows, and no dense
+        concatenation is built.
+        """
         head = self.score_head
-        first = head[0].weight.split(levels[0].shape[1], dim=1)
-        score = pointwise(levels[0], first[0])
-        for level, weight in zip(levels[1:], first[1:]):
-            score.add_(F.interpolate(pointwise(level, weight), size=score.shape[-2:], mode="bilinear", align_corners=True))
-        for layer in head[1:]:
-            score = F.selu(score, inplace=True) if isinstance(layer, nn.SELU) else layer(score)
-        scores = torch.sigmoid_(score)[..., top : top + height, left : left + width]
-        pyramids = [FeaturePyramid([level[b : b + 1] for level in levels], height, width, top, left)
-                    for b in range(image.shape[0])]
-        return pyramids, scores
+        first = head[0].weight.split(self.conv1.out_channels, dim=1)
+        coarse = [pointwise(level, weight) for level, weight in zip(backbone.levels, first[1:])]
+        size = backbone.padded_size
+
+        kept = backbone.level1
+
+        def band(rows: torch.Tensor, lo: int, hi: int) -> tuple[torch.Tensor]:
+            level1 = self.level1(rows) if kept is None else kept[..., lo:hi, :]
+            score = pointwise(level1, first[0])
+            for level in coarse:
+                score.add_(resize_rows(level, size, lo, hi, align_corners=True))
+            for layer in head[1:]:
+                score = F.selu(score, inplace=True) if isinstance(layer, nn.SELU) else layer(score)
+            return (torch.sigmoid_(score),)
+
+        scores = run_banded(band, backbone.image, halo=_BLOCK1_HALO + _HEAD_HALO, pixels=self.band_pixels)[0]
+        bb = backbone
+        return scores[..., bb.top : bb.top + bb.height, bb.left : bb.left + bb.width]
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(1, 3, H, W) RGB in [0, 1] -> dense (feature map (1, dim, H, W), L2-normalised; score map (1, 1, H, W))."""
-        features, scores = self.features_and_scores(image)
-        return features.dense(), scores
+        """(1, 3, H, W) RGB in [0, 1] -> dense (feature map (1, dim, H, W), L2-normalised; score map (1, 1, H, W)).
+
+        The dense feature map is as large as the image times dim: for inspection and tests;
+        extraction reads it only at the pixels it needs (``FeatureReader``).
+        """
+        backbone = self.backbone(image)
+        size = backbone.padded_size
+        parts = [backbone.level1] if backbone.level1 is not None else run_banded(
+            lambda rows, lo, hi: (self.level1(rows),), backbone.image, halo=_BLOCK1_HALO, pixels=self.band_pixels)
+        parts += [resize_rows(level, size, 0, size[0], align_corners=True) for level in backbone.levels]
+        dense = F.normalize(torch.cat(parts, dim=1), dim=1)
+        bb = backbone
+        return dense[..., bb.top : bb.top + bb.height, bb.left : bb.left + bb.width], self.score_map(backbone)
 
     # --- post-processing ------------------------------------------------------------
 
@@ -357,17 +499,11 @@ class ALIKED(Extractor):
         return torch.stack([index % width, index // width], dim=1)
 
     def extract(self, image: torch.Tensor, valid: torch.Tensor, config: ALIKEDConfig | None = None) -> Features:
-        return self.extract_batch(image, valid, config)[0]
-
-    def extract_batch(self, images: torch.Tensor, valid: torch.Tensor, config: ALIKEDConfig | None = None) -> list[Features]:
-        """The backbone once on the (B, 3, H, W) batch; DKD and the descriptor head per image."""
         config = config or ALIKEDConfig()
-        pyramids, scores = self.features_and_scores_batch(images)
-        out = []
-        for b, features in enumerate(pyramids):
-            keypoints, values = self.detect(scores[b : b + 1], valid[b : b + 1], config)
-            out.append({"keypoints": keypoints, "scores": values, "descriptors": self.desc_head(features, keypoints)})
-        return out
+        backbone = self.backbone(image)
+        keypoints, values = self.detect(self.score_map(backbone), valid, config)
+        descriptors = self.desc_head(FeatureReader(self, backbone), keypoints)
+        return {"keypoints": keypoints, "scores": values, "descriptors": descriptors}
 
     def describe(
         self,
@@ -375,10 +511,12 @@ class ALIKED(Extractor):
         keypoints: torch.Tensor,
         sizes: torch.Tensor | None = None,
         angles: torch.Tensor | None = None,
+        octaves: torch.Tensor | None = None,
+        config: Any = None,
     ) -> torch.Tensor:
-        """SDDH descriptors at any keypoints (pixels); sizes and angles are not used by ALIKED."""
-        features, scores = self.features_and_scores(image)
-        return self.desc_head(features, keypoints.to(scores.dtype))
+        """SDDH descriptors at any keypoints (pixels); sizes, angles and octaves are not used by ALIKED
+        (single scale, no orientation). The score map is not computed."""
+        return self.desc_head(FeatureReader(self, self.backbone(image)), keypoints.to(image.dtype))
 
 
 # The checkpoints are the official repository's (Shiaoming/ALIKED, models/; its LICENSE file is
@@ -403,8 +541,9 @@ FAMILIES = (
         kind="detector",
         network=ALIKED,
         config=ALIKEDConfig,
-        # RGB in [0, 1], no normalisation; any size (the network pads to a multiple of 32 itself)
-        input=InputConvention(channels=3),
+        # RGB in [0, 1], no normalisation (the authors convert cv2.imread's BGR with COLOR_BGR2RGB); the
+        # network pads to a multiple of 32 itself, but the descriptor head's 3x3 patch needs 4 px
+        input=InputConvention(channels=3, min_size=4),
         paper="Zhao et al., ALIKED: A Lighter Keypoint and Descriptor Extraction Network via Deformable "
         "Transformation, IEEE Trans. Instrumentation and Measurement 2023",
         summary="ALIKED: a light detector with a sparse deformable descriptor head; sub-pixel keypoints.",

@@ -14,6 +14,7 @@ from torch import nn
 
 from .. import ops
 from ..declaration import DetectorConfig
+from .bands import BAND_PIXELS
 
 Features = dict[str, torch.Tensor]
 
@@ -38,6 +39,7 @@ class Extractor(PretrainedNetwork):
 
     descriptor_size: int = 0  # 0 for detectors that do not describe
     keypoint_size: float = 0.0  # KeyPoint.size (diameter, px) when extract() returns no "sizes"
+    band_pixels: int = BAND_PIXELS  # pixels per row band of the full-resolution stages (cvdeep.nets.bands)
 
     def extract(self, image: torch.Tensor, valid: torch.Tensor, config: Any = None) -> Features:
         """Detect and describe on one (1, C, H, W) image in [0, 1] with the family's config
@@ -58,8 +60,15 @@ class Extractor(PretrainedNetwork):
         keypoints: torch.Tensor,
         sizes: torch.Tensor | None = None,
         angles: torch.Tensor | None = None,
+        octaves: torch.Tensor | None = None,
+        config: Any = None,
     ) -> torch.Tensor:
-        """Descriptors (N, D) at given keypoints (N, 2) in pixels of ``image``."""
+        """Descriptors (N, D) at given keypoints (N, 2) in pixels of ``image``.
+
+        ``sizes`` (KeyPoint.size), ``angles`` (KeyPoint.angle) and ``octaves`` (KeyPoint.octave)
+        let a multi-scale or oriented model describe a keypoint where it detected it: the
+        pyramid level its own ``extract`` reports through these fields. ``config`` is the
+        family's config (its defaults when None), for models whose levels depend on it."""
         raise NotImplementedError
 
     def describe_keypoints(
@@ -68,19 +77,33 @@ class Extractor(PretrainedNetwork):
         keypoints: torch.Tensor,
         sizes: torch.Tensor | None,
         angles: torch.Tensor | None,
+        octaves: torch.Tensor | None,
         config: Any,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """What ``Feature2D.compute`` calls: descriptors (N, D) at given keypoints with the family's
         config, and the (N,) angles (OpenCV degrees) they were computed with when the network
         estimates an angle for keypoints given without one (-1; LIFT), else None. The default is
-        ``describe``; networks whose description depends on the config (DELF's scales and PCA)
-        or that estimate orientations override it."""
-        return self.describe(image, keypoints, sizes, angles), None
+        ``describe``; networks that estimate orientations override it."""
+        return self.describe(image, keypoints, sizes, angles, octaves, config), None
 
     def output_size(self, config: Any) -> int:
         """Length of the descriptors ``extract`` gives with ``config`` (``descriptor_size`` unless
         a parameter changes it, as DELF's ``pca_dim``)."""
         return int(self.descriptor_size)
+
+
+def on_valid_pixels(keypoints: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """(N,) bool: the pixel of each (x, y) keypoint, ``round(x), round(y)``, is inside the map and valid.
+
+    Keypoints found on another grid (a pyramid level) or moved by a sub-pixel refinement can
+    leave the valid pixels they were detected on; extractors drop those before selecting the
+    ``nfeatures`` best, so the count is of valid keypoints."""
+    height, width = valid.shape[-2:]
+    pixel = keypoints.round().long()
+    inside = (pixel[:, 0] >= 0) & (pixel[:, 0] < width) & (pixel[:, 1] >= 0) & (pixel[:, 1] < height)
+    keep = inside.clone()
+    keep[inside] = valid.reshape(height, width)[pixel[inside, 1], pixel[inside, 0]]
+    return keep
 
 
 def mask_scores(scores: torch.Tensor, valid: torch.Tensor, fill: float = float("-inf")) -> torch.Tensor:

@@ -101,7 +101,9 @@ FAMILIES = (
         kind="patch",
         network=DeepDesc,
         config=DescriptorConfig,
-        input=InputConvention(channels=1),
+        # The authors' example (example.lua) converts with Lua torch's image.rgb2y: 0.299 R + 0.587 G
+        # + 0.114 B on the float image, not rounded to 8 bits.
+        input=InputConvention(channels=1, gray="luminance_float"),
         paper="Simo-Serra et al., Discriminative Learning of Deep Convolutional Feature Point Descriptors, ICCV 2015",
         summary="DeepDesc: a 3-layer CNN on 64x64 patches, 128-D, trained with hard positive/negative mining. "
         "Official weights: CC BY-NC-SA 4.0 (non-commercial; a warning is emitted).",

@@ -105,8 +105,9 @@ class DELFConfig(DetectorConfig):
     pca_dim: int = param(40, "descriptor length after PCA (official 40; 0: the backbone's L2-normalised features)",
                          low=0)
     whitening: bool = param(False, "divide the PCA components by their standard deviation (official: no)")
-    max_edge: int = param(0, "shrink the image so its longest side is at most this many pixels before the pyramid "
-                          "(0: never, as the official extractor)", low=0)
+    max_edge: int = param(1024, "shrink the image so its longest side is at most this many pixels before the "
+                          "pyramid (0: never, as the official extractor; the 2x level of a 12 MP photo alone "
+                          "takes over 8 GB)", low=0)
 
     def __post_init__(self) -> None:
         parse_scales(self.scales)
@@ -342,17 +343,6 @@ class DELFNet(Extractor):
             descriptors = F.normalize(descriptors, dim=1)
         return descriptors
 
-    def describe_keypoints(
-        self,
-        image: torch.Tensor,
-        keypoints: torch.Tensor,
-        sizes: torch.Tensor | None,
-        angles: torch.Tensor | None,
-        config: Any,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``Extractor.describe_keypoints``: DELF's description depends on the config; it estimates no angle."""
-        return self._describe_at_levels(image, keypoints, sizes, config), None
-
     def _describe_at_levels(
         self,
         image: torch.Tensor,
@@ -393,9 +383,12 @@ class DELFNet(Extractor):
         keypoints: torch.Tensor,
         sizes: torch.Tensor | None = None,
         angles: torch.Tensor | None = None,
+        octaves: torch.Tensor | None = None,
+        config: Any = None,
     ) -> torch.Tensor:
-        """``describe_keypoints`` with the default (official) configuration."""
-        return self._describe_at_levels(image, keypoints, sizes, DELFConfig())
+        """``Extractor.describe``: the keypoint's pyramid level by its size, the config's scales and PCA
+        (the official configuration when None); angles and octaves are not used."""
+        return self._describe_at_levels(image, keypoints, sizes, config)
 
 
 def sample_cells(features: torch.Tensor, cell_x: torch.Tensor, cell_y: torch.Tensor) -> torch.Tensor:

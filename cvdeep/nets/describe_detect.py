@@ -49,37 +49,49 @@ def derivatives(features: torch.Tensor, filters: torch.Tensor) -> torch.Tensor:
     return result.permute(1, 0, 2, 3)
 
 
+DETECTION_BYTES = 256 << 20
+"""Working memory of one channel chunk of ``hard_detection`` (5 derivative maps and masks per channel)."""
+
+
 def hard_detection(
     features: torch.Tensor, filters: torch.Tensor, radius: int = 1, edge_threshold: float = EDGE_THRESHOLD
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Detections of one (1, C, h, w) non-negative map (see the module docstring).
 
-    Returns a (C, h, w) bool mask (channel maximum, spatial maximum of its (2r+1)^2 window, passes
-    the edge test) and (2, C, h, w) sub-pixel steps (di, dj) of the quadratic fit, in cells.
+    Returns their (channel, i, j) indices (3, K) and the sub-pixel steps (di, dj) of the quadratic
+    fit (2, K), in cells. The channels run in chunks of ``DETECTION_BYTES``, so the derivative maps
+    (five per channel) never exist for all channels at once.
     """
-    di, dj, dii, dij, djj = derivatives(features, filters)
     fmap = features[0]
-    is_channel_max = fmap == fmap.max(dim=0, keepdim=True).values
-    is_local_max = fmap == F.max_pool2d(fmap[None], 2 * radius + 1, stride=1, padding=radius)[0]
-    det = dii * djj - dij * dij
-    trace = dii + djj
-    is_not_edge = (trace * trace / det <= (edge_threshold + 1) ** 2 / edge_threshold) & (det > 0)
-    step_i = -(djj * di - dij * dj) / det
-    step_j = -(-dij * di + dii * dj) / det
-    return is_channel_max & is_local_max & is_not_edge, torch.stack([step_i, step_j])
+    channels, height, width = fmap.shape
+    channel_max = fmap.max(dim=0, keepdim=True).values
+    chunk = max(1, DETECTION_BYTES // max(1, height * width * 4 * 16))
+    found, steps = [], []
+    for start in range(0, channels, chunk):
+        part = features[:, start : start + chunk]
+        di, dj, dii, dij, djj = derivatives(part, filters)
+        values = part[0]
+        detected = (values == channel_max) & (values == F.max_pool2d(part, 2 * radius + 1, stride=1, padding=radius)[0])
+        det = dii * djj - dij * dij
+        trace = dii + djj
+        detected &= (trace * trace / det <= (edge_threshold + 1) ** 2 / edge_threshold) & (det > 0)
+        channel, i, j = torch.nonzero(detected, as_tuple=True)
+        di, dj, dii, dij, djj, det = (m[channel, i, j] for m in (di, dj, dii, dij, djj, det))
+        steps.append(torch.stack([-(djj * di - dij * dj) / det, -(-dij * di + dii * dj) / det]))
+        found.append(torch.stack([channel + start, i, j]))
+    return torch.cat(found, dim=1), torch.cat(steps, dim=1)
 
 
-def refine(features: torch.Tensor, detected: torch.Tensor, steps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def refine(features: torch.Tensor, detections: torch.Tensor, steps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Sub-pixel feature-map keypoints of the detections of ``hard_detection`` on ``features`` (1, C, h, w).
 
     Returns (x, y) positions (N, 2) in feature cells, refined by the quadratic step (detections
     whose step is half a cell or more along an axis, or whose refined position leaves the map,
     are dropped), and each keypoint's activation y^k at its detected cell (N,).
     """
-    channel, i, j = torch.nonzero(detected, as_tuple=True)
-    step = steps[:, channel, i, j]
-    keep = (step.abs() < 0.5).all(dim=0)
-    channel, i, j, step = channel[keep], i[keep], j[keep], step[:, keep]
+    channel, i, j = detections
+    keep = (steps.abs() < 0.5).all(dim=0)
+    channel, i, j, step = channel[keep], i[keep], j[keep], steps[:, keep]
     xy = torch.stack([j + step[1], i + step[0]], dim=1)
     height, width = features.shape[-2:]
     inside = (xy[:, 0] >= 0) & (xy[:, 0] <= width - 1) & (xy[:, 1] >= 0) & (xy[:, 1] <= height - 1)

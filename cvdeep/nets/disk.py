@@ -7,6 +7,9 @@ arithmetic. Sparse extraction needs the descriptors only at the keypoints, so it
 that convolution densely for the heatmap channel alone and evaluates the descriptor
 channels at the keypoints (the same sums over each 5x5x80 window, as one matrix product).
 
+Inference runs the U-Net over row bands (see ``DISK``): peak memory grows with the image
+far slower than the 129 + 80 full-resolution channels of the last layer would make it.
+
 Post-processing is the authors' ``kind='nms'`` detector: maxima of their 5x5 max-pool
 window (clipped at the border) with a logit above the cutoff (0), descriptors read at
 the keypoint pixels and L2-normalised. Keypoints are heatmap pixels, which are image
@@ -24,13 +27,15 @@ from torch import nn
 from .. import ops
 from ..declaration import DetectorConfig, InputConvention, ModelFamily, Variant, param
 from ..weights import WeightSpec
+from .bands import RowSource, band_height, release_freed_memory, run_banded, upsample2_rows
 from .base import Extractor, Features, mask_scores, soft_nms_keypoints
 
 _KERNEL = 5
+_HALO = _KERNEL // 2  # rows a 5x5 'same' convolution reads above and below
 _DOWN = (16, 32, 64, 64, 64)
 _UP = (64, 64, 64, 129)  # the last one: 128 descriptor channels + 1 heatmap channel
-_ROWS_PER_BLOCK = 65536  # pixels per block of the full-resolution passes: fits L3, few fork-joins
 _MIN_SIZE = 32  # the 1/16 level needs 2x2 pixels for its InstanceNorm
+_DESCRIBE_CHUNK = 512  # keypoints per descriptor product: (n * 25, C) windows of 3 MB at most
 
 
 class GatedConv(nn.Sequential):
@@ -41,7 +46,7 @@ class GatedConv(nn.Sequential):
             nn.InstanceNorm2d(in_channels) if gated else nn.Identity(),
             nn.PReLU(in_channels) if gated else nn.Identity(),
             nn.Identity(),  # dropout in training, absent at inference
-            nn.Conv2d(in_channels, out_channels, _KERNEL, padding=_KERNEL // 2),
+            nn.Conv2d(in_channels, out_channels, _KERNEL, padding=_HALO),
         )
 
 
@@ -56,50 +61,10 @@ class UpBlock(nn.Module):
         upsampled = F.interpolate(bottom, scale_factor=2, mode="bilinear", align_corners=False)
         return self.conv(torch.cat([upsampled, horizontal], dim=1))
 
-    def gated_halves(self, bottom: torch.Tensor, horizontal: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The gated input of the convolution as (H*W, C) rows of its two halves, the upsampled
-        bottom and the skip connection: InstanceNorm and PReLU act per channel, so the halves
-        are gated apart and the full-resolution concatenation is never written."""
-        upsampled = F.interpolate(bottom, scale_factor=2, mode="bilinear", align_corners=False)
-        eps, slopes = self.conv[0].eps, self.conv[1].weight
-        split = upsampled.shape[1]
-        return _normalise_and_gate(upsampled, slopes[:split], eps), _normalise_and_gate(horizontal, slopes[split:], eps)
-
-
-def _normalise_and_gate(x: torch.Tensor, slopes: torch.Tensor, eps: float) -> torch.Tensor:
-    """InstanceNorm (no affine) then PReLU of one (1, C, H, W) image, as (H*W, C) rows.
-
-    At full resolution these are memory-bound passes; working in blocks of rows that stay
-    in cache (L3) makes the statistics two reads (mean, then centred squares) and the
-    normalise+gate one read and one write
-    (torch's own var_mean over rows and instance_norm are several times slower here).
-    """
-    rows = x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])  # a view when x is channels-last
-    blocks = rows.split(_ROWS_PER_BLOCK)
-    mean = sum(block.sum(0, dtype=torch.float64) for block in blocks) / len(rows)
-    centre = mean.to(rows.dtype)
-    variance = sum(((block - centre) ** 2).sum(0, dtype=torch.float64) for block in blocks) / len(rows)
-    scale = torch.rsqrt(variance + eps)
-    scale, shift = scale.to(rows.dtype), (-mean * scale).to(rows.dtype)
-    gated = torch.empty_like(rows)
-    for block, out in zip(blocks, gated.split(_ROWS_PER_BLOCK)):
-        torch.addcmul(shift, block, scale, out=out)
-        torch.where(out > 0, out, out * slopes, out=out)  # PReLU
-    return gated
-
-
-def _pad_to_minimum(tensor: torch.Tensor) -> torch.Tensor:
-    """Pad a small image (replicating its border) or its validity mask (with False) to _MIN_SIZE."""
-    pad_h, pad_w = max(0, _MIN_SIZE - tensor.shape[-2]), max(0, _MIN_SIZE - tensor.shape[-1])
-    if pad_h == 0 and pad_w == 0:
-        return tensor
-    if tensor.dtype == torch.bool:
-        return F.pad(tensor, (0, pad_w, 0, pad_h), value=False)
-    return F.pad(tensor, (0, pad_w, 0, pad_h), mode="replicate")
-
 
 class ThinUnet(nn.Module):
-    """DISK's U-Net: five 5x5 down blocks (2x2 average pooling between), four up blocks."""
+    """DISK's U-Net: five 5x5 down blocks (2x2 average pooling between), four up blocks (the
+    official module tree; inference runs it through ``DISK``'s banded evaluation)."""
 
     def __init__(self, in_channels: int = 3):
         super().__init__()
@@ -112,23 +77,15 @@ class ThinUnet(nn.Module):
         horizontals = widths[-2::-1]
         self.path_up = nn.ModuleList(UpBlock(b, h, o) for b, h, o in zip(bottoms, horizontals, _UP))
 
-    def head_input(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The gated full-resolution input of the last convolution of one image, as its two
-        halves (H*W, 64) and (H*W, 16) (see ``UpBlock.gated_halves``)."""
-        return self.head_inputs(image)[0]
-
-    def head_inputs(self, images: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """``head_input`` of each image of a (B, 3, H, W) batch: the U-Net runs on the batch, the
-        last gating (its statistics are per image) image by image."""
-        features = [images]
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        """The plain U-Net on a whole image (training; (B, 129, H, W))."""
+        features = [image]
         for block in self.path_down:
             features.append(block(features[-1]))
         bottom = features[-1]
-        skips = features[-2::-1]
-        for block, skip in zip(self.path_up[:-1], skips):
+        for block, skip in zip(self.path_up, features[-2::-1]):
             bottom = block(bottom, skip)
-        skip = skips[len(self.path_up) - 1]
-        return [self.path_up[-1].gated_halves(bottom[b : b + 1], skip[b : b + 1]) for b in range(images.shape[0])]
+        return bottom
 
     @property
     def head(self) -> nn.Conv2d:
@@ -136,18 +93,103 @@ class ThinUnet(nn.Module):
 
 
 @dataclass
+class Gate:
+    """An InstanceNorm (no affine) followed by a PReLU, with the map's statistics measured:
+    ``gate(x) = PReLU(x * scale + shift)`` per channel (``scale = 1 / std``, ``shift = -mean *
+    scale``: the form PyTorch's InstanceNorm evaluates), so it applies to any band of the map."""
+
+    scale: torch.Tensor
+    shift: torch.Tensor
+    slopes: torch.Tensor
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.permute(0, 2, 3, 1)  # (1, R, W, C): a view of a channels-last map, channels innermost
+        out = torch.addcmul(self.shift, rows, self.scale)
+        torch.where(out > 0, out, out * self.slopes, out=out)
+        return out.permute(0, 3, 1, 2)
+
+
+def _row_sums(x: torch.Tensor) -> torch.Tensor:
+    """Per-row float64 sums (R, C) of a (1, C, R, W) map (channels innermost for a channels-last map)."""
+    return x.permute(0, 2, 3, 1)[0].sum(dim=1, dtype=torch.float64)
+
+
+def measure_gate(source: RowSource, size: tuple[int, int], channels: slice, norm: nn.InstanceNorm2d, prelu: nn.PReLU,
+                 pixels: int) -> Gate:
+    """The InstanceNorm statistics of a map given band by band (``source``), as two passes of
+    per-row float64 sums (the mean, then the centred squares), and the PReLU slopes of its
+    ``channels`` of the concatenated input. The sums run row by row, so the numbers do not
+    depend on the bands."""
+    height, width = size
+    rows = band_height(width, pixels)
+    bands = [(top, min(height, top + rows)) for top in range(0, height, rows)]
+    count = height * width
+    mean = torch.cat([_row_sums(source(a, b)) for a, b in bands]).sum(dim=0) / count
+    centre = mean.to(torch.float32).view(1, -1, 1, 1)
+    squares = torch.cat([_row_sums((source(a, b) - centre).square_()) for a, b in bands]).sum(dim=0)
+    scale = torch.rsqrt(squares / count + norm.eps)
+    return Gate(scale.to(torch.float32), (-mean * scale).to(torch.float32), prelu.weight[channels])
+
+
+def _pad_to_minimum(tensor: torch.Tensor) -> torch.Tensor:
+    """Pad a small image (replicating its border) or its validity mask (with False) to _MIN_SIZE."""
+    pad_h, pad_w = max(0, _MIN_SIZE - tensor.shape[-2]), max(0, _MIN_SIZE - tensor.shape[-1])
+    if pad_h == 0 and pad_w == 0:
+        return tensor
+    if tensor.dtype == torch.bool:
+        return F.pad(tensor, (0, pad_w, 0, pad_h), value=False)
+    return F.pad(tensor, (0, pad_w, 0, pad_h), mode="replicate")
+
+
+@dataclass
+class HeadInput:
+    """The input of DISK's last 5x5 convolution, available band by band.
+
+    It is the gated concatenation of the 1/2-resolution output of the third up block upsampled
+    x2 (64 channels, ``up``) and of the first convolution of the image (16 channels, ``skip``),
+    both ``RowSource``s: at most the 1/2-resolution map and the image are stored, and
+    ``rows(lo, hi)`` builds the two gated halves of any rows, so the full-resolution 80-channel
+    map (3.8 GB at 12 MP) never exists.
+    """
+
+    size: tuple[int, int]
+    up: RowSource
+    skip: RowSource
+    up_gate: Gate
+    skip_gate: Gate
+
+    def rows(self, lo: int, hi: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The gated halves (1, 64, hi - lo, W) and (1, 16, hi - lo, W) of rows [lo, hi)."""
+        return self.up_gate(self.up(lo, hi)), self.skip_gate(self.skip(lo, hi))
+
+
+@dataclass
 class DISKConfig(DetectorConfig):
     """The authors' ``detect.py``: every 5x5 NMS maximum (radius 2) whose logit is above 0,
-    no keypoint limit (``nfeatures=0``, as ``cv2.SIFT``)."""
+    no keypoint limit (``nfeatures=0``, as ``cv2.SIFT``), kept as published.
+
+    A 12 MP photo has ~80 000 such maxima. Extraction memory does not depend on the count
+    (2.3 GB peak at 12 MP), but a matcher's does (LightGlue's attention is quadratic in it):
+    matching pipelines should cap it as LightGlue's own examples do, ``nfeatures=2048``."""
 
     detection_threshold: float = param(0.0, "minimum heatmap logit")
 
 
 class DISK(Extractor):
-    """DISK: dense 128-D descriptors and a detection heatmap at full resolution."""
+    """DISK: dense 128-D descriptors and a detection heatmap at full resolution.
+
+    Inference evaluates the U-Net level by level over row bands (``cvdeep.nets.bands``): each
+    InstanceNorm's statistics are measured first (two passes over the map, band by band), then
+    the gated convolution runs band by band with a 2-row halo. Nothing at full resolution is
+    stored but the image and the heatmap; the largest stored map is the third up block's output
+    (64 channels at 1/2 resolution). Peak memory is bounded by the image size times a small
+    constant instead of the 129 + 80 channels of the last layer.
+    """
 
     descriptor_size = 128
     keypoint_size = float(_KERNEL)  # no scale is estimated; the NMS window of the published setting
+    kept_bytes = 64 << 20  # a map recomputed band by band is computed once instead when it is at most this large
+    band_pixels = 1 << 17  # full-resolution bands hold ~170 channels of float (the gated input, the heatmap taps)
 
     def __init__(self) -> None:
         super().__init__()
@@ -159,32 +201,80 @@ class DISK(Extractor):
             checkpoint = checkpoint["extractor"]
         super().load_pretrained(checkpoint)
 
-    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(1, 3, H, W) RGB in [0, 1] -> heatmap logits (1, 1, H, W), descriptors (1, 128, H, W), not normalised."""
-        height, width = image.shape[-2:]
-        head = self.unet.head
-        output = head.bias.view(1, -1, 1, 1)
-        start = 0
-        for rows in self._head_input(image):
-            channels = rows.shape[1]
-            half = rows.view(1, height, width, channels).permute(0, 3, 1, 2)
-            output = output + F.conv2d(half, head.weight[:, start : start + channels], padding=_KERNEL // 2)
+    # --- the U-Net, band by band ----------------------------------------------------------
+
+    def _kept(self, source: RowSource, size: tuple[int, int], channels: int) -> RowSource:
+        """``source`` itself, or, when its whole map takes at most ``kept_bytes``, that map computed
+        once and sliced: the same numbers (a source is exact on any rows), read three times by a
+        gated convolution (its mean, its variance, the convolution) without recomputing it."""
+        if size[0] * size[1] * channels * 4 > self.kept_bytes:
+            return source
+        whole = source(0, size[0])
+        return lambda lo, hi: whole[..., lo:hi, :]
+
+    def _gated_conv(self, conv: GatedConv, sources: list[tuple[RowSource, int]], size: tuple[int, int]) -> torch.Tensor:
+        """``conv`` (InstanceNorm, PReLU, 5x5) of the concatenation of ``sources`` (each a RowSource
+        and its channel count): the module itself when that input takes at most ``kept_bytes``,
+        else band by band with the InstanceNorm statistics measured first (``measure_gate``)."""
+        norm, prelu, _, layer = conv
+        if size[0] * size[1] * sum(channels for _, channels in sources) * 4 <= self.kept_bytes:
+            return conv(torch.cat([source(0, size[0]) for source, _ in sources], dim=1))
+        gates, start = [], 0
+        for source, channels in sources:
+            gates.append(measure_gate(source, size, slice(start, start + channels), norm, prelu, self.band_pixels))
             start += channels
-        return output[:, self.descriptor_size :], output[:, : self.descriptor_size]
 
-    def _head_input(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        def band(_: object, lo: int, hi: int) -> tuple[torch.Tensor]:
+            return (layer(torch.cat([gate(source(lo, hi)) for gate, (source, _) in zip(gates, sources)], dim=1)),)
+
+        return run_banded(band, lambda lo, hi: None, halo=_HALO, pixels=self.band_pixels, size=size)[0]
+
+    def head_input(self, image: torch.Tensor) -> HeadInput:
+        """Everything below the last convolution: (1, 3, H, W) RGB in [0, 1], H and W multiples of 16."""
         if image.shape[0] != 1:
-            raise ValueError(f"DISK's extract runs one image at a time (extract_batch takes batches), got {image.shape[0]}")
-        return self._head_inputs(image)[0]
-
-    def _head_inputs(self, images: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        if min(images.shape[-2:]) < _MIN_SIZE:
-            raise ValueError(f"DISK needs at least {_MIN_SIZE}x{_MIN_SIZE} pixels, got {tuple(images.shape[-2:])}")
+            raise ValueError(f"DISK runs one image at a time, got a batch of {image.shape[0]}")
+        if min(image.shape[-2:]) < _MIN_SIZE:
+            raise ValueError(f"DISK needs at least {_MIN_SIZE}x{_MIN_SIZE} pixels, got {tuple(image.shape[-2:])}")
         # oneDNN convolutions run fastest on NHWC; every later tensor inherits the layout
-        return self.unet.head_inputs(images.contiguous(memory_format=torch.channels_last))
+        image = image.contiguous(memory_format=torch.channels_last)
+        down, up = self.unet.path_down, self.unet.path_up
+        first = down[0][1][3]
+        size = tuple(image.shape[-2:])
+        height = size[0]
 
-    def _heatmap(self, halves: tuple[torch.Tensor, torch.Tensor], height: int, width: int) -> torch.Tensor:
-        """The heatmap channel of the last convolution, (1, 1, H, W).
+        def skip(lo: int, hi: int) -> torch.Tensor:
+            """Rows [lo, hi) of the first convolution of the image (recomputed: 16 channels at full resolution)."""
+            a, b = max(0, lo - _HALO), min(height, hi + _HALO)
+            return first(image[..., a:b, :])[..., lo - a : hi - a, :]
+
+        skip = self._kept(skip, size, first.out_channels)
+        pooled = run_banded(lambda _, lo, hi: (F.avg_pool2d(skip(lo, hi), 2),), lambda lo, hi: None, halo=0,
+                            align=2, pixels=self.band_pixels, size=size)[0]
+        skips = []
+        for index in range(1, len(down)):
+            if index > 1:
+                pooled = F.avg_pool2d(skips[-1], 2)
+            source = pooled
+            skips.append(self._gated_conv(down[index][1], [(lambda lo, hi, m=source: m[..., lo:hi, :], source.shape[1])],
+                                          tuple(source.shape[-2:])))
+        del pooled, source
+        bottom = skips.pop()
+        for block in up[:-1]:
+            level = skips.pop()
+            level_size = tuple(level.shape[-2:])
+            upsampled = self._kept(lambda lo, hi, b=bottom: upsample2_rows(b, lo, hi), level_size, bottom.shape[1])
+            bottom = self._gated_conv(block.conv, [(upsampled, bottom.shape[1]),
+                                                   (lambda lo, hi, m=level: m[..., lo:hi, :], level.shape[1])], level_size)
+            del level, upsampled
+        norm, prelu = up[-1].conv[0], up[-1].conv[1]
+        split = bottom.shape[1]
+        upsampled = self._kept(lambda lo, hi, b=bottom: upsample2_rows(b, lo, hi), size, split)
+        up_gate = measure_gate(upsampled, size, slice(0, split), norm, prelu, self.band_pixels)
+        skip_gate = measure_gate(skip, size, slice(split, split + first.out_channels), norm, prelu, self.band_pixels)
+        return HeadInput(size, upsampled, skip, up_gate, skip_gate)
+
+    def _heatmap_rows(self, halves: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """The heatmap channel of the last convolution on gated rows, (1, 1, R, W).
 
         oneDNN runs a one-output-channel 5x5 convolution slowly; instead one matrix product
         gives every pixel's contribution to each of its 25 neighbours, and ``fold`` sums
@@ -193,56 +283,94 @@ class DISK(Extractor):
         """
         head = self.unet.head
         taps = head.weight[self.descriptor_size].flip(1, 2)  # (C, 5, 5)
+        height, width = halves[0].shape[-2:]
         contributions = None
         start = 0
-        for rows in halves:
-            channels = rows.shape[1]
-            part = taps[start : start + channels].reshape(channels, -1).t() @ rows.t()  # (25, H*W)
+        for half in halves:
+            channels = half.shape[1]
+            rows = half.permute(0, 2, 3, 1).reshape(-1, channels)  # a view of the channels-last map
+            part = taps[start : start + channels].reshape(channels, -1).t() @ rows.t()  # (25, R*W)
             contributions = part if contributions is None else contributions.add_(part)
             start += channels
-        heatmap = F.fold(contributions[None], (height, width), _KERNEL, padding=_KERNEL // 2)
+        heatmap = F.fold(contributions[None], (height, width), _KERNEL, padding=_HALO)
         return heatmap.add_(head.bias[self.descriptor_size])
 
-    def _descriptors_at(self, halves: tuple[torch.Tensor, torch.Tensor], height: int, width: int, pixels: torch.Tensor) -> torch.Tensor:
+    def heatmap(self, head: HeadInput) -> torch.Tensor:
+        """Heatmap logits (1, 1, H, W), band by band."""
+        return run_banded(lambda _, lo, hi: (self._heatmap_rows(head.rows(lo, hi)),), lambda lo, hi: None,
+                          halo=_HALO, pixels=self.band_pixels, size=head.size)[0]
+
+    def descriptors_at(self, head: HeadInput, pixels: torch.Tensor) -> torch.Tensor:
         """The descriptor channels of the last convolution at (N, 2) integer (x, y) pixels, not normalised.
 
-        Gathers each keypoint's 5x5x80 input window (zero outside the image, as the
-        'same' padding) and multiplies by the weights: N x 2000 x 128 multiply-adds
-        instead of H x W x 2000 x 128.
+        Gathers each keypoint's 5x5 input window of each gated half (zero outside the image, as
+        the 'same' padding) from the rows of its band and multiplies by the weights: N x 2000 x
+        128 multiply-adds instead of H x W x 2000 x 128. Bands without keypoints are skipped;
+        keypoints go in chunks of ``_DESCRIBE_CHUNK``, small buffers of one size that the
+        allocator reuses (varied large temporaries fragment the heap: +2 GB RSS at 12 MP).
         """
-        head = self.unet.head
+        layer = self.unet.head
         d = self.descriptor_size
-        reach = torch.arange(-(_KERNEL // 2), _KERNEL // 2 + 1, device=pixels.device)
-        ys = (pixels[:, 1, None] + reach)[:, :, None].expand(-1, -1, _KERNEL)  # (N, 5, 5): row of tap (ky, kx)
-        xs = (pixels[:, 0, None] + reach)[:, None, :].expand(-1, _KERNEL, -1)
-        inside = (ys >= 0) & (ys < height) & (xs >= 0) & (xs < width)
-        flat = ys.clamp(0, height - 1) * width + xs.clamp(0, width - 1)
-        windows = torch.cat([rows[flat] for rows in halves], dim=-1)  # (N, 5, 5, C)
-        windows = windows * inside[..., None].to(windows.dtype)
-        weight = head.weight[:d].permute(0, 2, 3, 1).reshape(d, -1)  # (128, 5*5*C) in the same (ky, kx, c) order
-        return torch.addmm(head.bias[:d], windows.reshape(len(pixels), weight.shape[1]), weight.t())
+        height, width = head.size
+        out = layer.weight.new_zeros((len(pixels), d))
+        if len(pixels) == 0:
+            return out
+        split = layer.weight.shape[1] - head.skip_gate.scale.shape[0]
+        weights = [layer.weight[:d, part].permute(0, 2, 3, 1).reshape(d, -1).t()  # (5*5*C, 128), (ky, kx, c) order
+                   for part in (slice(0, split), slice(split, None))]
+        reach = torch.arange(-_HALO, _HALO + 1, device=pixels.device)
+        order = torch.argsort(pixels[:, 1], stable=True)
+        ys_sorted = pixels[order, 1]
+        band = band_height(width, self.band_pixels)
+        for top in range(0, height, band):
+            bottom = min(height, top + band)
+            first, last = (int(v) for v in torch.searchsorted(ys_sorted, ys_sorted.new_tensor([top, bottom])))
+            if first == last:
+                continue
+            lo, hi = max(0, top - _HALO), min(height, bottom + _HALO)
+            tables = [half.permute(0, 2, 3, 1).reshape(-1, half.shape[1]) for half in head.rows(lo, hi)]
+            for start in range(first, last, _DESCRIBE_CHUNK):
+                chosen = order[start : min(last, start + _DESCRIBE_CHUNK)]
+                xy = pixels[chosen]
+                ys = (xy[:, 1, None] + reach)[:, :, None].expand(-1, -1, _KERNEL)  # (n, 5, 5): row of tap (ky, kx)
+                xs = (xy[:, 0, None] + reach)[:, None, :].expand(-1, _KERNEL, -1)
+                inside = ((ys >= 0) & (ys < height) & (xs >= 0) & (xs < width)).reshape(-1, 1)
+                flat = ((ys.clamp(0, height - 1) - lo) * width + xs.clamp(0, width - 1)).reshape(-1)
+                result = layer.bias[:d].expand(len(xy), d).clone()
+                for table, weight in zip(tables, weights):
+                    window = table.index_select(0, flat).mul_(inside)  # (n*25, C)
+                    result.addmm_(window.view(len(xy), -1), weight)
+                out[chosen] = result
+            del tables
+            release_freed_memory()
+        return out
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(1, 3, H, W) RGB in [0, 1] -> heatmap logits (1, 1, H, W), descriptors (1, 128, H, W), not normalised.
+
+        The dense descriptor map is 128 channels at full resolution: for inspection and tests;
+        extraction evaluates the descriptor channels only at the keypoints."""
+        head = self.head_input(image)
+        layer = self.unet.head
+        output = run_banded(lambda _, lo, hi: (layer(torch.cat(head.rows(lo, hi), dim=1)),), lambda lo, hi: None,
+                            halo=_HALO, pixels=self.band_pixels, size=head.size)[0]
+        return output[:, self.descriptor_size :], output[:, : self.descriptor_size]
+
+    # --- the Extractor API ----------------------------------------------------------------
 
     def extract(self, image: torch.Tensor, valid: torch.Tensor, config: DISKConfig | None = None) -> Features:
+        config = config or DISKConfig()
         image, valid = _pad_to_minimum(image), _pad_to_minimum(valid)
-        return self._extract_halves(self._head_input(image), valid, config or DISKConfig())
-
-    def extract_batch(self, images: torch.Tensor, valid: torch.Tensor, config: DISKConfig | None = None) -> list[Features]:
-        """The U-Net once on the (B, 3, H, W) batch; the last layer and the detection per image."""
-        images, valid = _pad_to_minimum(images), _pad_to_minimum(valid)
-        return [self._extract_halves(halves, valid[b : b + 1], config or DISKConfig())
-                for b, halves in enumerate(self._head_inputs(images))]
-
-    def _extract_halves(self, halves: tuple[torch.Tensor, torch.Tensor], valid: torch.Tensor, config: DISKConfig) -> Features:
-        """Detection and description of one image from the gated input of its last convolution."""
-        height, width = valid.shape[-2:]
-        heatmap = mask_scores(self._heatmap(halves, height, width), valid)
+        head = self.head_input(image)
+        heatmap = mask_scores(self.heatmap(head), valid)
         if config.nms == "soft":
             keypoints, scores = soft_nms_keypoints(heatmap, config)
         else:
             found, values = ops.nms(heatmap, config.nms_radius, config.detection_threshold, config.nfeatures or -1)
             keypoints, scores = found[0], values[0]
-        descriptors = F.normalize(self._descriptors_at(halves, height, width, keypoints), dim=1)
-        return {"keypoints": keypoints.to(descriptors.dtype), "scores": scores, "descriptors": descriptors}
+        del heatmap
+        descriptors = F.normalize(self.descriptors_at(head, keypoints), dim=1)
+        return {"keypoints": keypoints.to(image.dtype), "scores": scores, "descriptors": descriptors}
 
     def describe(
         self,
@@ -250,10 +378,12 @@ class DISK(Extractor):
         keypoints: torch.Tensor,
         sizes: torch.Tensor | None = None,
         angles: torch.Tensor | None = None,
+        octaves: torch.Tensor | None = None,
+        config: Any = None,
     ) -> torch.Tensor:
         """Descriptors at any (N, 2) pixels: the dense map interpolated bilinearly between the
         four surrounding pixels, then L2-normalised. DISK is neither scale- nor rotation-aware,
-        so ``sizes`` and ``angles`` are ignored."""
+        so ``sizes``, ``angles`` and ``octaves`` are ignored."""
         image = _pad_to_minimum(image)
         height, width = image.shape[-2:]
         xy = keypoints.to(image.dtype)
@@ -268,7 +398,7 @@ class DISK(Extractor):
         fx, fy = frac[:, 0, None], frac[:, 1, None]
         weights = torch.cat([(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy], dim=1)  # (N, 4)
         unique, inverse = torch.unique(neighbours.reshape(-1, 2), dim=0, return_inverse=True)
-        dense = self._descriptors_at(self._head_input(image), height, width, unique)[inverse].view(len(xy), 4, -1)
+        dense = self.descriptors_at(self.head_input(image), unique)[inverse].view(len(xy), 4, -1)
         return F.normalize((weights[..., None] * dense).sum(dim=1), dim=1)
 
 
@@ -279,7 +409,8 @@ FAMILIES = (
         kind="detector",
         network=DISK,
         config=DISKConfig,
-        input=InputConvention(channels=3, stride=16),  # RGB in [0, 1]; four 2x poolings
+        # RGB in [0, 1] (the authors read images with imageio); four 2x poolings
+        input=InputConvention(channels=3, stride=16),
         paper="Tyszkiewicz et al., DISK: Learning local features with policy gradient, NeurIPS 2020",
         summary="DISK: a U-Net trained with policy gradient; 128-D descriptors and keypoints at full resolution.",
         variants=(

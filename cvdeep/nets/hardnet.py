@@ -43,7 +43,9 @@ FAMILIES = (
         kind="patch",
         network=HardNet,
         config=DescriptorConfig,
-        input=InputConvention(channels=1),
+        # The authors' one colour-image pipeline (examples/extract_DenseHardNet.py) averages R, G and B
+        # (PIL RGB, np.mean over channels); their patch files are already gray.
+        input=InputConvention(channels=1, gray="mean"),
         paper="Mishchuk et al., Working hard to know your neighbor's margins: Local descriptor learning loss, NeurIPS 2017",
         summary="HardNet: the L2-Net body trained with the hardest-in-batch triplet margin loss; 128-D on 32x32 patches.",
         variants=(
@@ -71,6 +73,7 @@ FAMILIES = (
                            source="trained by cvdeep: docs/models/hardnet-cvdeep.md", packaged=True,
                            noncommercial=True),
                 trained_by_cvdeep=True,
+                input=InputConvention(channels=1),  # trained on cv2's IMREAD_GRAYSCALE photos (luminance)
             ),
         ),
     ),

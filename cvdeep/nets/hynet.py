@@ -101,7 +101,7 @@ FAMILIES = (
         kind="patch",
         network=HyNet,
         config=DescriptorConfig,
-        input=InputConvention(channels=1),
+        input=InputConvention(channels=1),  # Key.Net-Pytorch's HyNet pipeline reads cv2.imread(path, 0)
         paper="Tian et al., HyNet: Learning Local Descriptor with Hybrid Similarity Measure and Triplet Loss, NeurIPS 2020",
         summary="HyNet: an FRN/TLU network trained with a hybrid similarity loss; 128-D on 32x32 patches (MIT).",
         variants=tuple(
@@ -123,7 +123,7 @@ FAMILIES = (
         kind="patch",
         network=HyNet,
         config=DescriptorConfig,
-        input=InputConvention(channels=1),
+        input=InputConvention(channels=1),  # gray patches (Brown/HPatches); cv2's luminance for images
         paper="Deng et al., SDGMNet: Statistic-based Dynamic Gradient Modulation for Local Descriptor Learning, 2022",
         summary="SDGMNet: the HyNet architecture trained with statistic-based dynamic gradient modulation of the "
         "triplet loss; 128-D on 32x32 patches in 0..1.",

@@ -12,6 +12,7 @@ State-dict keys follow axelBarroso/Key.Net-Pytorch (``feature_extractor.lb_block
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,13 +23,16 @@ from torch import nn
 from .. import ops
 from ..declaration import DetectorConfig, InputConvention, ModelFamily, Renamed, Variant, param
 from ..weights import WeightSpec
+from .bands import resize_rows, run_banded, source_positions
 from .base import Extractor, Features, mask_scores
-from .multiscale import level_nms_radius, merge_levels
+from .multiscale import level_nms_radius, merge_levels, no_keypoints
 from .patch_descriptor import SIFT_SCALE_FACTOR
 
 _SOBEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]) / 8.0
 _BINOMIAL_5 = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0]) / 16.0
 _BORDER = 15  # pixels along each side of a level where the official extractor never detects
+_FEATURE_HALO = 8  # receptive radius of the feature extractor: two Sobel passes (2) and three 5x5 convolutions (6)
+_LAST_HALO = 2  # the last 5x5 convolution
 
 
 def sobel_gradients(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -122,14 +126,36 @@ class KeyNet(Extractor):
         state = checkpoint["state_dict"] if isinstance(checkpoint, dict) and "state_dict" in checkpoint else checkpoint
         self.load_state_dict(state, strict=True)
 
+    def _features(self, level: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        """Rows [start, stop) of the learned features of one (1-channel) internal level, computed on
+        those rows widened by the extractor's receptive radius (exact, see ``cvdeep.nets.bands``)."""
+        height = level.shape[-2]
+        lo, hi = max(0, start - _FEATURE_HALO), min(height, stop + _FEATURE_HALO)
+        return self.feature_extractor(level[..., lo:hi, :])[..., start - lo : stop - lo, :]
+
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        size = image.shape[-2:]
-        features = [self.feature_extractor(image)]
+        """(B, 1, H, W) in [0, 1] -> the (B, 1, H, W) response.
+
+        The three internal levels (the image blurred and shrunk by 1.2, twice) are 1-channel
+        maps; their 8-channel features, upsampled back to the image size, and the 24-channel
+        concatenation exist only one band of rows at a time (``cvdeep.nets.bands``).
+        """
+        size = tuple(image.shape[-2:])
+        levels = [image]
         for _ in range(1, self.num_levels):
-            image = blur_and_shrink(image, self.internal_levels_factor)
-            level = self.feature_extractor(image)
-            features.append(F.interpolate(level, size=size, mode="bilinear", align_corners=False))
-        return self.last_conv(torch.cat(features, dim=1))
+            levels.append(blur_and_shrink(levels[-1], self.internal_levels_factor))
+
+        def band(_: object, lo: int, hi: int) -> tuple[torch.Tensor]:
+            features = [self._features(image, lo, hi)]
+            for level in levels[1:]:
+                level_h = level.shape[-2]
+                top, bottom, _ = source_positions(level_h, size[0], lo, hi, align_corners=False)
+                first, last = int(top.min()), int(bottom.max()) + 1
+                rows = self._features(level, first, last)
+                features.append(resize_rows(rows, size, lo, hi, align_corners=False, rows_of=(first, level_h)))
+            return (self.last_conv(torch.cat(features, dim=1)),)
+
+        return run_banded(band, lambda lo, hi: None, halo=_LAST_HALO, pixels=self.band_pixels, size=size)[0]
 
     @staticmethod
     def level_budgets(max_keypoints: int, levels: int, up_levels: int, scale_factor: float) -> list[int]:
@@ -145,6 +171,28 @@ class KeyNet(Extractor):
         keypoints, scores = ops.nms(mask_scores(response, level_valid, 0.0), radius, 0.0, -1, _BORDER)
         return keypoints[0], scores[0]
 
+    @staticmethod
+    def pyramid(image: torch.Tensor, config: KeyNetConfig) -> Iterator[tuple[int, torch.Tensor]]:
+        """(index, level image) of the detection pyramid, upper levels first (index - up_levels is
+        the octave): upsampled by ``scale_factor^k``, the image, then blurred and shrunk by
+        ``scale_factor`` each time. A level with a side of at most 30 px has no pixel outside the
+        15-px strips along its sides, so it is skipped, and so are the smaller ones below it (the
+        published code fails on them)."""
+        height, width = image.shape[-2:]
+        factor, up_levels = config.scale_factor, config.up_levels
+        for index in range(up_levels):
+            up = factor ** (up_levels - index)
+            size = (int(height * up), int(width * up))
+            if min(size) > 2 * _BORDER:
+                yield index, F.interpolate(image, size=size, mode="bilinear", align_corners=False)
+        level = image
+        for step in range(config.pyramid_levels + 1):
+            if min(level.shape[-2:]) <= 2 * _BORDER:
+                return
+            yield up_levels + step, level
+            if step < config.pyramid_levels:
+                level = blur_and_shrink(level, factor)
+
     def extract(self, image: torch.Tensor, valid: torch.Tensor, config: KeyNetConfig | None = None) -> Features:
         config = config or KeyNetConfig()
         factor, up_levels = config.scale_factor, config.up_levels
@@ -153,24 +201,14 @@ class KeyNet(Extractor):
         budgets = self.level_budgets(limit, level_count, up_levels, factor) if limit > 0 else [-1] * level_count
         height, width = image.shape[-2:]
 
-        # Level images, upper levels first; level index - up_levels is the octave.
-        pyramid = []
-        for index in range(up_levels, 0, -1):
-            up = factor**index
-            pyramid.append(F.interpolate(image, size=(int(height * up), int(width * up)), mode="bilinear", align_corners=False))
-        level = image
-        pyramid.append(level)
-        for _ in range(config.pyramid_levels):
-            level = blur_and_shrink(level, factor)
-            pyramid.append(level)
-
         levels: list[Features] = []
-        granted = found = 0
-        for index, level in enumerate(pyramid):
+        granted = found = accounted = 0
+        for index, level in self.pyramid(image, config):
             xy, response = self._detect_level(level, valid, level_nms_radius(config))
             if limit > 0:
                 # Budget left unused by earlier levels carries over, as in the official extractor.
-                granted += budgets[index]
+                granted += sum(budgets[skipped] for skipped in range(accounted, index + 1))
+                accounted = index + 1
                 take = max(granted - found, 0) if index >= up_levels else budgets[index]
                 xy, response = xy[:take], response[:take]
             found += len(response)
@@ -184,7 +222,9 @@ class KeyNet(Extractor):
                 "sizes": torch.full_like(response, 2 * self.patch_scale * factor**octave / SIFT_SCALE_FACTOR),
                 "octaves": torch.full((len(response),), octave, dtype=torch.int32, device=image.device),
             })
-        return merge_levels(levels, config)
+        if not levels:  # every level too small to hold a keypoint
+            return no_keypoints(image)
+        return merge_levels(levels, config, valid)
 
 
 FAMILIES = (
@@ -194,7 +234,7 @@ FAMILIES = (
         kind="detector-only",
         network=KeyNet,
         config=KeyNetConfig,
-        input=InputConvention(channels=1),
+        input=InputConvention(channels=1),  # Key.Net-Pytorch reads images with cv2.imread(path, 0)
         paper="Barroso-Laguna et al., Key.Net: Keypoint Detection by Handcrafted and Learned CNN Filters, ICCV 2019",
         summary="Key.Net: a multi-scale keypoint detector only. Describe its keypoints with a patch descriptor "
         "(HyNet, the paper's pairing, or HardNet): descriptor.compute(image, keynet.detect(image)).",

@@ -153,6 +153,7 @@ FAMILIES = (
         kind="patch",
         network=L2Net,
         config=DescriptorConfig,
+        # the authors' code takes gray patches only (MATLAB); cv2's ITU-R 601 luminance, as rgb2gray, for images
         input=InputConvention(channels=1),
         paper="Tian et al., L2-Net: Deep Learning of Discriminative Patch Descriptor in Euclidean Space, CVPR 2017",
         summary="L2-Net: 128-D on 32x32 patches, or 256-D central-surround on 64x64 with model='l2net-cs' "

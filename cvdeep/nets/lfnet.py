@@ -43,6 +43,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -237,7 +238,8 @@ class LFNet(Extractor):
         return torch.cat(rows) if rows else normalised.new_zeros((0, self.descriptor_size))
 
     def describe(self, image: torch.Tensor, keypoints: torch.Tensor, sizes: torch.Tensor | None = None,
-                 angles: torch.Tensor | None = None) -> torch.Tensor:
+                 angles: torch.Tensor | None = None, octaves: torch.Tensor | None = None,
+                 config: Any = None) -> torch.Tensor:
         """(N, D) descriptors of (N, 2) keypoints with their sizes (px) and angles (-1: upright)."""
         if sizes is None:
             raise ValueError("LF-Net needs keypoint sizes to cut its patches")

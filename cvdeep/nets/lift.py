@@ -349,7 +349,8 @@ class LIFTNet(Extractor):
         return torch.cat(rows) if rows else image.new_zeros((0, self.descriptor_size))
 
     def describe_keypoints(self, image: torch.Tensor, keypoints: torch.Tensor, sizes: torch.Tensor | None = None,
-                           angles: torch.Tensor | None = None, config: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
+                           angles: torch.Tensor | None = None, octaves: torch.Tensor | None = None,
+                           config: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Descriptors (N, 128) and the angles used (N,): each keypoint's own angle, or the estimated one
         where it has none (-1, OpenCV's "not computed")."""
         if sizes is None:
@@ -363,7 +364,8 @@ class LIFTNet(Extractor):
         return self.describe_oriented(image, keypoints, sizes, angles), angles
 
     def describe(self, image: torch.Tensor, keypoints: torch.Tensor, sizes: torch.Tensor | None = None,
-                 angles: torch.Tensor | None = None) -> torch.Tensor:
+                 angles: torch.Tensor | None = None, octaves: torch.Tensor | None = None,
+                 config: Any = None) -> torch.Tensor:
         """(N, 128) descriptors at (N, 2) keypoints; keypoints without an angle are oriented by the network."""
         return self.describe_keypoints(image, keypoints, sizes, angles)[0]
 

@@ -6,6 +6,8 @@ any keypoints with ``cvdeep.ops.extract_patches`` and runs the network in chunks
 """
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from ..ops.patches import extract_patches
@@ -46,6 +48,8 @@ class PatchDescriptor(Extractor):
         keypoints: torch.Tensor,
         sizes: torch.Tensor | None = None,
         angles: torch.Tensor | None = None,
+        octaves: torch.Tensor | None = None,
+        config: Any = None,
     ) -> torch.Tensor:
         """Descriptors (N, D) of the patches around ``keypoints`` of a (1, 1, H, W) image in [0, 1]."""
         if sizes is None:

@@ -26,7 +26,7 @@ from .. import ops
 from ..declaration import DetectorConfig, InputConvention, ModelFamily, Variant, param
 from ..weights import DEFAULTDICT_ALLOWLIST, WeightSpec
 from .base import Extractor, Features
-from .multiscale import level_nms_radius, merge_levels
+from .multiscale import level_nms_radius, merge_levels, no_keypoints
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -115,17 +115,35 @@ class R2D2(Extractor):
         }
 
     @staticmethod
-    def pyramid(image: torch.Tensor, scale_factor: float, min_size: int, max_size: int) -> Iterator[tuple[float, torch.Tensor]]:
-        """(scale, level) of naver/r2d2's extract_multiscale: s = scale_factor^-k, kept while the longest
-        side s * L lies in [min_size, max_size] and s <= 1; each level is resized from the previous one.
-        An image smaller than min_size still gets its full-resolution level (the reference gives none)."""
+    def pyramid_scales(height: int, width: int, scale_factor: float, min_size: int, max_size: int) -> list[float]:
+        """The scales of naver/r2d2's extract_multiscale: s = scale_factor^-k, kept while the longest
+        side s * L lies in [min_size, max_size] and s <= 1. An image smaller than min_size still gets
+        its full-resolution level (the reference gives none), and so does an image so thin that no
+        allowed level keeps one row (its short side would round to 0 pixels)."""
+        longest = max(height, width)
+        min_size = min(min_size, longest)
+        scales, scale = [], 1.0
+        while scale + 0.001 >= min_size / longest and round(min(height, width) * scale) >= 1:
+            if scale - 0.001 <= min(1.0, max_size / longest):
+                scales.append(scale)
+            scale /= scale_factor
+        return scales or [1.0]
+
+    @classmethod
+    def pyramid(cls, image: torch.Tensor, scale_factor: float, min_size: int, max_size: int) -> Iterator[tuple[float, torch.Tensor]]:
+        """(scale, level) for each of ``pyramid_scales``; each level is resized from the previous
+        one (bilinear), as the reference does, through the skipped ones too."""
         height, width = image.shape[-2:]
+        kept = cls.pyramid_scales(height, width, scale_factor, min_size, max_size)
         longest = max(height, width)
         min_size = min(min_size, longest)
         scale, level = 1.0, image
         while scale + 0.001 >= min_size / longest:
-            if scale - 0.001 <= min(1.0, max_size / longest):
+            if kept and abs(scale - kept[0]) < 1e-9:
+                kept.pop(0)
                 yield scale, level
+            if not kept:
+                return
             scale /= scale_factor
             if scale + 0.001 >= min_size / longest:
                 size = (round(height * scale), round(width * scale))
@@ -161,7 +179,9 @@ class R2D2(Extractor):
                 "sizes": torch.full((len(xy),), self.base_keypoint_size / scale, device=image.device),
                 "octaves": torch.full((len(xy),), octave, dtype=torch.int32, device=image.device),
             })
-        return merge_levels(levels, config)
+        if not levels:
+            return no_keypoints(image, self.descriptor_size)
+        return merge_levels(levels, config, valid)
 
     def describe(
         self,
@@ -169,9 +189,40 @@ class R2D2(Extractor):
         keypoints: torch.Tensor,
         sizes: torch.Tensor | None = None,
         angles: torch.Tensor | None = None,
+        octaves: torch.Tensor | None = None,
+        config: R2D2Config | None = None,
     ) -> torch.Tensor:
-        """Descriptors sampled bilinearly from the full-resolution descriptor map."""
-        return ops.sample_descriptors(self(image)["descriptors"][0], keypoints, stride=1.0)
+        """Descriptors read where ``extract`` reads them: in the keypoint's pyramid level, bilinearly
+        at its position there.
+
+        The level is the one whose KeyPoint.size (32 px / scale, as ``extract`` sets it) is
+        nearest the keypoint's, so a keypoint of any detector gets the level of its scale;
+        without sizes, the largest level. Only the levels some keypoint needs are computed.
+        """
+        config = config or R2D2Config()
+        height, width = image.shape[-2:]
+        scales = self.pyramid_scales(height, width, config.scale_factor, config.min_size, config.max_size)
+        available = torch.tensor(scales, dtype=torch.float64)
+        if sizes is None:
+            level_of = torch.zeros(len(keypoints), dtype=torch.long)
+        else:
+            wanted = self.base_keypoint_size / sizes.double().cpu().clamp_min(1e-6)
+            level_of = (wanted.log()[:, None] - available.log()[None]).abs().argmin(dim=1)
+        level_of = level_of.to(keypoints.device)
+        out = image.new_zeros((len(keypoints), self.descriptor_size))
+        needed = set(level_of.tolist())
+        for index, (_, level) in enumerate(self.pyramid(image, config.scale_factor, config.min_size, config.max_size)):
+            if not needed:
+                break
+            if index not in needed:
+                continue
+            needed.discard(index)
+            chosen = torch.nonzero(level_of == index).squeeze(1)
+            level_h, level_w = level.shape[-2:]
+            # input pixel centres -> level pixel centres (the inverse of extract's mapping)
+            xy = (keypoints[chosen].to(image.dtype) + 0.5) * image.new_tensor([level_w / width, level_h / height]) - 0.5
+            out[chosen] = ops.sample_descriptors(self(level)["descriptors"][0], xy, stride=1.0)
+        return out
 
 
 _R2D2_FILES = (
@@ -191,7 +242,8 @@ FAMILIES = (
         kind="detector",
         network=R2D2,
         config=R2D2Config,
-        input=InputConvention(channels=3),  # RGB in [0, 1]; ImageNet normalisation inside the network
+        # RGB in [0, 1] (the authors read PIL .convert("RGB")); ImageNet normalisation inside the network
+        input=InputConvention(channels=3),
         paper="Revaud et al., R2D2: Repeatable and Reliable Detector and Descriptor, NeurIPS 2019",
         summary="R2D2: repeatable and reliable multi-scale detector and 128-D descriptor. All official weights "
         "are CC BY-NC-SA 3.0 (non-commercial).",

@@ -33,7 +33,7 @@ FAMILIES = (
         kind="patch",
         network=SOSNet,
         config=DescriptorConfig,
-        input=InputConvention(channels=1),
+        input=InputConvention(channels=1),  # the authors' extraction script: cv2.cvtColor(img, COLOR_BGR2GRAY)
         paper="Tian et al., SOSNet: Second Order Similarity Regularization for Local Descriptor Learning, CVPR 2019",
         summary="SOSNet: the L2-Net body trained with second-order similarity regularisation; 128-D on 32x32 patches "
         "(no licence stated upstream).",

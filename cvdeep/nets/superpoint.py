@@ -27,9 +27,11 @@ from torch import nn
 from .. import ops
 from ..declaration import DetectorConfig, InputConvention, ModelFamily, Renamed, Variant, param
 from ..weights import TRAINED_LICENSE, WeightSpec
+from .bands import run_banded
 from .base import Extractor, Features, iterative_nms, mask_scores, soft_nms_keypoints
 
 _CELL = 8
+_HALO = 48  # receptive radius of a 1/8 cell of the heads, in input pixels (~45), rounded up to the cell
 _ENCODER_CHANNELS = (64, 64, 128, 128)
 _HEAD_CHANNELS = 256
 
@@ -51,7 +53,8 @@ def cell_logits_to_scores(logits: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class SuperPointConfig(DetectorConfig):
-    """The published settings: NMS radius 4, threshold 0.005, 4-pixel border, every keypoint."""
+    """The published settings: NMS radius 4, threshold 0.005, 4-pixel border, every keypoint
+    (``nfeatures=0``; a matching pipeline should cap it, as LightGlue's examples do at 2048)."""
 
     renamed = {"remove_borders": Renamed("border")}
     detection_threshold: float = param(0.005, "minimum keypoint probability", low=0.0, high=1.0)
@@ -77,8 +80,14 @@ class SuperPoint(Extractor):
         self.load_state_dict(checkpoint, strict=True)
 
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
-        """(B, 1, H, W) in [0, 1] -> scores (B, 1, H, W) and L2-normalised descriptors (B, D, H/8, W/8)."""
-        logits, descriptors = self._heads(image)
+        """(B, 1, H, W) in [0, 1] -> scores (B, 1, H, W) and L2-normalised descriptors (B, D, H/8, W/8).
+
+        The encoder runs over row bands of 8-pixel-aligned rows with a ``_HALO``-pixel halo
+        (``cvdeep.nets.bands``): the 64-channel full-resolution maps of its first block (3 GB
+        each at 12 MP) exist one band at a time; only the 1/8-resolution heads are stored.
+        """
+        logits, descriptors = run_banded(lambda rows, lo, hi: self._heads(rows), image, halo=_HALO, align=_CELL,
+                                         pixels=self.band_pixels)
         return {"scores": cell_logits_to_scores(logits), "descriptors": F.normalize(descriptors, p=2, dim=1)}
 
     def detect(self, scores: torch.Tensor, valid: torch.Tensor,
@@ -106,7 +115,10 @@ class SuperPoint(Extractor):
         keypoints: torch.Tensor,
         sizes: torch.Tensor | None = None,
         angles: torch.Tensor | None = None,
+        octaves: torch.Tensor | None = None,
+        config: Any = None,
     ) -> torch.Tensor:
+        """Descriptors sampled from the 1/8 map; SuperPoint is single-scale and not oriented."""
         return ops.sample_descriptors(self(image)["descriptors"][0], keypoints, stride=_CELL)
 
 
@@ -171,6 +183,7 @@ FAMILIES = (
         kind="detector",
         network=SuperPointMagicLeap,
         config=SuperPointConfig,
+        # Magic Leap's demo reads images with cv2.imread(path, 0): luminance rounded to 8 bits
         input=InputConvention(channels=1, stride=_CELL),
         paper=_SUPERPOINT_PAPER,
         summary="SuperPoint: self-supervised interest points and 256-D descriptors from one VGG-style encoder.",
@@ -196,6 +209,8 @@ FAMILIES = (
                     urls=("https://github.com/rpautrat/SuperPoint/raw/master/weights/superpoint_v6_from_tf.pth",),
                 ),
                 network=SuperPointOpen,
+                # rpautrat's superpoint_pytorch.py turns RGB into gray as 0.299 R + 0.587 G + 0.114 B in float
+                input=InputConvention(channels=1, gray="luminance_float", stride=_CELL),
             ),
             Variant(
                 "superpoint-cvdeep",

@@ -48,7 +48,7 @@ FAMILIES = (
         kind="patch",
         network=TFeat,
         config=DescriptorConfig,
-        input=InputConvention(channels=1),
+        input=InputConvention(channels=1),  # the authors' OpenCV demo reads images with cv2.imread(path, 0)
         paper="Balntas et al., Learning local feature descriptors with triplets and shallow convolutional neural "
         "networks, BMVC 2016",
         summary="TFeat: a shallow triplet network on 32x32 patches, 128-D (MIT).",

@@ -49,6 +49,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -130,8 +131,10 @@ class TRNet(Extractor):
         keypoints: torch.Tensor,
         sizes: torch.Tensor | None = None,
         angles: torch.Tensor | None = None,
+        octaves: torch.Tensor | None = None,
+        config: Any = None,
     ) -> torch.Tensor:
-        """(N, D) unit descriptors at (N, 2) image keypoints: y sampled bilinearly (sizes and angles unused)."""
+        """(N, D) unit descriptors at (N, 2) image keypoints: y sampled bilinearly (the rest unused)."""
         return ops.sample_descriptors(self(image)[0], keypoints, stride=float(STRIDE))
 
 

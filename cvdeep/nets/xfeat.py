@@ -209,6 +209,8 @@ class XFeat(Extractor):
         keypoints: torch.Tensor,
         sizes: torch.Tensor | None = None,
         angles: torch.Tensor | None = None,
+        octaves: torch.Tensor | None = None,
+        config: Any = None,
     ) -> torch.Tensor:
         """Descriptors at any (N, 2) pixels; XFeat is neither scale- nor rotation-aware, so
         ``sizes`` and ``angles`` are ignored."""

@@ -1,0 +1,204 @@
+"""Row bands: the full-resolution stages of a dense network, run over horizontal bands of rows.
+
+The peak memory of a dense network grows with the image: at 12 MP a single 64-channel float
+map takes 3 GB. The stages that work at full resolution are local (convolutions, pooling,
+pointwise layers; nothing that takes a statistic of the whole map), so they can run over
+bands of rows, each read with a halo of extra rows on both sides at least as tall as the
+stage's receptive radius, and cropped back to the band. Every output row then sees exactly
+the input rows it sees on the whole image, and oneDNN computes a convolution row the same
+way whatever the band height: the results are the same, bit for bit (tests compare small
+bands against one band). A band spans the full width, so columns never need a halo.
+
+``map_bands`` yields the cropped outputs band by band (for stages whose output is consumed
+at once, such as a score map's contribution); ``run_banded`` assembles them into whole maps.
+``resize_rows`` is a bilinear resize that computes only some output rows, for stages that
+add an upsampled coarse map to a full-resolution band.
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import sys
+from collections.abc import Callable, Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+
+BAND_PIXELS = 1 << 19
+"""Input pixels per band (without its halo) unless a network sets its own: 512 K pixels, about
+128 rows of a 4000-pixel-wide photo; each float channel of a band then takes 2 MB."""
+
+def _malloc_trim() -> Callable[[], None]:
+    """glibc's ``malloc_trim(0)``, or nothing elsewhere (macOS, Windows, musl)."""
+    if not sys.platform.startswith("linux"):
+        return lambda: None
+    try:
+        trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return lambda: None
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return lambda: None if trim(0) else None
+
+
+release_freed_memory = _malloc_trim()
+"""Return the heap pages freed by the last band to the system (glibc ``malloc_trim``).
+
+Band temporaries of a few MB to a few tens of MB come from the heap (glibc serves them below
+its 32 MB mmap threshold), and a heap fragmented by bands of slightly different sizes keeps
+its freed pages resident: DISK's 12 MP peak varied between 2.3 and 4.5 GB from run to run.
+Trimming after each band keeps the peak at what the bands really hold (about a millisecond)."""
+
+Stage = Callable[[torch.Tensor, int, int], Sequence[torch.Tensor]]
+"""``stage(rows, lo, hi)``: outputs of a network stage on input rows ``[lo, hi)`` (halo included)."""
+
+
+def band_height(width: int, pixels: int, align: int = 1) -> int:
+    """Rows per band: about ``pixels`` pixels of a ``width``-pixel-wide map, a multiple of ``align``, at least ``align``."""
+    rows = max(1, pixels // max(width, 1))
+    return max(align, rows - rows % align)
+
+
+RowSource = Callable[[int, int], torch.Tensor]
+"""``source(lo, hi)``: rows ``[lo, hi)`` of a map that is computed on demand rather than stored."""
+
+
+def map_bands(
+    stage: Stage, source: torch.Tensor | RowSource, *, halo: int, align: int = 1, pixels: int = BAND_PIXELS,
+    size: tuple[int, int] | None = None, strides: Sequence[int] | None = None,
+) -> Iterator[tuple[int, int, list[torch.Tensor]]]:
+    """Run ``stage`` over the row bands of ``source``; yields ``(top, bottom, outputs)``.
+
+    ``source`` is a (1, C, H, W) map or a ``RowSource`` of a map of ``size`` (H, W). Each band
+    ``[top, bottom)`` is read as rows ``[lo, hi)`` = the band widened by ``halo`` rows on both
+    sides (clipped to the map), and every output of the stage is cropped back to the band. An
+    output may be ``s`` times smaller than its input rows (a stage ending in pooling): ``s`` is
+    read from its height, or given in ``strides`` (then the last band keeps whatever rows its
+    output has, as floor-pooling the whole map would). ``halo`` and the band height are
+    multiples of ``align`` (give the largest pooling factor); without ``strides`` so must ``H`` be.
+    """
+    if isinstance(source, torch.Tensor):
+        height, width = source.shape[-2:]
+        read: RowSource = lambda lo, hi: source[..., lo:hi, :]
+    elif size is None:
+        raise ValueError("a RowSource needs the size of its map")
+    else:
+        (height, width), read = size, source
+    if halo % align or (strides is None and height % align):
+        raise ValueError(f"halo {halo} and height {height} must be multiples of the alignment {align}")
+    rows = band_height(width, pixels, align)
+    for top in range(0, height, rows):
+        bottom = min(height, top + rows)
+        lo, hi = max(0, top - halo), min(height, bottom + halo)
+        outputs = []
+        for index, output in enumerate(stage(read(lo, hi), lo, hi)):
+            if strides is None:
+                stride = (hi - lo) // output.shape[-2]
+                if stride * output.shape[-2] != hi - lo:
+                    raise ValueError(f"a stage output of {output.shape[-2]} rows does not divide its {hi - lo} input rows")
+            else:
+                stride = strides[index]
+            end = None if bottom == height and strides is not None else (bottom - lo) // stride
+            outputs.append(output[..., (top - lo) // stride : end, :])
+        yield top, bottom, outputs
+        del outputs
+        release_freed_memory()
+
+
+def _empty_like_layout(band: torch.Tensor, height: int) -> torch.Tensor:
+    """An uninitialised map of ``height`` rows with the band's channels, dtype, device and layout."""
+    shape = (*band.shape[:-2], height, band.shape[-1])
+    channels_last = band.dim() == 4 and band.shape[1] > 1 and band.is_contiguous(memory_format=torch.channels_last) \
+        and not band.is_contiguous()
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    return torch.empty(shape, dtype=band.dtype, device=band.device, memory_format=layout)
+
+
+def run_banded(stage: Stage, source: torch.Tensor | RowSource, *, halo: int, align: int = 1, pixels: int = BAND_PIXELS,
+               size: tuple[int, int] | None = None, strides: Sequence[int] | None = None) -> list[torch.Tensor]:
+    """The stage's outputs on the whole map, computed band by band (see ``map_bands``) and
+    written into maps allocated once (``H // stride`` rows), in the layout the stage returns."""
+    height = source.shape[-2] if isinstance(source, torch.Tensor) else size[0]  # type: ignore[index]
+    maps: list[torch.Tensor] = []
+    found: list[int] = []
+    for top, bottom, outputs in map_bands(stage, source, halo=halo, align=align, pixels=pixels, size=size,
+                                          strides=strides):
+        if not maps:
+            for index, output in enumerate(outputs):
+                stride = strides[index] if strides is not None else (bottom - top) // output.shape[-2]
+                found.append(stride)
+                maps.append(_empty_like_layout(output, height // stride))
+        for full, output, stride in zip(maps, outputs, found):
+            full[..., top // stride : top // stride + output.shape[-2], :] = output
+    return maps
+
+
+def upsample2_rows(x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+    """Rows ``[start, stop)`` of ``F.interpolate(x, scale_factor=2, mode="bilinear")`` (align_corners
+    False), bit for bit: the same call on the input rows they read plus one on each side, cropped."""
+    height = x.shape[-2]
+    lo, hi = max(0, start // 2 - 1), min(height, (stop - 1) // 2 + 2)
+    up = F.interpolate(x[..., lo:hi, :], scale_factor=2, mode="bilinear", align_corners=False)
+    return up[..., start - 2 * lo : stop - 2 * lo, :]
+
+
+def source_positions(
+    size_in: int, size_out: int, start: int, stop: int, align_corners: bool, device: torch.device | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Where output positions ``[start, stop)`` of a bilinear resize from ``size_in`` to ``size_out``
+    read: (lower index, upper index, weight of the upper one), as ``F.interpolate`` computes them.
+
+    ``align_corners=True``: source ``p (in - 1) / (out - 1)``; ``False``: ``(p + 0.5) in / out - 0.5``
+    clamped at 0. The upper index is clamped to the last position.
+    """
+    out = torch.arange(start, stop, device=device, dtype=torch.float32)
+    if align_corners:
+        scale = (size_in - 1) / (size_out - 1) if size_out > 1 else 0.0
+        source = out * scale
+    else:
+        source = ((out + 0.5) * (size_in / size_out) - 0.5).clamp_(min=0.0)
+    lower = source.long().clamp_(max=size_in - 1)
+    upper = (lower + 1).clamp_(max=size_in - 1)
+    return lower, upper, source - lower
+
+
+def resize_rows(x: torch.Tensor, size: tuple[int, int], start: int, stop: int, align_corners: bool,
+                rows_of: tuple[int, int] | None = None) -> torch.Tensor:
+    """Rows ``[start, stop)`` of the bilinear resize of a map (1, C, h, w) to ``size`` (H, W).
+
+    Interpolates along rows (reading only the input rows these output rows need), then along
+    columns with ``F.interpolate`` (rows unchanged); a band of a large upsampled map costs a
+    band's memory. It agrees with ``F.interpolate`` of the whole map up to float rounding (the
+    order of the two passes), and with itself bit for bit whatever the bands. ``x`` is the
+    whole map, or only its rows from ``rows_of[0]`` on when ``rows_of = (first row, h)`` (they
+    must include the rows ``source_positions`` reads).
+    """
+    height, width = size
+    first, source_height = rows_of if rows_of is not None else (0, x.shape[-2])
+    top, bottom, weight = source_positions(source_height, height, start, stop, align_corners, x.device)
+    rows = torch.lerp(x.index_select(-2, top - first), x.index_select(-2, bottom - first), weight.to(x.dtype).view(-1, 1))
+    return F.interpolate(rows, size=(stop - start, width), mode="bilinear", align_corners=align_corners)
+
+
+Positions = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def resize_positions(size_in: tuple[int, int], size_out: tuple[int, int], align_corners: bool,
+                     device: torch.device | None = None) -> tuple[Positions, Positions]:
+    """``source_positions`` of every output row and every output column of a resize, for ``sample_resized``."""
+    rows = source_positions(size_in[0], size_out[0], 0, size_out[0], align_corners, device)
+    columns = source_positions(size_in[1], size_out[1], 0, size_out[1], align_corners, device)
+    return rows, columns
+
+
+def sample_resized(table: torch.Tensor, width: int, positions: tuple[Positions, Positions], ys: torch.Tensor,
+                   xs: torch.Tensor) -> torch.Tensor:
+    """Values (P, C) of the bilinear resize of a map at integer output pixels ``(ys, xs)`` (P,),
+    without building the resized map; the map is given as rows ``table`` (h * w, C) of a
+    ``width``-wide map, the resize by its ``resize_positions``. Rows first, then columns, as
+    ``resize_rows`` (equal up to float rounding)."""
+    (top, bottom, wy), (left, right, wx) = positions
+    y0, y1, wy = top[ys] * width, bottom[ys] * width, wy[ys].to(table.dtype)[:, None]
+    x0, x1, wx = left[xs], right[xs], wx[xs].to(table.dtype)[:, None]
+    at_left = torch.lerp(table[y0 + x0], table[y1 + x0], wy)
+    at_right = torch.lerp(table[y0 + x1], table[y1 + x1], wy)
+    return torch.lerp(at_left, at_right, wx)
