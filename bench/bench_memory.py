@@ -155,7 +155,8 @@ def main() -> None:
     parser.add_argument("--counts", nargs="*", type=int, default=list(DEFAULT_COUNTS),
                         help="nfeatures values of the keypoint-count table (0: the model's all)")
     parser.add_argument("--count-size", default="1920x1080", help="image size of the keypoint-count table")
-    parser.add_argument("--untrained", action="store_true", help="also models without weights here, randomly initialised")
+    parser.add_argument("--untrained", action="store_true",
+                        help="also models without weights here, randomly initialised")
     parser.add_argument("--limit-gb", type=float, default=None, help="address-space cap of each child (GiB)")
     args = parser.parse_args()
     if args.child:

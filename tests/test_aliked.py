@@ -96,11 +96,13 @@ def _image(data_dir, path, size):
     return to_tensor(cv2.resize(image, size, interpolation=cv2.INTER_AREA), 3, torch.device("cpu"))
 
 
-IMAGES = [("oxford_affine/images/graf/img1.ppm", (416, 320)), ("hpatches_subset/vbalnt_tfeat/imgs/v_churchill/1.ppm", (400, 300))]
+IMAGES = [("oxford_affine/images/graf/img1.ppm", (416, 320)),
+          ("hpatches_subset/vbalnt_tfeat/imgs/v_churchill/1.ppm", (400, 300))]
 
 
 @pytest.mark.parametrize(
-    "model,path,size", [("aliked-n16", *IMAGES[0]), ("aliked-n16", *IMAGES[1]), ("aliked-n32", *IMAGES[1]), ("aliked-t16", *IMAGES[0])]
+    "model,path,size",
+    [("aliked-n16", *IMAGES[0]), ("aliked-n16", *IMAGES[1]), ("aliked-n32", *IMAGES[1]), ("aliked-t16", *IMAGES[0])],
 )
 def test_fidelity_against_kornia(data_dir, monkeypatch, cache_weights, model, path, size):
     image = _image(data_dir, path, size)

@@ -61,7 +61,8 @@ def test_padding_mixed_sizes_stays_close(images):
     for image, (kps, _), got, desc in zip(images, single, keypoints, descriptors):
         xy, got_xy = cv2.KeyPoint_convert(kps), cv2.KeyPoint_convert(got)
         assert len(got) == len(desc) and got_xy.max(0)[0] < image.shape[1] and got_xy.max(0)[1] < image.shape[0]
-        common = {tuple(p) for p in np.round(xy).astype(int).tolist()} & {tuple(p) for p in np.round(got_xy).astype(int).tolist()}
+        common = ({tuple(p) for p in np.round(xy).astype(int).tolist()}
+                  & {tuple(p) for p in np.round(got_xy).astype(int).tolist()})
         assert len(common) >= 0.8 * len(kps)
 
 

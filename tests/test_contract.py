@@ -167,7 +167,8 @@ def test_colour_layouts_and_views(detector, graf):
     assert not view.flags.c_contiguous
     assert np.allclose(cv2.KeyPoint_convert(detector.detect(view)), reference)
     flipped = bgr[:, ::-1]
-    assert np.allclose(cv2.KeyPoint_convert(detector.detect(flipped)), cv2.KeyPoint_convert(detector.detect(flipped.copy())))
+    assert np.allclose(cv2.KeyPoint_convert(detector.detect(flipped)),
+                       cv2.KeyPoint_convert(detector.detect(flipped.copy())))
 
 
 BAD_IMAGES = {

@@ -26,7 +26,8 @@ def official_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
     state = {}
     for index, (cout, cin) in OFFICIAL_CONVS.items():
         fan_in = cin * 9
-        state[f"dense_feature_extraction.model.{index}.weight"] = torch.randn(cout, cin, 3, 3, generator=generator) * (2 / fan_in) ** 0.5
+        weight = torch.randn(cout, cin, 3, 3, generator=generator) * (2 / fan_in) ** 0.5
+        state[f"dense_feature_extraction.model.{index}.weight"] = weight
         state[f"dense_feature_extraction.model.{index}.bias"] = torch.zeros(cout)
     return state
 

@@ -42,7 +42,8 @@ def _imported_modules(module: str) -> set[str]:
         if isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                parent = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(parent + ([base] if base else []))
             found |= {base} | {f"{base}.{alias.name}" for alias in node.names}
         elif isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names}
@@ -166,7 +167,8 @@ def test_feature2d_pickles_and_deep_copies_by_parameters():
 def test_a_state_dict_of_another_network_names_file_model_and_expectation(tmp_path):
     path = tmp_path / "not_xfeat.pt"
     torch.save(build_model("hardnet-liberty-aug", pretrained=False).state_dict(), path)
-    with pytest.raises(cvdeep.Error, match=r"not_xfeat.pt: not a checkpoint of model 'xfeat' .*Expected the file xfeat.pt"):
+    with pytest.raises(cvdeep.Error,
+                       match=r"not_xfeat.pt: not a checkpoint of model 'xfeat' .*Expected the file xfeat.pt"):
         build_model("xfeat", weights=path)
     with pytest.raises(cvdeep.Error, match="not a checkpoint of model 'xfeat'"):
         cvdeep.XFeat_create(weights=str(path))

@@ -39,7 +39,8 @@ def network(shared: Path) -> DISK:
 @pytest.fixture(scope="module")
 def reference(shared: Path):
     model = kornia_feature.DISK()
-    model.load_state_dict(torch.load(resolve(get_weight_spec("disk-depth")), map_location="cpu", weights_only=True)["extractor"])
+    checkpoint = torch.load(resolve(get_weight_spec("disk-depth")), map_location="cpu", weights_only=True)
+    model.load_state_dict(checkpoint["extractor"])
     return model.eval()
 
 

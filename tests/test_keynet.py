@@ -7,11 +7,11 @@ import pytest
 import torch
 
 import cvdeep
+from classic_helpers import keypoint_xy, shrink_pair
+from cvdeep.eval.metrics import repeatability
 from cvdeep.models import build_model
 from cvdeep.nets.keynet import KeyNetConfig
 from cvdeep.nets.patch_descriptor import SIFT_SCALE_FACTOR
-from cvdeep.eval.metrics import repeatability
-from classic_helpers import keypoint_xy, shrink_pair
 
 kornia_feature = pytest.importorskip("kornia.feature")
 

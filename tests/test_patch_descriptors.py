@@ -16,6 +16,7 @@ import pytest
 import torch
 
 import cvdeep
+from conftest import read_homography
 from cvdeep.models import build_model
 from cvdeep.nets.deepdesc import DeepDesc
 from cvdeep.nets.hardnet import HardNet
@@ -25,8 +26,6 @@ from cvdeep.nets.patch_descriptor import SIFT_SCALE_FACTOR
 from cvdeep.nets.sosnet import SOSNet
 from cvdeep.nets.tfeat import TFeat
 from cvdeep.ops import extract_patches
-
-from conftest import read_homography
 
 kornia_feature = pytest.importorskip("kornia.feature")
 
@@ -58,7 +57,8 @@ def _gray(image: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
 
 
-def _real_patches(image: np.ndarray, keypoints, patch_size: int = 32, scale_factor: float = SIFT_SCALE_FACTOR) -> torch.Tensor:
+def _real_patches(image: np.ndarray, keypoints, patch_size: int = 32,
+                  scale_factor: float = SIFT_SCALE_FACTOR) -> torch.Tensor:
     tensor = torch.from_numpy(_gray(image)).float()[None, None] / 255.0
     xy = torch.from_numpy(cv2.KeyPoint_convert(keypoints)).float()
     sizes = torch.tensor([kp.size for kp in keypoints])
@@ -167,7 +167,8 @@ def test_l2net_central_surround_towers(graf_sift):
 
 # --- L2-Net: the official MatConvNet layout, converted ---
 
-L2NET_CONVS = ((3, 1, 32, 1), (3, 32, 32, 1), (3, 32, 64, 2), (3, 64, 64, 1), (3, 64, 128, 2), (3, 128, 128, 1), (8, 128, 128, 1))
+L2NET_CONVS = ((3, 1, 32, 1), (3, 32, 32, 1), (3, 32, 64, 2), (3, 64, 64, 1), (3, 64, 128, 2), (3, 128, 128, 1),
+               (8, 128, 128, 1))
 
 
 def _simplenn_tower(rng: np.random.Generator) -> tuple[dict, list]:
@@ -355,7 +356,8 @@ def _pairs(data: Path) -> dict[str, tuple[Path, Path, Path]]:
     hpatches = {
         "v_churchill": data / "hpatches_subset" / "vbalnt_tfeat" / "imgs" / "v_churchill",
         "v_wormhole": data / "hpatches_subset" / "vbalnt_tfeat" / "imgs" / "v_wormhole",
-        "v_graffiti": data / "hpatches_subset" / "Ljy0109_LMC" / "part_of_datasets" / "hpatches-sequences-release" / "v_graffiti",
+        "v_graffiti": (data / "hpatches_subset" / "Ljy0109_LMC" / "part_of_datasets" / "hpatches-sequences-release"
+                       / "v_graffiti"),
     }
     pairs = {f"{name} 1-2": (seq / "1.ppm", seq / "2.ppm", seq / "H_1_2") for name, seq in hpatches.items()}
     for name in ("graf", "wall"):
@@ -383,7 +385,8 @@ def raw_pixel_descriptors(image: np.ndarray, keypoints) -> np.ndarray:
     return ((flat - flat.mean(1, keepdim=True)) / (flat.std(1, keepdim=True) + 1e-7)).numpy()
 
 
-def evaluate_pairs(data: Path, names=WITH_REAL_WEIGHTS, nfeatures: int = 500, radius: float = 3.0) -> dict[str, dict[str, float]]:
+def evaluate_pairs(data: Path, names=WITH_REAL_WEIGHTS, nfeatures: int = 500,
+                   radius: float = 3.0) -> dict[str, dict[str, float]]:
     """mAP of SIFT, raw pixels and each named descriptor on SIFT keypoints of every pair.
     Positives: keypoints of image 2 within ``radius`` px of a keypoint of image 1 mapped by the homography."""
     sift = cv2.SIFT_create(nfeatures)

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 import cvdeep
+from classic_helpers import keypoint_xy, shrink_pair
+from cvdeep.eval.metrics import inside_image, match_errors, matching_accuracy
+from cvdeep.matching.pairs import mutual_nearest_neighbours
 from cvdeep.models import build_model, get_model
 from cvdeep.weights import NonCommercialWeightsWarning
-from cvdeep.matching.pairs import mutual_nearest_neighbours
-from cvdeep.eval.metrics import inside_image, match_errors, matching_accuracy
-from classic_helpers import keypoint_xy, shrink_pair
 
 MODELS = ["r2d2", "r2d2-waf-n16", "r2d2-wasf-n8-big", "faster2d2"]
 HPATCHES_VIEWPOINT = [
@@ -34,7 +34,8 @@ def small_image(churchill_pair):
 def test_official_checkpoint_loads_strictly_and_detects(shared, small_image, model):
     spec = get_model(model)[1].weights
     assert spec.noncommercial and "NC" in spec.license
-    checkpoint_keys = set(torch.load(shared / "weights" / spec.filename, map_location="cpu", weights_only=False)["state_dict"])
+    checkpoint = torch.load(shared / "weights" / spec.filename, map_location="cpu", weights_only=False)
+    checkpoint_keys = set(checkpoint["state_dict"])
     network = build_model(model)
     assert {key.removeprefix("module.") for key in checkpoint_keys} == set(network.state_dict())
     detector = cvdeep.R2D2_create(model=model, min_size=128)
@@ -46,7 +47,8 @@ def test_official_checkpoint_loads_strictly_and_detects(shared, small_image, mod
     xy = keypoint_xy(keypoints)
     assert inside_image(xy, small_image.shape).all()
     assert len({kp.octave for kp in keypoints}) >= 2  # the pyramid contributes
-    np.testing.assert_allclose([kp.size for kp in keypoints], [32 * 2 ** (kp.octave / 4) for kp in keypoints], rtol=1e-5)
+    np.testing.assert_allclose([kp.size for kp in keypoints], [32 * 2 ** (kp.octave / 4) for kp in keypoints],
+                               rtol=1e-5)
     responses = [kp.response for kp in keypoints]
     assert responses == sorted(responses, reverse=True) and 0.49 <= responses[-1] and responses[0] <= 1.0
     assert height and width
@@ -63,7 +65,8 @@ def test_noncommercial_warning_is_emitted_once(shared):
     assert [w.category for w in caught].count(NonCommercialWeightsWarning) == 1
 
 
-def mean_matching_accuracy(keypoints1, descriptors1, keypoints2, descriptors2, homography, threshold: float = 3.0) -> float:
+def mean_matching_accuracy(keypoints1, descriptors1, keypoints2, descriptors2, homography,
+                           threshold: float = 3.0) -> float:
     """Fraction of mutual-nearest-neighbour descriptor matches whose reprojection error is <= threshold px."""
     matches = mutual_nearest_neighbours(descriptors1, descriptors2, cv2.NORM_L2)
     errors = match_errors(keypoint_xy(keypoints1), keypoint_xy(keypoints2), matches, homography)

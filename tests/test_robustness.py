@@ -219,8 +219,10 @@ print(json.dumps({"before": before / 1024, "peak": resource.getrusage(resource.R
 def peak_rss(name: str, size: tuple[int, int], weights: str | None, photo_path: Path) -> dict:
     """Peak RSS (MiB) of one extraction in a fresh process, and the RSS before it."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-c", _RSS, name, str(size[0]), str(size[1]), weights or "", str(photo_path)],
-                          capture_output=True, text=True, env=env, timeout=1200, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", _RSS, name, str(size[0]), str(size[1]), weights or "", str(photo_path)],
+        capture_output=True, text=True, env=env, timeout=1200, check=False,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -242,7 +244,9 @@ def test_peak_memory_of_a_3_megapixel_photo(name, feature, data_dir):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["aliked", "disk", "keynet", "superpoint", "d2net", "r2d2", "xfeat", "tr", "lift", "lfnet", "delf"])
+@pytest.mark.parametrize(
+    "name", ["aliked", "disk", "keynet", "superpoint", "d2net", "r2d2", "xfeat", "tr", "lift", "lfnet", "delf"]
+)
 def test_peak_memory_of_a_12_megapixel_photo_is_under_3_gb(name, feature, data_dir):
     """The issue's target: a 4000 x 3000 photo under 3 GiB of peak RSS, the process included."""
     photo_path = data_dir / "panorama_stitching_tutorial" / "imgs" / "exposure_error_1.jpg"
@@ -377,7 +381,9 @@ def test_an_8000_by_6000_image_gives_a_result_or_a_cvdeep_error(name, feature):
                           capture_output=True, text=True, env=env, timeout=600, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     out = done.stdout.strip()
-    assert out.startswith("result") or ("cvdeep.Error" in out and "not enough memory" in out and "8000x6000" in out), out
+    assert out.startswith("result") or (
+        "cvdeep.Error" in out and "not enough memory" in out and "8000x6000" in out
+    ), out
 
 
 # --- 4. border and padding ---------------------------------------------------------------------------
