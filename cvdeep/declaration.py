@@ -71,7 +71,7 @@ class Config:
     def defaults(cls) -> dict[str, Any]:
         return {f.name: f.default for f in cls.fields()}
 
-    def replace(self, owner: str, **changes: Any) -> "Config":
+    def replace(self, owner: str, **changes: Any) -> Config:
         """A validated copy with ``changes`` applied; old names are translated with a warning."""
         changes = translate_renamed(type(self), owner, changes)
         unknown = [name for name in changes if name not in self.names()]

@@ -13,7 +13,7 @@ import inspect
 import os
 import threading
 from collections.abc import Iterator, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import cv2
 import numpy as np
@@ -79,12 +79,14 @@ def constructor_signature(family: ModelFamily, extra: tuple[inspect.Parameter, .
     """``(nfeatures=..., ..., *, model=..., weights=None, device='auto')``: the config fields in
     declaration order (positional, as OpenCV's factories), then the keyword-only choices."""
     positional = [
-        inspect.Parameter(f.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=f.default, annotation=type(f.default).__name__)
+        inspect.Parameter(f.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=f.default,
+                          annotation=type(f.default).__name__)
         for f in family.config.fields()
     ]
     keyword = [
         inspect.Parameter("model", inspect.Parameter.KEYWORD_ONLY, default=None, annotation="str | None"),
-        inspect.Parameter("weights", inspect.Parameter.KEYWORD_ONLY, default=None, annotation="str | os.PathLike | None"),
+        inspect.Parameter("weights", inspect.Parameter.KEYWORD_ONLY, default=None,
+                          annotation="str | os.PathLike | None"),
         inspect.Parameter("device", inspect.Parameter.KEYWORD_ONLY, default="auto", annotation="str | torch.device"),
         *extra,
     ]
@@ -205,9 +207,9 @@ class Feature2D:
         if extractor is None:
             with self._lock:
                 if self._extractor is None:
-                    self._extractor = build_model(
+                    self._extractor = cast(Extractor, build_model(
                         self._values["model"], self._values["weights"], resolve_device(self._values["device"])
-                    )
+                    ))
                 extractor = self._extractor
         return extractor
 
@@ -353,7 +355,7 @@ class Feature2D:
         descriptors: Any = None,
         useProvidedKeypoints: bool = False,
         keypoints: Any = None,
-    ) -> tuple[tuple[cv2.KeyPoint, ...], np.ndarray | None]:
+    ) -> tuple[Any, Any]:
         """``detectAndCompute(image, mask) -> (keypoints, descriptors)``.
 
         A list of images (and None or a list of masks) gives a list of keypoint tuples and a list of
@@ -445,7 +447,8 @@ class Feature2D:
                 f"({text[:200]}); resize the image (cv2.resize) or free memory"
             ) from exc
 
-    def _detect_and_compute(self, image: Any, mask: Any, describe: bool) -> tuple[tuple[cv2.KeyPoint, ...], np.ndarray | None]:
+    def _detect_and_compute(self, image: Any, mask: Any,
+                            describe: bool) -> tuple[tuple[cv2.KeyPoint, ...], np.ndarray | None]:
         img = imageio.check_image(image)
         user_mask = imageio.check_mask(mask, img.shape)
         if min(img.shape[:2]) < self._input().min_size:
@@ -457,7 +460,7 @@ class Feature2D:
         extractor = self._load()
         with self._memory_guard(img.shape):
             tensor = self._network_input(img)
-            valid = self._valid_mask(valid_pixels, tuple(tensor.shape[-2:]))
+            valid = self._valid_mask(valid_pixels, (tensor.shape[-2], tensor.shape[-1]))
             with torch.inference_mode():
                 features = extractor.extract(tensor, valid, self._config)
         arrays, desc = self._to_arrays(features, extractor, valid[0, 0])
@@ -467,14 +470,15 @@ class Feature2D:
         return keypoints, (desc if describe else None)
 
     @staticmethod
-    def _to_arrays(features: Features, extractor: Extractor, valid: torch.Tensor) -> tuple[KeypointArrays, np.ndarray | None]:
+    def _to_arrays(features: Features, extractor: Extractor,
+                   valid: torch.Tensor) -> tuple[KeypointArrays, np.ndarray | None]:
         xy = features["keypoints"].float()
         # Safety net for the contract: nothing in the padding or outside the mask (the extractors
         # already drop those before choosing nfeatures; tests/test_robustness.py checks it).
         keep = on_valid_pixels(xy, valid)
         count = int(keep.sum())
 
-        def column(key: str, fill: float, dtype: np.dtype) -> np.ndarray:
+        def column(key: str, fill: float, dtype: type[np.generic]) -> np.ndarray:
             if key in features:
                 return features[key][keep].cpu().numpy().astype(dtype, copy=False)
             return np.full(count, fill, dtype)
@@ -511,7 +515,7 @@ class PatchFeature2D(Feature2D):
         """``None`` restores the default ``cv2.SIFT_create()``."""
         self._default_detector = detector is None
         if detector is None:
-            detector = cv2.SIFT_create()
+            detector = cv2.SIFT.create()
         if not callable(getattr(detector, "detect", None)):
             raise Error(f"detector: got an object of type {type(detector).__name__}; expected None or a "
                         "cv2/cvdeep Feature2D with detect(image, mask), e.g. cv2.SIFT_create()")
@@ -537,7 +541,8 @@ class PatchFeature2D(Feature2D):
         super().__setstate__(state)
         self.setDetector(state["detector"])
 
-    def _detect_and_compute(self, image: Any, mask: Any, describe: bool) -> tuple[tuple[cv2.KeyPoint, ...], np.ndarray | None]:
+    def _detect_and_compute(self, image: Any, mask: Any,
+                            describe: bool) -> tuple[tuple[cv2.KeyPoint, ...], np.ndarray | None]:
         img = imageio.check_image(image)
         user_mask = imageio.check_mask(mask, img.shape)
         detector_mask = None if user_mask is None else user_mask.astype(np.uint8) * 255

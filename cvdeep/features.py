@@ -134,5 +134,6 @@ def create(name: str, **params: Any) -> Any:
         family, variant = get_model(key)
         if family.name in classes:
             return classes[family.name](model=variant.name, **params)
-    accepted = sorted(set(_OPENCV_BASELINES) | set(classes) | {m for m in list_models() if get_model(m)[0].name in classes})
+    variants = {m for m in list_models() if get_model(m)[0].name in classes}
+    accepted = sorted(set(_OPENCV_BASELINES) | set(classes) | variants)
     raise Error(f"unknown feature {name!r}; accepted: {', '.join(accepted)}")

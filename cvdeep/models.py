@@ -99,7 +99,7 @@ def lightglue_pairings() -> dict[str, tuple[ModelFamily, str]]:
     return pairings
 
 
-def preferred_model(family: ModelFamily, weights: str | None = None) -> str:
+def preferred_model(family: ModelFamily, weights: str | os.PathLike | None = None) -> str:
     """The model a family's class builds when no ``model=`` is given.
 
     With a ``weights`` file given, the variant whose declared file has that name, else the

@@ -19,8 +19,8 @@ import numpy as np
 from ..errors import Error
 from ..image import limit_size, read_image
 from ..matching.pairs import LOWE_RATIO, ImageFeatures, PairMatcher, detect_features
-from ..progress import Steps
 from ..matching.rotation import ROTATIONS, match_with_rotation_search
+from ..progress import Steps
 from .common import PairGeometry, add_matching_arguments, create_features, pair_geometry, resolve_pipeline
 
 INLIER_COLOUR, OUTLIER_COLOUR = (80, 220, 60), (40, 40, 230)  # BGR

@@ -413,7 +413,8 @@ class XFeatGraph(DetectorGraph):
         if hasattr(layer, "folded_weight"):
             basic = cast("BasicLayer", layer)  # the only layer with folded weights
             conv = cast(nn.Conv2d, basic.layer[0])
-            return F.relu(F.conv2d(x, basic.folded_weight, basic.folded_bias, conv.stride, conv.padding))
+            weight = cast(torch.Tensor, basic.folded_weight)  # set: an XFeat in eval mode is folded
+            return F.relu(F.conv2d(x, weight, basic.folded_bias, conv.stride, conv.padding))
         return layer(x)
 
     def __init__(self, network: XFeat, config: DetectorConfig, layout: str, half: bool, channels: int = 1) -> None:

@@ -23,7 +23,7 @@ therefore OpenCV pixel centres already, and this module keeps them in pixels thr
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -50,8 +50,10 @@ _SOFTARGMAX_TEMPERATURE = 0.1  # the official DKD's tuned temperature
 
 def _conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
     """Weight and bias of ``bn(conv(x))`` folded into one convolution (eval mode)."""
-    scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
-    bias = bn.bias - bn.running_mean * scale
+    # running statistics are Optional in torch's annotations (None without track_running_stats)
+    running_mean, running_var = cast(torch.Tensor, bn.running_mean), cast(torch.Tensor, bn.running_var)
+    scale = bn.weight * torch.rsqrt(running_var + bn.eps)
+    bias = bn.bias - running_mean * scale
     if conv.bias is not None:
         bias = bias + conv.bias * scale
     return conv.weight * scale.reshape(-1, 1, 1, 1), bias
@@ -68,7 +70,8 @@ class DeformableConv2d(nn.Module):
         self.offset_conv = nn.Conv2d(in_channels, 18, 3, padding=1, bias=True)
         self.regular_conv = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)
 
-    def forward(self, x: torch.Tensor, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, weight: torch.Tensor | None = None,
+                bias: torch.Tensor | None = None) -> torch.Tensor:
         """``weight``/``bias`` replace the regular convolution's (a folded batch norm)."""
         limit = max(x.shape[-2:]) / 4.0
         offset = self.offset_conv(x).clamp_(-limit, limit)
@@ -90,7 +93,7 @@ class _ConvPair(nn.Module):
     def _conv(self, x: torch.Tensor, conv: nn.Module, bn: nn.BatchNorm2d) -> torch.Tensor:
         if self.training:
             return bn(conv(x))
-        plain = conv.regular_conv if isinstance(conv, DeformableConv2d) else conv
+        plain = conv.regular_conv if isinstance(conv, DeformableConv2d) else cast(nn.Conv2d, conv)
         weight, bias = _conv_bn(plain, bn)
         if isinstance(conv, DeformableConv2d):
             return conv(x, weight, bias)
@@ -162,11 +165,11 @@ class FeatureReader:
     is ever built.
     """
 
-    def __init__(self, network: "ALIKED", backbone: Backbone) -> None:
+    def __init__(self, network: ALIKED, backbone: Backbone) -> None:
         self.network, self.backbone = network, backbone
         self.tables = [level[0].permute(1, 2, 0).reshape(-1, level.shape[1]) for level in backbone.levels]
         device = backbone.image.device
-        self.positions = [resize_positions(tuple(level.shape[-2:]), backbone.padded_size, True, device)
+        self.positions = [resize_positions((level.shape[-2], level.shape[-1]), backbone.padded_size, True, device)
                           for level in backbone.levels]
         self.keys = torch.zeros(0, dtype=torch.long, device=backbone.image.device)
         self.level1 = backbone.image.new_zeros((0, network.conv1.out_channels))
@@ -285,17 +288,18 @@ class SDDH(nn.Module):
         if count == 0:
             return keypoints.new_zeros((0, self.agg_weights.shape[-1]))
         height, width = features.height, features.width
-        first, _, second = self.offset_conv
+        first, second = cast(nn.Conv2d, self.offset_conv[0]), cast(nn.Conv2d, self.offset_conv[2])
+        first_bias, second_bias = cast(torch.Tensor, first.bias), cast(torch.Tensor, second.bias)  # both have one
         first_weight = first.weight.permute(0, 2, 3, 1).reshape(first.out_channels, -1)
         patches = features.padded(self.patch_rows(keypoints, height, width))  # (N, K*K)
         features.load(patches)
         limit = max(height, width) / 4.0
-        offsets = []
+        offset_chunks = []
         for chunk in patches.split(_SDDH_CHUNK):
             patch = features.rows(chunk.reshape(-1))  # (n*K*K, C)
-            hidden = F.selu(torch.addmm(first.bias, patch.reshape(len(chunk), -1), first_weight.t()))
-            offsets.append(torch.addmm(second.bias, hidden, second.weight.reshape(second.out_channels, -1).t()))
-        offsets = torch.cat(offsets).clamp_(-limit, limit).reshape(count, 2, self.samples)
+            hidden = F.selu(torch.addmm(first_bias, patch.reshape(len(chunk), -1), first_weight.t()))
+            offset_chunks.append(torch.addmm(second_bias, hidden, second.weight.reshape(second.out_channels, -1).t()))
+        offsets = torch.cat(offset_chunks).clamp_(-limit, limit).reshape(count, 2, self.samples)
         xs = keypoints[:, :1] + offsets[:, 0]
         ys = keypoints[:, 1:] + offsets[:, 1]
         corners, weights = bilinear_corners(ys.reshape(-1), xs.reshape(-1), height, width)  # (4, N*M)
@@ -399,7 +403,8 @@ class ALIKED(Extractor):
         del pooled1
         x3 = self.block3(pooled2)
         x4 = self.block4(F.avg_pool2d(x3, 4))
-        levels = [level2] + [F.selu(pointwise(level, conv.weight), inplace=True) for conv, level in ((self.conv3, x3), (self.conv4, x4))]
+        levels = [level2] + [F.selu(pointwise(level, conv.weight), inplace=True)
+                             for conv, level in ((self.conv3, x3), (self.conv4, x4))]
         return Backbone(x, levels, height, width, top, left, level1[0] if level1 else None)
 
     def score_map(self, backbone: Backbone) -> torch.Tensor:
@@ -411,7 +416,7 @@ class ALIKED(Extractor):
         concatenation is built.
         """
         head = self.score_head
-        first = head[0].weight.split(self.conv1.out_channels, dim=1)
+        first = cast(nn.Conv2d, head[0]).weight.split(self.conv1.out_channels, dim=1)
         coarse = [pointwise(level, weight) for level, weight in zip(backbone.levels, first[1:])]
         size = backbone.padded_size
 
@@ -422,7 +427,7 @@ class ALIKED(Extractor):
             score = pointwise(level1, first[0])
             for level in coarse:
                 score.add_(resize_rows(level, size, lo, hi, align_corners=True))
-            for layer in head[1:]:
+            for layer in cast(nn.Sequential, head[1:]):  # a slice of a Sequential is one
                 score = F.selu(score, inplace=True) if isinstance(layer, nn.SELU) else layer(score)
             return (torch.sigmoid_(score),)
 
@@ -447,7 +452,8 @@ class ALIKED(Extractor):
 
     # --- post-processing ------------------------------------------------------------
 
-    def detect(self, scores: torch.Tensor, valid: torch.Tensor, config: ALIKEDConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    def detect(self, scores: torch.Tensor, valid: torch.Tensor,
+               config: ALIKEDConfig) -> tuple[torch.Tensor, torch.Tensor]:
         """DKD on a (1, 1, H, W) score map -> keypoints (N, 2) in pixels and scores (N,), best first.
 
         Candidates are the official NMS's positions at least ``nms_radius`` from the border

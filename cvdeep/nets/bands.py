@@ -20,6 +20,7 @@ import ctypes
 import ctypes.util
 import sys
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -53,13 +54,25 @@ Stage = Callable[[torch.Tensor, int, int], Sequence[torch.Tensor]]
 
 
 def band_height(width: int, pixels: int, align: int = 1) -> int:
-    """Rows per band: about ``pixels`` pixels of a ``width``-pixel-wide map, a multiple of ``align``, at least ``align``."""
+    """Rows per band: about ``pixels`` pixels of a ``width``-pixel-wide map, a multiple of
+    ``align``, at least ``align``."""
     rows = max(1, pixels // max(width, 1))
     return max(align, rows - rows % align)
 
 
 RowSource = Callable[[int, int], torch.Tensor]
 """``source(lo, hi)``: rows ``[lo, hi)`` of a map that is computed on demand rather than stored."""
+
+
+def row_source(stored: torch.Tensor) -> RowSource:
+    """The ``RowSource`` of a stored (..., H, W) map: views of its rows."""
+    return lambda lo, hi: stored[..., lo:hi, :]
+
+
+def no_rows(lo: int, hi: int) -> Any:
+    """The source of a stage that reads its own input (the stage ignores its first argument): None,
+    typed ``Any`` so it stands for a ``RowSource``; ``size`` then gives the map's size."""
+    return None
 
 
 def map_bands(
@@ -78,7 +91,7 @@ def map_bands(
     """
     if isinstance(source, torch.Tensor):
         height, width = source.shape[-2:]
-        read: RowSource = lambda lo, hi: source[..., lo:hi, :]
+        read = row_source(source)
     elif size is None:
         raise ValueError("a RowSource needs the size of its map")
     else:
@@ -94,7 +107,9 @@ def map_bands(
             if strides is None:
                 stride = (hi - lo) // output.shape[-2]
                 if stride * output.shape[-2] != hi - lo:
-                    raise ValueError(f"a stage output of {output.shape[-2]} rows does not divide its {hi - lo} input rows")
+                    raise ValueError(
+                        f"a stage output of {output.shape[-2]} rows does not divide its {hi - lo} input rows"
+                    )
             else:
                 stride = strides[index]
             end = None if bottom == height and strides is not None else (bottom - lo) // stride
@@ -175,7 +190,8 @@ def resize_rows(x: torch.Tensor, size: tuple[int, int], start: int, stop: int, a
     height, width = size
     first, source_height = rows_of if rows_of is not None else (0, x.shape[-2])
     top, bottom, weight = source_positions(source_height, height, start, stop, align_corners, x.device)
-    rows = torch.lerp(x.index_select(-2, top - first), x.index_select(-2, bottom - first), weight.to(x.dtype).view(-1, 1))
+    rows = torch.lerp(x.index_select(-2, top - first), x.index_select(-2, bottom - first),
+                      weight.to(x.dtype).view(-1, 1))
     return F.interpolate(rows, size=(stop - start, width), mode="bilinear", align_corners=align_corners)
 
 

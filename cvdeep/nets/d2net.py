@@ -134,7 +134,8 @@ class D2Net(Extractor):
             image = F.interpolate(image, size=size, mode="bilinear", align_corners=False)
         return image, shrink
 
-    def levels(self, work: torch.Tensor, config: D2NetConfig) -> Iterator[tuple[int, float, tuple[int, int], torch.Tensor]]:
+    def levels(self, work: torch.Tensor,
+               config: D2NetConfig) -> Iterator[tuple[int, float, tuple[int, int], torch.Tensor]]:
         """(index, scale, level size, accumulated features) of each pyramid level of the working
         image, in order: the paper's multi-scale adds each level's features to the previous ones
         (upsampled, align_corners), band by band in place."""
@@ -143,8 +144,9 @@ class D2Net(Extractor):
         for index, scale in enumerate(scales):
             if min(int(side * scale) for side in work.shape[-2:]) < _MIN_INPUT:
                 continue  # no feature cell: nothing to detect or accumulate at this level
-            level = work if scale == 1.0 else F.interpolate(work, scale_factor=scale, mode="bilinear", align_corners=True)
-            level_size = tuple(level.shape[-2:])
+            level = (work if scale == 1.0
+                     else F.interpolate(work, scale_factor=scale, mode="bilinear", align_corners=True))
+            level_size = (level.shape[-2], level.shape[-1])
             features = self(level)
             del level
             if previous is not None:
@@ -181,7 +183,8 @@ class D2Net(Extractor):
             banned[detections[1], detections[2]] = True
             xy, activation, level_descriptors = self.refine(features, detections, steps)
             # level -> working image (resized with align_corners=True) -> input image (align_corners=False)
-            on_work = feature_to_image(xy) * xy.new_tensor([(work_w - 1) / max(level_w - 1, 1), (work_h - 1) / max(level_h - 1, 1)])
+            level_to_work = xy.new_tensor([(work_w - 1) / max(level_w - 1, 1), (work_h - 1) / max(level_h - 1, 1)])
+            on_work = feature_to_image(xy) * level_to_work
             levels.append({
                 "keypoints": (on_work + 0.5) * xy.new_tensor([width / work_w, height / work_h]) - 0.5,
                 "scores": activation / (index + 1),
@@ -228,8 +231,10 @@ class D2Net(Extractor):
             chosen = torch.nonzero(level_of == index).squeeze(1)
             if len(chosen) == 0:
                 continue
-            on_work = (keypoints[chosen].to(image.dtype) + 0.5) * image.new_tensor([work_w / width, work_h / height]) - 0.5
-            on_level = on_work * on_work.new_tensor([(level_w - 1) / max(work_w - 1, 1), (level_h - 1) / max(work_h - 1, 1)])
+            image_to_work = image.new_tensor([work_w / width, work_h / height])
+            on_work = (keypoints[chosen].to(image.dtype) + 0.5) * image_to_work - 0.5
+            work_to_level = on_work.new_tensor([(level_w - 1) / max(work_w - 1, 1), (level_h - 1) / max(work_h - 1, 1)])
+            on_level = on_work * work_to_level
             out[chosen] = ops.sample_descriptors(features[0], on_level, stride=4.0)
         return out
 
@@ -253,7 +258,8 @@ FAMILIES = (
         # RGB (the authors read images with imageio); the caffe-style BGR conversion happens inside the
         # network. Padded to 4, a side of 5 px becomes 8: the smallest input with a feature cell.
         input=InputConvention(channels=3, stride=4, min_size=5),
-        paper="Dusmanu et al., D2-Net: A Trainable CNN for Joint Description and Detection of Local Features, CVPR 2019",
+        paper="Dusmanu et al., D2-Net: A Trainable CNN for Joint Description and Detection of Local Features, "
+              "CVPR 2019",
         summary="D2-Net: describe-and-detect on VGG16 conv4_3 features; 512-D descriptors.",
         variants=(
             Variant("d2net", "D2-Net fine-tuned on MegaDepth (d2_tf.pth)",

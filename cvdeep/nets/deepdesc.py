@@ -34,6 +34,9 @@ class L2Pooling(nn.Module):
 class SubtractiveNormalization(nn.Module):
     """x minus a local mean over space and channels; the mean is border-corrected."""
 
+    weight: torch.Tensor  # buffers
+    bias: torch.Tensor
+
     def __init__(self, channels: int, kernel: int = 5) -> None:
         super().__init__()
         self.register_buffer("weight", torch.full((1, channels, kernel, kernel), 1.0 / (channels * kernel**2)))
@@ -51,6 +54,8 @@ class DeepDesc(PatchDescriptor):
 
     patch_size = 64
     chunk = 256  # its first layer keeps 32 x 58 x 58 floats per patch
+    mean: torch.Tensor  # buffers
+    std: torch.Tensor
 
     def __init__(self, scale_factor: float = SIFT_SCALE_FACTOR) -> None:
         super().__init__(scale_factor=scale_factor, intensity_scale=255.0)
@@ -73,7 +78,8 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 _DEEPDESC_FILES = (
     # split, iteration, training sets, sha256
-    (4, "073000", "a subset of Liberty, Yosemite and Notre Dame", "e89b84c2fe5c86e342684a0e67653f2dfafac00b92182ede4ef86e9279dfd36b"),
+    (4, "073000", "a subset of Liberty, Yosemite and Notre Dame",
+     "e89b84c2fe5c86e342684a0e67653f2dfafac00b92182ede4ef86e9279dfd36b"),
     (1, "072000", "Liberty + Yosemite", "e2e7d1b9b274510e4cd86ab0ce70228703c002f2142b26939c7d6335a2876267"),
     (2, "104000", "Liberty + Notre Dame", "bdf83f8d6bc05455eceb0d64036da8e9727826deb3fd2e444513e7d9e9f84017"),
     (3, "067000", "Yosemite + Notre Dame", "e34f186da5bb29563b11372b4eccf48d0d25595b45641a5e7a5fc9f39a245fd3"),

@@ -18,7 +18,7 @@ pixels: pixel ``(i, j)`` -> ``(x=j, y=i)``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +27,7 @@ from torch import nn
 from .. import ops
 from ..declaration import DetectorConfig, InputConvention, ModelFamily, Variant, param
 from ..weights import WeightSpec
-from .bands import RowSource, band_height, release_freed_memory, run_banded, upsample2_rows
+from .bands import RowSource, band_height, no_rows, release_freed_memory, row_source, run_banded, upsample2_rows
 from .base import Extractor, Features, mask_scores, soft_nms_keypoints
 
 _KERNEL = 5
@@ -70,7 +70,8 @@ class ThinUnet(nn.Module):
         super().__init__()
         widths = (in_channels, *_DOWN)
         self.path_down = nn.ModuleList(
-            nn.Sequential(nn.Identity() if i == 0 else nn.AvgPool2d(2), GatedConv(widths[i], widths[i + 1], gated=i > 0))
+            nn.Sequential(nn.Identity() if i == 0 else nn.AvgPool2d(2),
+                          GatedConv(widths[i], widths[i + 1], gated=i > 0))
             for i in range(len(_DOWN))
         )
         bottoms = (_DOWN[-1], *_UP[:-1])
@@ -89,7 +90,7 @@ class ThinUnet(nn.Module):
 
     @property
     def head(self) -> nn.Conv2d:
-        return self.path_up[-1].conv[3]
+        return cast(nn.Conv2d, cast(UpBlock, self.path_up[-1]).conv[3])
 
 
 @dataclass
@@ -107,6 +108,11 @@ class Gate:
         out = torch.addcmul(self.shift, rows, self.scale)
         torch.where(out > 0, out, out * self.slopes, out=out)
         return out.permute(0, 3, 1, 2)
+
+
+def _upsampled2(x: torch.Tensor) -> RowSource:
+    """The ``RowSource`` of ``x`` upsampled x2 (bilinear, see ``upsample2_rows``)."""
+    return lambda lo, hi: upsample2_rows(x, lo, hi)
 
 
 def _row_sums(x: torch.Tensor) -> torch.Tensor:
@@ -216,7 +222,7 @@ class DISK(Extractor):
         """``conv`` (InstanceNorm, PReLU, 5x5) of the concatenation of ``sources`` (each a RowSource
         and its channel count): the module itself when that input takes at most ``kept_bytes``,
         else band by band with the InstanceNorm statistics measured first (``measure_gate``)."""
-        norm, prelu, _, layer = conv
+        norm, prelu, layer = cast(nn.InstanceNorm2d, conv[0]), cast(nn.PReLU, conv[1]), conv[3]
         if size[0] * size[1] * sum(channels for _, channels in sources) * 4 <= self.kept_bytes:
             return conv(torch.cat([source(0, size[0]) for source, _ in sources], dim=1))
         gates, start = [], 0
@@ -227,7 +233,7 @@ class DISK(Extractor):
         def band(_: object, lo: int, hi: int) -> tuple[torch.Tensor]:
             return (layer(torch.cat([gate(source(lo, hi)) for gate, (source, _) in zip(gates, sources)], dim=1)),)
 
-        return run_banded(band, lambda lo, hi: None, halo=_HALO, pixels=self.band_pixels, size=size)[0]
+        return run_banded(band, no_rows, halo=_HALO, pixels=self.band_pixels, size=size)[0]
 
     def head_input(self, image: torch.Tensor) -> HeadInput:
         """Everything below the last convolution: (1, 3, H, W) RGB in [0, 1], H and W multiples of 16."""
@@ -237,38 +243,40 @@ class DISK(Extractor):
             raise ValueError(f"DISK needs at least {_MIN_SIZE}x{_MIN_SIZE} pixels, got {tuple(image.shape[-2:])}")
         # oneDNN convolutions run fastest on NHWC; every later tensor inherits the layout
         image = image.contiguous(memory_format=torch.channels_last)
-        down, up = self.unet.path_down, self.unet.path_up
-        first = down[0][1][3]
-        size = tuple(image.shape[-2:])
+        # the GatedConv of each down block (after its pooling) and the up blocks, typed
+        down = [cast(GatedConv, cast(nn.Sequential, block)[1]) for block in self.unet.path_down]
+        up = [cast(UpBlock, block) for block in self.unet.path_up]
+        first = cast(nn.Conv2d, down[0][3])
+        size = (image.shape[-2], image.shape[-1])
         height = size[0]
 
-        def skip(lo: int, hi: int) -> torch.Tensor:
+        def first_conv_rows(lo: int, hi: int) -> torch.Tensor:
             """Rows [lo, hi) of the first convolution of the image (recomputed: 16 channels at full resolution)."""
             a, b = max(0, lo - _HALO), min(height, hi + _HALO)
             return first(image[..., a:b, :])[..., lo - a : hi - a, :]
 
-        skip = self._kept(skip, size, first.out_channels)
-        pooled = run_banded(lambda _, lo, hi: (F.avg_pool2d(skip(lo, hi), 2),), lambda lo, hi: None, halo=0,
+        skip = self._kept(first_conv_rows, size, first.out_channels)
+        pooled = run_banded(lambda _, lo, hi: (F.avg_pool2d(skip(lo, hi), 2),), no_rows, halo=0,
                             align=2, pixels=self.band_pixels, size=size)[0]
-        skips = []
+        skips: list[torch.Tensor] = []
         for index in range(1, len(down)):
             if index > 1:
                 pooled = F.avg_pool2d(skips[-1], 2)
             source = pooled
-            skips.append(self._gated_conv(down[index][1], [(lambda lo, hi, m=source: m[..., lo:hi, :], source.shape[1])],
-                                          tuple(source.shape[-2:])))
+            skips.append(self._gated_conv(down[index], [(row_source(source), source.shape[1])],
+                                          (source.shape[-2], source.shape[-1])))
         del pooled, source
         bottom = skips.pop()
         for block in up[:-1]:
             level = skips.pop()
-            level_size = tuple(level.shape[-2:])
-            upsampled = self._kept(lambda lo, hi, b=bottom: upsample2_rows(b, lo, hi), level_size, bottom.shape[1])
-            bottom = self._gated_conv(block.conv, [(upsampled, bottom.shape[1]),
-                                                   (lambda lo, hi, m=level: m[..., lo:hi, :], level.shape[1])], level_size)
+            level_size = (level.shape[-2], level.shape[-1])
+            upsampled = self._kept(_upsampled2(bottom), level_size, bottom.shape[1])
+            bottom = self._gated_conv(block.conv, [(upsampled, bottom.shape[1]), (row_source(level), level.shape[1])],
+                                      level_size)
             del level, upsampled
-        norm, prelu = up[-1].conv[0], up[-1].conv[1]
+        norm, prelu = cast(nn.InstanceNorm2d, up[-1].conv[0]), cast(nn.PReLU, up[-1].conv[1])
         split = bottom.shape[1]
-        upsampled = self._kept(lambda lo, hi, b=bottom: upsample2_rows(b, lo, hi), size, split)
+        upsampled = self._kept(_upsampled2(bottom), size, split)
         up_gate = measure_gate(upsampled, size, slice(0, split), norm, prelu, self.band_pixels)
         skip_gate = measure_gate(skip, size, slice(split, split + first.out_channels), norm, prelu, self.band_pixels)
         return HeadInput(size, upsampled, skip, up_gate, skip_gate)
@@ -292,12 +300,13 @@ class DISK(Extractor):
             part = taps[start : start + channels].reshape(channels, -1).t() @ rows.t()  # (25, R*W)
             contributions = part if contributions is None else contributions.add_(part)
             start += channels
+        assert contributions is not None  # two halves
         heatmap = F.fold(contributions[None], (height, width), _KERNEL, padding=_HALO)
-        return heatmap.add_(head.bias[self.descriptor_size])
+        return heatmap.add_(cast(torch.Tensor, head.bias)[self.descriptor_size])
 
     def heatmap(self, head: HeadInput) -> torch.Tensor:
         """Heatmap logits (1, 1, H, W), band by band."""
-        return run_banded(lambda _, lo, hi: (self._heatmap_rows(head.rows(lo, hi)),), lambda lo, hi: None,
+        return run_banded(lambda _, lo, hi: (self._heatmap_rows(head.rows(lo, hi)),), no_rows,
                           halo=_HALO, pixels=self.band_pixels, size=head.size)[0]
 
     def descriptors_at(self, head: HeadInput, pixels: torch.Tensor) -> torch.Tensor:
@@ -336,7 +345,7 @@ class DISK(Extractor):
                 xs = (xy[:, 0, None] + reach)[:, None, :].expand(-1, _KERNEL, -1)
                 inside = ((ys >= 0) & (ys < height) & (xs >= 0) & (xs < width)).reshape(-1, 1)
                 flat = ((ys.clamp(0, height - 1) - lo) * width + xs.clamp(0, width - 1)).reshape(-1)
-                result = layer.bias[:d].expand(len(xy), d).clone()
+                result = cast(torch.Tensor, layer.bias)[:d].expand(len(xy), d).clone()
                 for table, weight in zip(tables, weights):
                     window = table.index_select(0, flat).mul_(inside)  # (n*25, C)
                     result.addmm_(window.view(len(xy), -1), weight)
@@ -352,7 +361,7 @@ class DISK(Extractor):
         extraction evaluates the descriptor channels only at the keypoints."""
         head = self.head_input(image)
         layer = self.unet.head
-        output = run_banded(lambda _, lo, hi: (layer(torch.cat(head.rows(lo, hi), dim=1)),), lambda lo, hi: None,
+        output = run_banded(lambda _, lo, hi: (layer(torch.cat(head.rows(lo, hi), dim=1)),), no_rows,
                             halo=_HALO, pixels=self.band_pixels, size=head.size)[0]
         return output[:, self.descriptor_size :], output[:, : self.descriptor_size]
 

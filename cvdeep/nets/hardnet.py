@@ -46,8 +46,10 @@ FAMILIES = (
         # The authors' one colour-image pipeline (examples/extract_DenseHardNet.py) averages R, G and B
         # (PIL RGB, np.mean over channels); their patch files are already gray.
         input=InputConvention(channels=1, gray="mean"),
-        paper="Mishchuk et al., Working hard to know your neighbor's margins: Local descriptor learning loss, NeurIPS 2017",
-        summary="HardNet: the L2-Net body trained with the hardest-in-batch triplet margin loss; 128-D on 32x32 patches.",
+        paper="Mishchuk et al., Working hard to know your neighbor's margins: Local descriptor learning loss, "
+              "NeurIPS 2017",
+        summary="HardNet: the L2-Net body trained with the hardest-in-batch triplet margin loss; "
+                "128-D on 32x32 patches.",
         variants=(
             Variant(
                 "hardnet-liberty-aug", "HardNet trained on Liberty with augmentation (official, MIT)",

@@ -27,6 +27,8 @@ from .patch_descriptor import SIFT_SCALE_FACTOR, PatchDescriptor
 class FilterResponseNorm(nn.Module):
     """FRN: x / sqrt(mean over H, W of x^2 + |eps|) * weight + bias, per sample and channel."""
 
+    eps: torch.Tensor  # a buffer
+
     def __init__(self, channels: int, eps: float = 1e-6) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.ones(1, channels, 1, 1))
@@ -64,7 +66,8 @@ class HyNet(PatchDescriptor):
         self.layer4 = nn.Sequential(*_conv_frn_tlu(64, 64))
         self.layer5 = nn.Sequential(*_conv_frn_tlu(64, 128, stride=2))
         self.layer6 = nn.Sequential(*_conv_frn_tlu(128, 128))
-        self.layer7 = nn.Sequential(nn.Dropout(0.3), nn.Conv2d(128, 128, 8, bias=False), nn.BatchNorm2d(128, affine=False))
+        self.layer7 = nn.Sequential(nn.Dropout(0.3), nn.Conv2d(128, 128, 8, bias=False),
+                                    nn.BatchNorm2d(128, affine=False))
 
     def forward(self, patches: torch.Tensor) -> torch.Tensor:
         x = patches
@@ -102,7 +105,8 @@ FAMILIES = (
         network=HyNet,
         config=DescriptorConfig,
         input=InputConvention(channels=1),  # Key.Net-Pytorch's HyNet pipeline reads cv2.imread(path, 0)
-        paper="Tian et al., HyNet: Learning Local Descriptor with Hybrid Similarity Measure and Triplet Loss, NeurIPS 2020",
+        paper="Tian et al., HyNet: Learning Local Descriptor with Hybrid Similarity Measure and Triplet Loss, "
+              "NeurIPS 2020",
         summary="HyNet: an FRN/TLU network trained with a hybrid similarity loss; 128-D on 32x32 patches (MIT).",
         variants=tuple(
             Variant(

@@ -23,7 +23,7 @@ from torch import nn
 from .. import ops
 from ..declaration import DetectorConfig, InputConvention, ModelFamily, Renamed, Variant, param
 from ..weights import WeightSpec
-from .bands import resize_rows, run_banded, source_positions
+from .bands import no_rows, resize_rows, run_banded, source_positions
 from .base import Extractor, Features, mask_scores
 from .multiscale import level_nms_radius, merge_levels, no_keypoints
 from .patch_descriptor import SIFT_SCALE_FACTOR
@@ -140,7 +140,7 @@ class KeyNet(Extractor):
         maps; their 8-channel features, upsampled back to the image size, and the 24-channel
         concatenation exist only one band of rows at a time (``cvdeep.nets.bands``).
         """
-        size = tuple(image.shape[-2:])
+        size = (image.shape[-2], image.shape[-1])
         levels = [image]
         for _ in range(1, self.num_levels):
             levels.append(blur_and_shrink(levels[-1], self.internal_levels_factor))
@@ -155,7 +155,7 @@ class KeyNet(Extractor):
                 features.append(resize_rows(rows, size, lo, hi, align_corners=False, rows_of=(first, level_h)))
             return (self.last_conv(torch.cat(features, dim=1)),)
 
-        return run_banded(band, lambda lo, hi: None, halo=_LAST_HALO, pixels=self.band_pixels, size=size)[0]
+        return run_banded(band, no_rows, halo=_LAST_HALO, pixels=self.band_pixels, size=size)[0]
 
     @staticmethod
     def level_budgets(max_keypoints: int, levels: int, up_levels: int, scale_factor: float) -> list[int]:

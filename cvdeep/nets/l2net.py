@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import Error
 from ..declaration import DescriptorConfig, InputConvention, ModelFamily, Variant
+from ..errors import Error
 from ..weights import TRAINED_LICENSE, WeightSpec
 from .matconvnet import load_mat, simplenn_layers, unwrap
 from .patch_descriptor import SIFT_SCALE_FACTOR, PatchDescriptor
@@ -57,6 +57,8 @@ def standardize_patches(patches: torch.Tensor, eps: float) -> torch.Tensor:
 
 class L2NetTower(nn.Module):
     """One L2-Net tower on 32x32 patches in 0..255."""
+
+    pixel_mean: torch.Tensor  # a buffer
 
     def __init__(self) -> None:
         super().__init__()
@@ -106,7 +108,8 @@ def _tower_state(net: Any, pixel_mean: Any, prefix: str) -> dict[str, torch.Tens
         raise Error(f"not an L2-Net tower: {len(convs)} conv and {len(norms)} bnorm layers, expected 7 and 7")
     reference = L2NetTower().state_dict()
     state = {f"{prefix}pixel_mean": torch.from_numpy(np.asarray(pixel_mean, np.float32).reshape(1, 1, 32, 32))}
-    for (weights, layer), (multipliers, bn_bias, moments), index, stride in zip(convs, norms, _CONV_INDICES, _CONV_STRIDES):
+    conv_layers = zip(convs, norms, _CONV_INDICES, _CONV_STRIDES)
+    for (weights, layer), (multipliers, bn_bias, moments), index, stride in conv_layers:
         if hasattr(layer, "stride") and int(np.asarray(unwrap(layer.stride)).flat[0]) != stride:
             raise Error(f"L2-Net conv layer {index}: stride {unwrap(layer.stride)}, expected {stride}")
         shape = tuple(reference[f"features.{index}.weight"].shape)  # (out, in, kH, kW)
@@ -140,7 +143,8 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 # One official file holds both towers: "l2net" uses the first, "l2net-cs" both.
 _L2NET_WEIGHTS = WeightSpec(
-    name="l2net-lib-aug", filename="l2net/L2Net-LIB+.mat", license="none stated upstream (no LICENSE file in the official repository)",
+    name="l2net-lib-aug", filename="l2net/L2Net-LIB+.mat",
+    license="none stated upstream (no LICENSE file in the official repository)",
     reader="cvdeep.nets.l2net:read_checkpoint",
     source="yuruntian/L2-Net matlab/L2Net-LIB+.mat (MatConvNet; trained on Liberty with augmentation)",
     urls=("https://github.com/yuruntian/L2-Net/raw/master/matlab/L2Net-LIB+.mat",),

@@ -10,7 +10,7 @@ matchability, and mutual-max filtering with a score threshold. One image pair at
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -165,7 +165,8 @@ class LightGlue(PretrainedNetwork):
         self.log_assignment = nn.ModuleList(MatchAssignment(descriptor_dim) for _ in range(n_layers))
         self.token_confidence = nn.ModuleList(TokenConfidence(descriptor_dim) for _ in range(n_layers - 1))
         # Confidence a point must exceed after layer i to count as settled (published schedule).
-        self.confidence_thresholds = [min(max(0.8 + 0.1 * math.exp(-4.0 * i / n_layers), 0.0), 1.0) for i in range(n_layers)]
+        self.confidence_thresholds = [min(max(0.8 + 0.1 * math.exp(-4.0 * i / n_layers), 0.0), 1.0)
+                                      for i in range(n_layers)]
 
     def load_pretrained(self, checkpoint: Any) -> None:
         """Load an official file strictly after undoing its packaging.
@@ -179,7 +180,8 @@ class LightGlue(PretrainedNetwork):
         if not isinstance(checkpoint, dict):
             raise TypeError(f"a LightGlue checkpoint is a state_dict, got {type(checkpoint).__name__}")
         if any(key.startswith("matcher.") for key in checkpoint):
-            checkpoint = {key[len("matcher."):]: value for key, value in checkpoint.items() if not key.startswith("extractor.")}
+            checkpoint = {key[len("matcher."):]: value for key, value in checkpoint.items()
+                          if not key.startswith("extractor.")}
         state = {}
         for key, value in checkpoint.items():
             parts = key.split(".")
@@ -201,7 +203,7 @@ class LightGlue(PretrainedNetwork):
 
     def _keep(self, layer: int, desc: torch.Tensor, confidence: torch.Tensor | None) -> torch.Tensor:
         """Width pruning: keep matchable points, and never drop a point whose prediction is still unsure."""
-        keep = self.log_assignment[layer].matchable(desc)[0] > 1 - self.width_confidence
+        keep = cast(MatchAssignment, self.log_assignment[layer]).matchable(desc)[0] > 1 - self.width_confidence
         if confidence is not None:
             keep |= confidence[0] <= self.confidence_thresholds[layer]
         return torch.where(keep)[0]
@@ -233,7 +235,8 @@ class LightGlue(PretrainedNetwork):
         index0, index1 = torch.arange(m, device=device), torch.arange(n, device=device)
         early_exit, prune = self.depth_confidence > 0, self.width_confidence > 0
         min_points = self._pruning_min_points(device)
-        for layer, block in enumerate(self.transformers):
+        for layer, module in enumerate(self.transformers):
+            block = cast(TransformerLayer, module)
             desc0 = block.self_attn(desc0, cos0, sin0)
             desc1 = block.self_attn(desc1, cos1, sin1)
             desc0, desc1 = block.cross_attn(desc0, desc1)
@@ -288,7 +291,8 @@ FAMILIES = (
         summary="LightGlue: a transformer matcher with adaptive depth and width, trained per feature type.",
         variants=(
             Variant("lightglue-aliked", "LightGlue trained on ALIKED (n16) features",
-                    _cvg_lightglue_weights("aliked", "d975e965b105311a6143194852297dff4f02aea5cc2e10cecfed966ca0e22503"),
+                    _cvg_lightglue_weights("aliked",
+                                           "d975e965b105311a6143194852297dff4f02aea5cc2e10cecfed966ca0e22503"),
                     network_args={"input_dim": 128}),
             Variant("lightglue-disk", "LightGlue trained on DISK features",
                     _cvg_lightglue_weights("disk", "b5b21d47ea24f2c5e501aec9c91b9716e4c8c3429a4dc1e615c133c4c9378335"),

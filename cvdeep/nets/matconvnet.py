@@ -46,6 +46,7 @@ def simplenn_layers(net: Any) -> list[tuple[str, list[np.ndarray], Any]]:
         layer = unwrap(entry)
         kind = unwrap(layer.type) if hasattr(layer, "type") else ""
         weights = getattr(layer, "weights", None)
-        arrays = [] if weights is None else [np.asarray(unwrap(w), dtype=np.float64) for w in np.asarray(weights, dtype=object).flat]
+        arrays = ([] if weights is None
+                  else [np.asarray(unwrap(w), dtype=np.float64) for w in np.asarray(weights, dtype=object).flat])
         layers.append((str(kind), arrays, layer))
     return layers

@@ -52,6 +52,8 @@ class R2D2(Extractor):
 
     descriptor_size = 128
     base_keypoint_size = 32.0
+    mean: torch.Tensor  # buffers
+    std: torch.Tensor
 
     def __init__(self, mchan: int = 4, dim: int = 128, fast: bool = False):
         super().__init__()
@@ -79,7 +81,8 @@ class R2D2(Extractor):
         self.register_buffer("mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
-    def _add_conv(self, out_channels: int, kernel_size: int = 3, stride: int = 1, batch_norm: bool = True, relu: bool = True) -> None:
+    def _add_conv(self, out_channels: int, kernel_size: int = 3, stride: int = 1, batch_norm: bool = True,
+                  relu: bool = True) -> None:
         """One conv of the dilated L2-Net: a stride becomes a dilation of every later conv."""
         dilation = self._dilation
         self._dilation *= stride
@@ -97,7 +100,8 @@ class R2D2(Extractor):
         self.load_state_dict(state, strict=True)
 
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Dense maps of a (B, 3, H, W) RGB image in [0, 1]: descriptors (B, D, H, W), reliability, repeatability (B, 1, H, W)."""
+        """Dense maps of a (B, 3, H, W) RGB image in [0, 1]: descriptors (B, D, H, W), reliability,
+        repeatability (B, 1, H, W)."""
         height, width = image.shape[-2:]
         x = (image - self.mean) / self.std
         if self.fast:  # the pooled body needs even sides; pad, then crop the maps back
@@ -130,7 +134,8 @@ class R2D2(Extractor):
         return scales or [1.0]
 
     @classmethod
-    def pyramid(cls, image: torch.Tensor, scale_factor: float, min_size: int, max_size: int) -> Iterator[tuple[float, torch.Tensor]]:
+    def pyramid(cls, image: torch.Tensor, scale_factor: float, min_size: int,
+                max_size: int) -> Iterator[tuple[float, torch.Tensor]]:
         """(scale, level) for each of ``pyramid_scales``; each level is resized from the previous
         one (bilinear), as the reference does, through the skipped ones too."""
         height, width = image.shape[-2:]
@@ -225,7 +230,7 @@ class R2D2(Extractor):
         return out
 
 
-_R2D2_FILES = (
+_R2D2_FILES: tuple[tuple[str, str, str, dict[str, Any]], ...] = (
     # model name, file, sha256, network arguments
     ("r2d2", "r2d2_WASF_N16.pt", "9ae90e02a9a133d100ca7aeaa32f4d4d7736a6dd222a530a25c8f7da5e508528", {}),
     ("r2d2-waf-n16", "r2d2_WAF_N16.pt", "27cebd6608317b35198a76f60f87492110dee3e88ca382586a729dadb1a16b90", {}),

@@ -100,8 +100,8 @@ class SuperPoint(Extractor):
             return keypoints.float(), values
         kept = masked.masked_fill(~iterative_nms(masked, config.nms_radius), 0.0)
         # suppression is done; ops.nms thresholds, sorts and truncates
-        found, values = ops.nms(kept, 0, config.detection_threshold, config.nfeatures or -1)
-        return found[0].float(), values[0]
+        found, found_scores = ops.nms(kept, 0, config.detection_threshold, config.nfeatures or -1)
+        return found[0].float(), found_scores[0]
 
     def extract(self, image: torch.Tensor, valid: torch.Tensor, config: SuperPointConfig | None = None) -> Features:
         dense = self(image)
@@ -136,12 +136,15 @@ class SuperPointMagicLeap(SuperPoint):
         self.conv2a, self.conv2b = nn.Conv2d(c1, c2, 3, padding=1), nn.Conv2d(c2, c2, 3, padding=1)
         self.conv3a, self.conv3b = nn.Conv2d(c2, c3, 3, padding=1), nn.Conv2d(c3, c3, 3, padding=1)
         self.conv4a, self.conv4b = nn.Conv2d(c3, c4, 3, padding=1), nn.Conv2d(c4, c4, 3, padding=1)
-        self.convPa, self.convPb = nn.Conv2d(c4, _HEAD_CHANNELS, 3, padding=1), nn.Conv2d(_HEAD_CHANNELS, _CELL**2 + 1, 1)
-        self.convDa, self.convDb = nn.Conv2d(c4, _HEAD_CHANNELS, 3, padding=1), nn.Conv2d(_HEAD_CHANNELS, descriptor_dim, 1)
+        self.convPa, self.convPb = (nn.Conv2d(c4, _HEAD_CHANNELS, 3, padding=1),
+                                    nn.Conv2d(_HEAD_CHANNELS, _CELL**2 + 1, 1))
+        self.convDa, self.convDb = (nn.Conv2d(c4, _HEAD_CHANNELS, 3, padding=1),
+                                    nn.Conv2d(_HEAD_CHANNELS, descriptor_dim, 1))
 
     def _heads(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = image
-        stages = ((self.conv1a, self.conv1b), (self.conv2a, self.conv2b), (self.conv3a, self.conv3b), (self.conv4a, self.conv4b))
+        stages = ((self.conv1a, self.conv1b), (self.conv2a, self.conv2b),
+                  (self.conv3a, self.conv3b), (self.conv4a, self.conv4b))
         for index, (first, second) in enumerate(stages):
             x = F.relu(second(F.relu(first(x))))
             if index < len(stages) - 1:
@@ -161,20 +164,24 @@ class SuperPointOpen(SuperPoint):
         channels = (1, *_ENCODER_CHANNELS)
         stages = []
         for index in range(1, len(channels)):
-            layers = [_vgg_block(channels[index - 1], channels[index], 3), _vgg_block(channels[index], channels[index], 3)]
+            layers: list[nn.Module] = [_vgg_block(channels[index - 1], channels[index], 3),
+                                       _vgg_block(channels[index], channels[index], 3)]
             if index < len(channels) - 1:
                 layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
             stages.append(nn.Sequential(*layers))
         self.backbone = nn.Sequential(*stages)
-        self.detector = nn.Sequential(_vgg_block(channels[-1], _HEAD_CHANNELS, 3), _vgg_block(_HEAD_CHANNELS, _CELL**2 + 1, 1, relu=False))
-        self.descriptor = nn.Sequential(_vgg_block(channels[-1], _HEAD_CHANNELS, 3), _vgg_block(_HEAD_CHANNELS, descriptor_dim, 1, relu=False))
+        self.detector = nn.Sequential(_vgg_block(channels[-1], _HEAD_CHANNELS, 3),
+                                      _vgg_block(_HEAD_CHANNELS, _CELL**2 + 1, 1, relu=False))
+        self.descriptor = nn.Sequential(_vgg_block(channels[-1], _HEAD_CHANNELS, 3),
+                                        _vgg_block(_HEAD_CHANNELS, descriptor_dim, 1, relu=False))
 
     def _heads(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features = self.backbone(image)
         return self.detector(features), self.descriptor(features)
 
 
-_SUPERPOINT_PAPER = "DeTone, Malisiewicz, Rabinovich: SuperPoint: Self-Supervised Interest Point Detection and Description, CVPRW 2018"
+_SUPERPOINT_PAPER = ("DeTone, Malisiewicz, Rabinovich: SuperPoint: Self-Supervised Interest Point Detection and "
+                     "Description, CVPRW 2018")
 
 FAMILIES = (
     ModelFamily(

@@ -112,11 +112,13 @@ class TRNet(Extractor):
         return self.encoder((image - _MEAN) / _STD)
 
     def extract(self, image: torch.Tensor, valid: torch.Tensor, config: TRConfig | None = None) -> Features:
-        """Keypoints (N, 2) in input pixels, scores (N,) descending, unit descriptors (N, D); see the module docstring."""
+        """Keypoints (N, 2) in input pixels, scores (N,) descending, unit descriptors (N, D); see the
+        module docstring."""
         config = config or TRConfig()
         raw = self(image)
         activation = F.relu(raw)
-        detected, steps = describe_detect.hard_detection(activation, self.filters.to(raw.dtype), level_nms_radius(config))
+        detected, steps = describe_detect.hard_detection(activation, self.filters.to(raw.dtype),
+                                                         level_nms_radius(config))
         cells, scores = describe_detect.refine(activation, detected, steps)
         keypoints = describe_detect.feature_to_image(cells, POOLINGS)
         inside = valid_at(valid, keypoints)

@@ -17,7 +17,7 @@ Keypoints are heatmap pixels, which are image pixels: pixel ``(i, j)`` -> ``(x=j
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +34,9 @@ _CELL = 8  # the keypoint head and the descriptor map work on 8x8 cells
 class BasicLayer(nn.Module):
     """Conv (no bias) -> BatchNorm (no affine) -> ReLU, under the official key names ``layer.{0,1}``."""
 
+    folded_weight: torch.Tensor | None  # buffers, set by fold_batchnorm
+    folded_bias: torch.Tensor | None
+
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1, padding: int = 1):
         super().__init__()
         self.layer = nn.Sequential(
@@ -46,15 +49,18 @@ class BasicLayer(nn.Module):
 
     def fold_batchnorm(self) -> None:
         """Fold the running statistics into the convolution (inference only; not saved)."""
-        conv, norm = self.layer[0], self.layer[1]
-        scale = torch.rsqrt(norm.running_var + norm.eps)
-        self.folded_weight = (conv.weight * scale[:, None, None, None]).detach().contiguous(memory_format=torch.channels_last)
-        self.folded_bias = (-norm.running_mean * scale).detach()
+        conv, norm = cast(nn.Conv2d, self.layer[0]), cast(nn.BatchNorm2d, self.layer[1])
+        # running statistics are Optional in torch's annotations (None without track_running_stats)
+        running_mean, running_var = cast(torch.Tensor, norm.running_mean), cast(torch.Tensor, norm.running_var)
+        scale = torch.rsqrt(running_var + norm.eps)
+        folded = conv.weight * scale[:, None, None, None]
+        self.folded_weight = folded.detach().contiguous(memory_format=torch.channels_last)
+        self.folded_bias = (-running_mean * scale).detach()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training or self.folded_weight is None:
             return self.layer(x)
-        conv = self.layer[0]
+        conv = cast(nn.Conv2d, self.layer[0])
         if conv.kernel_size == (1, 1):
             return F.relu_(pointwise(x, self.folded_weight, self.folded_bias))
         return F.relu_(F.conv2d(x, self.folded_weight, self.folded_bias, conv.stride, conv.padding))
@@ -70,7 +76,8 @@ def _run(layers: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def _sample_like_authors(maps: torch.Tensor, keypoints: torch.Tensor, height: int, width: int, mode: str) -> torch.Tensor:
+def _sample_like_authors(maps: torch.Tensor, keypoints: torch.Tensor, height: int, width: int,
+                         mode: str) -> torch.Tensor:
     """Sample (1, C, h, w) maps at (N, 2) pixels of an (height, width) image as the XFeat authors do.
 
     Their grid is ``2 p / (size - 1) - 1`` read by ``grid_sample`` with ``align_corners=False``
@@ -99,7 +106,8 @@ class XFeat(Extractor):
         super().__init__()
         self.norm = nn.InstanceNorm2d(1)
         self.skip1 = nn.Sequential(nn.AvgPool2d(4, stride=4), nn.Conv2d(1, 24, 1))
-        self.block1 = nn.Sequential(BasicLayer(1, 4), BasicLayer(4, 8, stride=2), BasicLayer(8, 8), BasicLayer(8, 24, stride=2))
+        self.block1 = nn.Sequential(BasicLayer(1, 4), BasicLayer(4, 8, stride=2), BasicLayer(8, 8),
+                                    BasicLayer(8, 24, stride=2))
         self.block2 = nn.Sequential(BasicLayer(24, 24), BasicLayer(24, 24))
         self.block3 = nn.Sequential(BasicLayer(24, 64, stride=2), BasicLayer(64, 64), BasicLayer(64, 64, 1, padding=0))
         self.block4 = nn.Sequential(BasicLayer(64, 64, stride=2), BasicLayer(64, 64), BasicLayer(64, 64))
@@ -107,9 +115,11 @@ class XFeat(Extractor):
             BasicLayer(64, 128, stride=2), BasicLayer(128, 128), BasicLayer(128, 128), BasicLayer(128, 64, 1, padding=0)
         )
         self.block_fusion = nn.Sequential(BasicLayer(64, 64), BasicLayer(64, 64), nn.Conv2d(64, 64, 1))
-        self.heatmap_head = nn.Sequential(BasicLayer(64, 64, 1, padding=0), BasicLayer(64, 64, 1, padding=0), nn.Conv2d(64, 1, 1), nn.Sigmoid())
+        self.heatmap_head = nn.Sequential(BasicLayer(64, 64, 1, padding=0), BasicLayer(64, 64, 1, padding=0),
+                                          nn.Conv2d(64, 1, 1), nn.Sigmoid())
         self.keypoint_head = nn.Sequential(
-            BasicLayer(64, 64, 1, padding=0), BasicLayer(64, 64, 1, padding=0), BasicLayer(64, 64, 1, padding=0), nn.Conv2d(64, 65, 1)
+            BasicLayer(64, 64, 1, padding=0), BasicLayer(64, 64, 1, padding=0), BasicLayer(64, 64, 1, padding=0),
+            nn.Conv2d(64, 65, 1),
         )
         # XFeat*'s match-refinement MLP: part of the official checkpoint, unused by sparse extraction.
         layers: list[nn.Module] = []
@@ -124,7 +134,7 @@ class XFeat(Extractor):
         if not self.training:
             self._fold()
 
-    def train(self, mode: bool = True) -> "XFeat":
+    def train(self, mode: bool = True) -> XFeat:
         super().train(mode)
         if not mode:
             self._fold()
@@ -170,7 +180,8 @@ class XFeat(Extractor):
     def extract(self, image: torch.Tensor, valid: torch.Tensor, config: XFeatConfig | None = None) -> Features:
         return self._extract_maps(self(image), valid, config or XFeatConfig())
 
-    def extract_batch(self, images: torch.Tensor, valid: torch.Tensor, config: XFeatConfig | None = None) -> list[Features]:
+    def extract_batch(self, images: torch.Tensor, valid: torch.Tensor,
+                      config: XFeatConfig | None = None) -> list[Features]:
         """The network once on the (B, 1, H, W) batch, the detection per image."""
         maps = self(images)
         return [self._extract_maps(tuple(m[b : b + 1] for m in maps), valid[b : b + 1], config or XFeatConfig())
