@@ -78,7 +78,8 @@ def detect_and_compute_list(feature2d: Feature2D, images: Sequence[Any], masks: 
         height = max(tensors[i].shape[-2] for i in chunk)
         width = max(tensors[i].shape[-1] for i in chunk)
         batch = torch.cat([_pad_to(tensors[i], height, width) for i in chunk])
-        valid = torch.cat([feature2d._valid_mask(checked[i].shape[:2], (height, width), user_masks[i]) for i in chunk])
+        valid = torch.cat([feature2d._valid_mask(feature2d._valid_pixels(checked[i], user_masks[i]), (height, width))
+                           for i in chunk])
         with torch.inference_mode():
             features = extractor.extract_batch(batch, valid, feature2d._config)
         for position, index in enumerate(chunk):
