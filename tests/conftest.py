@@ -19,6 +19,21 @@ def shared_root() -> Path | None:
     return candidate if (candidate / "data").is_dir() else None
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--run-slow", action="store_true",
+                     help="also run the tests marked slow (the 12 MP peak-memory checks of every model, ~10 min)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``slow`` run with ``--run-slow`` or ``CVDEEP_RUN_SLOW=1`` only: CI keeps to 20 minutes."""
+    if config.getoption("--run-slow") or os.environ.get("CVDEEP_RUN_SLOW") == "1":
+        return
+    skip = pytest.mark.skip(reason="slow: run with --run-slow or CVDEEP_RUN_SLOW=1")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def shared() -> Path:
     root = shared_root()

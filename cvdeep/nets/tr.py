@@ -60,6 +60,7 @@ from ..declaration import DetectorConfig, InputConvention, ModelFamily, Variant,
 from ..errors import Error
 from ..weights import TRAINED_LICENSE, WeightSpec
 from . import describe_detect
+from .bands import run_banded
 from .base import Extractor, Features, valid_at
 from .multiscale import level_nms_radius, merge_levels
 
@@ -68,6 +69,7 @@ POOLINGS = 2  # feature cell p sits at image pixel 4p + 1.5
 WIDTHS = (32, 64, 128)
 """Channels of the three stages (two, two and three 3x3 convolutions)."""
 _MEAN, _STD = 0.5, 0.25  # fixed standardisation of the [0, 1] gray input
+_HALO = 32  # input rows a band reads beyond its edges: the encoder's receptive radius is 22 px
 
 
 def _block(in_channels: int, out_channels: int) -> nn.Sequential:
@@ -108,8 +110,17 @@ class TRNet(Extractor):
         self.register_buffer("filters", describe_detect.hessian_filters(), persistent=False)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        """(B, 1, H, W) gray in [0, 1], H and W multiples of 4 -> (B, D, H/4, W/4) raw map y (signed)."""
-        return self.encoder((image - _MEAN) / _STD)
+        """(B, 1, H, W) gray in [0, 1], H and W multiples of 4 -> (B, D, H/4, W/4) raw map y (signed).
+
+        In eval mode one image runs over row bands (``cvdeep.nets.bands``): the encoder is local
+        there (BatchNorm uses its running statistics), so its full-resolution maps exist one band
+        at a time and the result is that of the whole image. Training batches run whole.
+        """
+        standardised = (image - _MEAN) / _STD
+        if self.training or image.shape[0] != 1:
+            return self.encoder(standardised)
+        return run_banded(lambda rows, lo, hi: (self.encoder(rows),), standardised, halo=_HALO, align=STRIDE,
+                          pixels=self.band_pixels)[0]
 
     def extract(self, image: torch.Tensor, valid: torch.Tensor, config: TRConfig | None = None) -> Features:
         """Keypoints (N, 2) in input pixels, scores (N,) descending, unit descriptors (N, D); see the
