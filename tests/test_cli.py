@@ -326,6 +326,11 @@ def test_default_pipeline_is_the_best_one_whose_weights_are_here(monkeypatch: py
     assert (pipeline.features, pipeline.matcher) == ("sift", "ratio") and "cvdeep weights fetch" in pipeline.reason
     assert common.resolve_pipeline("orb", None)[:2] == ("orb", "ratio")  # --features given: ratio test
     assert common.resolve_pipeline(None, "nn")[1] == "nn"
+    # LightGlue's matrices grow with N x M: a detector asked for by name gets the default cap with it
+    assert common.resolve_pipeline("disk", "lightglue")[:2] == ("disk[nfeatures=2048]", "lightglue")
+    assert common.resolve_pipeline("disk[nms=soft]", "lightglue")[0] == "disk[nms=soft,nfeatures=2048]"
+    assert common.resolve_pipeline("disk", "lightglue", nfeatures=8000)[0] == "disk"
+    assert common.resolve_pipeline("disk", "mutual")[0] == "disk"
 
 
 def test_match_defaults_to_aliked_and_lightglue_and_says_so(data_dir: Path, capsys: pytest.CaptureFixture) -> None:

@@ -127,7 +127,16 @@ def resolve_pipeline(features: str | None, matcher: str | None, nfeatures: int |
             return Pipeline(chosen.features, matcher, f"default features ({chosen.reason})")
         return Pipeline(chosen.features, chosen.matcher, f"default pipeline ({chosen.reason})")
     check_feature_name(features)
+    if matcher == "lightglue" and nfeatures is None and "nfeatures=" not in features:
+        return Pipeline(_with_parameter(features, f"nfeatures={DEFAULT_KEYPOINTS}"), matcher,
+                        f"as asked, at most {DEFAULT_KEYPOINTS} keypoints per image for LightGlue (--nfeatures to "
+                        "change)")
     return Pipeline(features, matcher or "ratio", "as asked" if matcher else "matcher: the default ratio test")
+
+
+def _with_parameter(name: str, parameter: str) -> str:
+    """``disk`` -> ``disk[p]``, ``disk[nms=soft]`` -> ``disk[nms=soft,p]``."""
+    return f"{name[:-1]},{parameter}]" if name.endswith("]") else f"{name}[{parameter}]"
 
 
 def add_feature_arguments(parser: argparse.ArgumentParser) -> None:
@@ -139,7 +148,7 @@ def add_feature_arguments(parser: argparse.ArgumentParser) -> None:
                              "LightGlue, else XFeat, else SIFT; the command says which)")
     parser.add_argument("--nfeatures", type=int, default=None,
                         help="maximum number of keypoints per image (default: the detector's own; "
-                             f"{DEFAULT_KEYPOINTS} for the default learned pipeline)")
+                             f"{DEFAULT_KEYPOINTS} for the default learned pipeline and with --matcher lightglue)")
     parser.add_argument("--max-size", type=int, default=None,
                         help="work on images downscaled so the longest side is at most this many pixels")
 
