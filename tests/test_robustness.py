@@ -133,6 +133,7 @@ BANDED = {
     "superpoint": ("superpoint-open", {}, {}, 16),  # VGG encoders: 48 and 64-pixel halos
     "d2net": ("d2net", {}, {}, 16),
     "keynet": ("keynet", {}, {}, 8),
+    "lfnet": ("lfnet-cvdeep", {}, {}, 8),  # trunk halo 14, score convs on 5 resized levels, soft NMS halo 14
 }
 
 
