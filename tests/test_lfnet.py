@@ -115,6 +115,48 @@ def test_maps_sizes_and_angles():
     assert float(LFNet.sizes_of(torch.tensor(1.5))) == pytest.approx(8.0)
 
 
+def _varied_network() -> LFNet:
+    """A seeded LF-Net in eval mode with its BatchNorms and orientation conv moved off their initial
+    values, so that F, the scale levels and the angles all vary over an image."""
+    torch.manual_seed(0)
+    network = LFNet().eval()
+    with torch.no_grad():
+        for module in network.detector.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.normal_(0.0, 0.1)
+                module.running_var.uniform_(0.5, 2.0)
+                module.weight.normal_(1.0, 0.2)
+                module.bias.normal_(0.0, 0.1)
+        network.detector.ori_conv.weight.normal_(0.0, 0.1)
+    return network
+
+
+def test_row_bands_give_the_numbers_of_one_band_and_of_forward(data_dir):
+    """``extract`` runs over row bands (``detection_maps``): bands of 1, 8 and 37 rows give the keypoints,
+    scores, sizes, angles and descriptors of one band bit for bit, and the maps equal the whole-map
+    ``forward``'s to float rounding (its resizes run rows first); training mode is ``forward`` itself."""
+    network = _varied_network()
+    gray = cv2.cvtColor(load_image(data_dir, GRAF)[100:303, 200:501], cv2.COLOR_BGR2GRAY)
+    image = torch.from_numpy(gray).float()[None, None] / 255.0
+    valid = torch.ones_like(image, dtype=torch.bool)
+    with torch.inference_mode():
+        whole, banded = network(image), network.detection_maps(image)
+        for key in ("score", "scale"):
+            torch.testing.assert_close(banded[key], whole[key], atol=1e-5, rtol=0)
+        for key in ("image", "orientation"):
+            assert torch.equal(banded[key], whole[key]), key
+        results = []
+        for rows in (image.shape[-2], 1, 8, 37):
+            network.band_pixels = rows * image.shape[-1]
+            results.append(network.extract(image, valid, LFNetConfig()))
+    one = results[0]
+    assert len(one["keypoints"]) == 500 and float(one["angles"].std()) > 1.0
+    for result in results[1:]:
+        assert all(torch.equal(one[key], result[key]) for key in one)
+    network.train()
+    assert network.detection_maps(image).keys() == whole.keys()
+
+
 def test_patches_are_differentiable_in_position_size_and_angle():
     """Training cuts patches where inference does, and the detector learns through the cut: the
     gradient of a patch with respect to position, size and angle matches finite differences."""

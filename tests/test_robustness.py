@@ -134,6 +134,7 @@ BANDED = {
     "d2net": ("d2net", {}, {}, 16),
     "keynet": ("keynet", {}, {}, 8),
     "tr": ("tr-cvdeep", {}, {}, 8),
+    "lfnet": ("lfnet-cvdeep", {}, {}, 8),  # trunk halo 14, score convs on 5 resized levels, soft NMS halo 14
 }
 
 
