@@ -313,21 +313,15 @@ class Feature2D:
     def detect(self, image: Any, mask: Any = None) -> Any:
         """``detect(image[, mask]) -> keypoints``; a list of images gives a list of keypoint tuples."""
         if isinstance(image, (list, tuple)):
-            masks = self._per_image(mask, len(image), "masks")
+            masks = imageio.per_image(mask, len(image), "masks")
             return [kps for kps, _ in self._detect_and_compute_list(image, masks, describe=False)]
         return self._detect_and_compute(image, mask, describe=False)[0]
 
     def compute(self, image: Any, keypoints: Any, descriptors: Any = None) -> tuple[Any, Any]:
         """``compute(image, keypoints) -> (keypoints, descriptors)``; list forms as in cv2."""
-        if isinstance(image, (list, tuple)):
-            if not isinstance(keypoints, (list, tuple)) or len(keypoints) != len(image):
-                raise Error("compute: with a list of images, keypoints must be a list of the same length")
-            results = [self.compute(img, kps) for img, kps in zip(image, keypoints)]
-            return [r[0] for r in results], [r[1] for r in results]
-        img = imageio.check_image(image)
-        kps = imageio.check_keypoints(keypoints)
-        if not kps:
-            return (), None
+        return imageio.compute_contract(self.compute, self._compute_checked, image, keypoints)
+
+    def _compute_checked(self, img: np.ndarray, kps: tuple[cv2.KeyPoint, ...]) -> tuple[Any, Any]:
         minimum = self._input().min_size
         if min(img.shape[:2]) < minimum:
             raise Error(f"{self.family.public_name}.compute: the image is {img.shape[1]}x{img.shape[0]} pixels; the "
@@ -368,7 +362,7 @@ class Feature2D:
                 raise Error("detectAndCompute: useProvidedKeypoints=True needs keypoints=<sequence of cv2.KeyPoint>")
             return self.compute(image, keypoints)
         if isinstance(image, (list, tuple)):
-            results = self._detect_and_compute_list(image, self._per_image(mask, len(image), "masks"), describe=True)
+            results = self._detect_and_compute_list(image, imageio.per_image(mask, len(image), "masks"), describe=True)
             return [r[0] for r in results], [r[1] for r in results]
         return self._detect_and_compute(image, mask, describe=True)
 
@@ -391,14 +385,6 @@ class Feature2D:
         return batching.detect_and_compute_list(self, images, masks, describe)
 
     # --- internals --------------------------------------------------------------------
-
-    @staticmethod
-    def _per_image(values: Any, count: int, what: str) -> Sequence[Any]:
-        if values is None:
-            return [None] * count
-        if not isinstance(values, (list, tuple)) or len(values) != count:
-            raise Error(f"{what}: with a list of {count} images, give None or a list of {count} {what}")
-        return values
 
     def _input(self) -> InputConvention:
         """The input convention of the loaded model (its variant's, else its family's)."""

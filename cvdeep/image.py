@@ -10,6 +10,7 @@ Importing this module does not import torch (``cvdeep.ONNXFeature2D`` runs witho
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -80,6 +81,67 @@ def check_keypoints(keypoints: Any, name: str = "keypoints") -> tuple[cv2.KeyPoi
         if not isinstance(kp, cv2.KeyPoint):
             raise Error(f"{name}: got an element of type {type(kp).__name__}; expected a sequence of cv2.KeyPoint")
     return keypoints
+
+
+# The list forms and input checks below are shared by ``Feature2D`` (torch) and ``ONNXFeature2D``
+# and ``ONNXLightGlue`` (no torch), which is why they live in this torch-free module.
+
+
+def per_image(values: Any, count: int, what: str) -> Sequence[Any]:
+    """``values`` for a list of ``count`` images: None (one None each) or a list of ``count``, as cv2's
+    list forms of ``detect``/``detectAndCompute`` take masks; else ``Error``."""
+    if values is None:
+        return [None] * count
+    if not isinstance(values, (list, tuple)) or len(values) != count:
+        raise Error(f"{what}: with a list of {count} images, give None or a list of {count} {what}")
+    return values
+
+
+def compute_contract(compute: Callable[[Any, Any], tuple[Any, Any]],
+                     compute_checked: Callable[[np.ndarray, tuple[cv2.KeyPoint, ...]], tuple[Any, Any]],
+                     image: Any, keypoints: Any) -> tuple[Any, Any]:
+    """cv2's ``compute(image, keypoints)`` around ``compute_checked(img, kps)``, which gets a checked
+    image and a non-empty keypoint tuple: the list form (``compute`` once per image, so an override
+    is honoured), the input checks, and ``((), None)`` for no keypoints."""
+    if isinstance(image, (list, tuple)):
+        if not isinstance(keypoints, (list, tuple)) or len(keypoints) != len(image):
+            raise Error("compute: with a list of images, keypoints must be a list of the same length")
+        results = [compute(img, kps) for img, kps in zip(image, keypoints)]
+        return [r[0] for r in results], [r[1] for r in results]
+    img = check_image(image)
+    kps = check_keypoints(keypoints)
+    if not kps:
+        return (), None
+    return compute_checked(img, kps)
+
+
+def parse_size(size: Any) -> tuple[int, int] | None:
+    """``(width, height)`` when ``size`` is two positive integers (cv2.Size order; integral floats
+    pass), else None: callers word their own ``Error``."""
+    try:
+        width, height = (int(v) for v in size)
+        ok = width > 0 and height > 0 and all(float(v) == int(v) for v in size)
+    except (TypeError, ValueError):
+        ok = False
+    return (width, height) if ok else None
+
+
+def check_size(size: Any, name: str) -> tuple[int, int]:
+    """An image size ``(width, height)`` given to a matcher, or ``Error``; a NumPy image shape
+    (height first) is a common mistake, so the message says how to get the size from an image."""
+    parsed = parse_size(size)
+    if parsed is None:
+        raise Error(f"{name}: got {size!r}; expected the image size as (width, height) in pixels, "
+                    "two positive integers (cv2.Size order, i.e. image.shape[1::-1])")
+    return parsed
+
+
+def no_descriptors(descriptors: Any) -> bool:
+    """``None`` or an array without rows: what ``detectAndCompute`` gives for an image without keypoints."""
+    if descriptors is None:
+        return True
+    shape = getattr(descriptors, "shape", None)
+    return shape is not None and len(shape) >= 1 and shape[0] == 0
 
 
 _LUMINANCE_RGB = (0.299, 0.587, 0.114)  # ITU-R 601

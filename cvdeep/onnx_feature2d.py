@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -160,21 +160,15 @@ class ONNXFeature2D:
     def detect(self, image: Any, mask: Any = None) -> Any:
         """``detect(image[, mask]) -> keypoints``; a list of images gives a list of keypoint tuples."""
         if isinstance(image, (list, tuple)):
-            masks = _per_image(mask, len(image), "masks")
+            masks = imageio.per_image(mask, len(image), "masks")
             return [self.detect(img, m) for img, m in zip(image, masks)]
         return self._detect(image, mask)[0]
 
     def compute(self, image: Any, keypoints: Any, descriptors: Any = None) -> tuple[Any, Any]:
         """``compute(image, keypoints) -> (keypoints, descriptors)``; list forms as in cv2."""
-        if isinstance(image, (list, tuple)):
-            if not isinstance(keypoints, (list, tuple)) or len(keypoints) != len(image):
-                raise Error("compute: with a list of images, keypoints must be a list of the same length")
-            results = [self.compute(img, kps) for img, kps in zip(image, keypoints)]
-            return [r[0] for r in results], [r[1] for r in results]
-        img = imageio.check_image(image)
-        kps = imageio.check_keypoints(keypoints)
-        if not kps:
-            return (), None
+        return imageio.compute_contract(self.compute, self._compute_checked, image, keypoints)
+
+    def _compute_checked(self, img: np.ndarray, kps: tuple[cv2.KeyPoint, ...]) -> tuple[Any, Any]:
         if self._describe is None:
             raise Error(f"compute: {self._args[0]!r} has no describe graph; export it with "
                         f"`cvdeep export onnx {self._meta.get('model')} OUT.onnx --describe` (writes OUT.describe.onnx "
@@ -193,7 +187,7 @@ class ONNXFeature2D:
                 raise Error("detectAndCompute: useProvidedKeypoints=True needs keypoints=<sequence of cv2.KeyPoint>")
             return self.compute(image, keypoints)
         if isinstance(image, (list, tuple)):
-            masks = _per_image(mask, len(image), "masks")
+            masks = imageio.per_image(mask, len(image), "masks")
             results = [self._detect(img, m) for img, m in zip(image, masks)]
             return [r[0] for r in results], [r[1] for r in results]
         return self._detect(image, mask)
@@ -251,14 +245,6 @@ def _parse(outputs: dict[str, np.ndarray], layout: str, width: int, height: int
     raise Error(f"unknown cvdeep ONNX layout {layout!r}; this cvdeep reads opencv-aliked, opencv-disk and pixels")
 
 
-def _per_image(values: Any, count: int, what: str) -> Sequence[Any]:
-    if values is None:
-        return [None] * count
-    if not isinstance(values, (list, tuple)) or len(values) != count:
-        raise Error(f"{what}: with a list of {count} images, give None or a list of {count} {what}")
-    return values
-
-
 # --- LightGlue ---------------------------------------------------------------------------------
 
 
@@ -275,15 +261,7 @@ def _points(keypoints: Any, name: str) -> np.ndarray:
 
 def _size(size: Any, name: str) -> np.ndarray:
     """(width, height), two positive integers (cv2.Size order) -> float32 array."""
-    try:
-        width, height = (int(v) for v in size)
-        ok = width > 0 and height > 0 and all(float(v) == int(v) for v in size)
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise Error(f"{name}: got {size!r}; expected the image size as (width, height) in pixels, two positive "
-                    "integers (cv2.Size order, i.e. image.shape[1::-1])")
-    return np.array([width, height], np.float32)
+    return np.array(imageio.check_size(size, name), np.float32)
 
 
 def normalize_keypoints(points: np.ndarray, size: np.ndarray) -> np.ndarray:
@@ -292,12 +270,21 @@ def normalize_keypoints(points: np.ndarray, size: np.ndarray) -> np.ndarray:
     return ((points - size / 2) / (size.max() / 2)).astype(np.float32)
 
 
-def _no_descriptors(descriptors: Any) -> bool:
-    """``None`` or an array without rows: what ``detectAndCompute`` gives for an image without keypoints."""
-    if descriptors is None:
-        return True
-    shape = getattr(descriptors, "shape", None)
-    return shape is not None and len(shape) >= 1 and shape[0] == 0
+def match_with_pair_info(pair: tuple[Any, Any, Any, Any] | None, match_features: Callable[..., Any],
+                         query: Any, train: Any) -> list[cv2.DMatch]:
+    """OpenCV's ``match(query, train)`` of a LightGlue matcher: ``pair`` (kpts0, kpts1, size0, size1)
+    is what ``setPairInfo`` stored, ``match_features`` the matcher's; no descriptors on either side
+    give no matches. Shared by ``ONNXLightGlue`` and the torch ``cvdeep.LightGlue``; here, as this
+    module imports no torch."""
+    if imageio.no_descriptors(query) or imageio.no_descriptors(train):
+        return []
+    if pair is None:
+        raise Error("match: call setPairInfo(kpts0, kpts1, size0, size1) first; LightGlue needs the keypoints "
+                    "and image sizes beside the descriptors")
+    points0, points1, size0, size1 = pair
+    pairs, confidences = match_features(points0, query, size0, points1, train, size1)
+    order = np.argsort(-confidences, kind="stable")
+    return [cv2.DMatch(int(i), int(j), float(1.0 - c)) for (i, j), c in zip(pairs[order], confidences[order])]
 
 
 class ONNXLightGlue:
@@ -341,21 +328,13 @@ class ONNXLightGlue:
     def match(self, queryDescriptors: np.ndarray | None, trainDescriptors: np.ndarray | None) -> list[cv2.DMatch]:
         """cv2.DMatch list, best first; ``distance`` is 1 - match probability; ``None`` or empty
         descriptors on either side give no matches."""
-        if _no_descriptors(queryDescriptors) or _no_descriptors(trainDescriptors):
-            return []
-        if self._pair is None:
-            raise Error("match: call setPairInfo(kpts0, kpts1, size0, size1) first; LightGlue needs the keypoints "
-                        "and image sizes beside the descriptors")
-        points0, points1, size0, size1 = self._pair
-        pairs, confidences = self.match_features(points0, queryDescriptors, size0, points1, trainDescriptors, size1)
-        order = np.argsort(-confidences, kind="stable")
-        return [cv2.DMatch(int(i), int(j), float(1.0 - c)) for (i, j), c in zip(pairs[order], confidences[order])]
+        return match_with_pair_info(self._pair, self.match_features, queryDescriptors, trainDescriptors)
 
     def match_features(self, kp0: Any, d0: np.ndarray | None, size0: Sequence[int] | np.ndarray, kp1: Any,
                        d1: np.ndarray | None, size1: Sequence[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(pairs (K, 2) int64, confidences (K,) float32) in the order of the first image's keypoints."""
         wh0, wh1 = _size(size0, "size0"), _size(size1, "size1")
-        if _no_descriptors(d0) or _no_descriptors(d1):  # an image without keypoints: no matches
+        if imageio.no_descriptors(d0) or imageio.no_descriptors(d1):  # an image without keypoints: no matches
             return np.zeros((0, 2), np.int64), np.zeros(0, np.float32)
         points0, points1 = _points(kp0, "kp0"), _points(kp1, "kp1")
         desc0 = self._check_descriptors(d0, len(points0), "d0")

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from ..errors import Error
+from ..image import parse_size
 from ..models import build_model, get_model, preferred_model
 from . import graphs
 
@@ -48,15 +49,11 @@ def _input_size(value: Any) -> tuple[int, int] | None:
     """``(width, height)`` (cv2.Size order), both positive; None keeps the size dynamic."""
     if value is None:
         return None
-    try:
-        width, height = (int(v) for v in value)
-        ok = width > 0 and height > 0 and all(float(v) == int(v) for v in value)
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
+    size = parse_size(value)
+    if size is None:
         raise Error(f"to_onnx: input_size got {value!r}; expected None (any size) or (width, height), "
                     "two positive integers")
-    return width, height
+    return size
 
 
 def _resolve(model: Any, weights: str | os.PathLike | None, params: dict[str, Any]

@@ -23,11 +23,16 @@ import torch
 
 from ..errors import Error
 from ..feature2d import resolve_device
+from ..image import check_size, no_descriptors
 from ..keypoints import keypoint_coordinates
 from ..models import build_model, lightglue_pairings
 from ..nets.lightglue import LightGlue as LightGlueNetwork
+from ..onnx_feature2d import match_with_pair_info
 
 _UNIT_NORM_TOLERANCE = 1e-2
+MAX_PAIR_BYTES = 4 << 30
+"""Memory LightGlue may take for one pair's (N, M) matrices: 4 GiB, about 8,000 keypoints a side."""
+_BYTES_PER_PAIR = 64  # float32 per keypoint pair: 4 heads x (similarity + 2 softmaxes) + the assignment's 4 maps
 
 
 def _check_probability(name: str, value: float, can_disable: bool) -> float:
@@ -59,27 +64,6 @@ def _points(keypoints: Any, name: str) -> np.ndarray:
     if not all(isinstance(kp, cv2.KeyPoint) for kp in keypoints):
         raise Error(f"{name}: expected a sequence of cv2.KeyPoint or an (N, 2) array of (x, y) pixels")
     return keypoint_coordinates(keypoints)
-
-
-def _size(size: Any, name: str) -> tuple[int, int]:
-    """(width, height) as cv2.Size; a NumPy image shape is a common mistake, so say so."""
-    try:
-        width, height = (int(v) for v in size)
-        valid = width > 0 and height > 0 and all(float(v) == int(v) for v in size)
-    except (TypeError, ValueError):
-        valid = False
-    if not valid:
-        raise Error(f"{name}: got {size!r}; expected the image size as (width, height) in pixels, "
-                    "two positive integers (cv2.Size order, i.e. image.shape[1::-1])")
-    return width, height
-
-
-def _no_descriptors(descriptors: Any) -> bool:
-    """``None`` or an array without rows: what ``detectAndCompute`` gives for an image without keypoints."""
-    if descriptors is None:
-        return True
-    shape = getattr(descriptors, "shape", None)
-    return shape is not None and len(shape) >= 1 and shape[0] == 0
 
 
 class LightGlue:
@@ -174,7 +158,7 @@ class LightGlue:
         """Keypoints (cv2.KeyPoint sequences or (N, 2) arrays) and (width, height) of the two images
         whose descriptors the next ``match`` call receives, query image first."""
         points0, points1 = _points(kpts0, "kpts0"), _points(kpts1, "kpts1")
-        size0, size1 = _size(size0, "size0"), _size(size1, "size1")
+        size0, size1 = check_size(size0, "size0"), check_size(size1, "size1")
         self._check_inside(points0, size0, "kpts0", "size0")
         self._check_inside(points1, size1, "kpts1", "size1")
         self._pair = (points0, points1, size0, size1)
@@ -183,15 +167,7 @@ class LightGlue:
         """cv2.DMatch list (best first) for the pair set with ``setPairInfo``; ``distance`` is
         1 - match probability, so sorting by distance keeps OpenCV's smaller-is-better order.
         ``None`` or empty descriptors on either side (an image without keypoints) give no matches."""
-        if _no_descriptors(queryDescriptors) or _no_descriptors(trainDescriptors):
-            return []
-        if self._pair is None:
-            raise Error("match: call setPairInfo(kpts0, kpts1, size0, size1) first; LightGlue needs the keypoints "
-                        "and image sizes beside the descriptors")
-        points0, points1, size0, size1 = self._pair
-        pairs, confidences = self.match_features(points0, queryDescriptors, size0, points1, trainDescriptors, size1)
-        order = np.argsort(-confidences, kind="stable")
-        return [cv2.DMatch(int(i), int(j), float(1.0 - c)) for (i, j), c in zip(pairs[order], confidences[order])]
+        return match_with_pair_info(self._pair, self.match_features, queryDescriptors, trainDescriptors)
 
     def match_features(
         self, kp0: Any, d0: np.ndarray | None, size0: Sequence[int], kp1: Any, d1: np.ndarray | None,
@@ -203,14 +179,15 @@ class LightGlue:
         probabilities, in the order of the first image's keypoints. ``None`` or empty descriptors on
         either side (``detectAndCompute`` of an image without keypoints) give no matches.
         """
-        size0, size1 = _size(size0, "size0"), _size(size1, "size1")
-        if _no_descriptors(d0) or _no_descriptors(d1):
+        size0, size1 = check_size(size0, "size0"), check_size(size1, "size1")
+        if no_descriptors(d0) or no_descriptors(d1):
             return np.zeros((0, 2), np.int64), np.zeros(0, np.float32)
         points0, points1 = _points(kp0, "kp0"), _points(kp1, "kp1")
         self._check_inside(points0, size0, "kp0", "size0")
         self._check_inside(points1, size1, "kp1", "size1")
         desc0 = self._check_descriptors(d0, len(points0), "d0")
         desc1 = self._check_descriptors(d1, len(points1), "d1")
+        self._check_memory(len(points0), len(points1))
         as_tensor = lambda array: torch.from_numpy(np.ascontiguousarray(array)).to(self._device)  # noqa: E731
         result = self._load()(as_tensor(points0), as_tensor(desc0), torch.tensor(size0, device=self._device),
                                as_tensor(points1), as_tensor(desc1), torch.tensor(size1, device=self._device))
@@ -218,6 +195,16 @@ class LightGlue:
         return result["matches"].cpu().numpy().astype(np.int64), result["scores"].cpu().numpy().astype(np.float32)
 
     # --- input checks ------------------------------------------------------------------------
+    def _check_memory(self, count0: int, count1: int) -> None:
+        """Refuse a pair whose (N, M) attention and assignment matrices would not fit ``MAX_PAIR_BYTES``."""
+        needed = count0 * count1 * _BYTES_PER_PAIR
+        if needed > MAX_PAIR_BYTES:
+            largest = int((MAX_PAIR_BYTES / _BYTES_PER_PAIR) ** 0.5)
+            raise Error(f"LightGlue on {count0} x {count1} keypoints would need about {needed / 2**30:.1f} GiB for "
+                        f"its (N, M) attention and assignment matrices (limit {MAX_PAIR_BYTES / 2**30:.0f} GiB); "
+                        f"keep at most about {largest} keypoints per image (e.g. nfeatures=4096, or --nfeatures "
+                        "in the CLI); LightGlue was trained with 2048")
+
     @staticmethod
     def _check_inside(points: np.ndarray, size: tuple[int, int], name: str, size_name: str) -> None:
         """LightGlue's position encoding is trained on keypoints inside the image."""
