@@ -19,7 +19,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -209,6 +211,9 @@ def _loss_options(items: list[str]) -> dict[str, float | str]:
     return options
 
 
+_TRAINED = "trained {steps} steps of {model} in {train_seconds} s; weights: {weights}"
+
+
 def _device(name: str) -> torch.device:
     from ..feature2d import resolve_device
 
@@ -252,10 +257,17 @@ def run(args: argparse.Namespace) -> int:
         weight_decay=args.weight_decay, precision=args.precision, compile=not args.no_compile, seed=args.seed,
         init=args.init, pairs=pairs,
     )
-    summary = train_descriptor(settings, args.out, resume=args.resume, device=_device(args.device),
-                               cache_dir=args.cache, checkpoint_every=args.checkpoint_every, progress=not args.quiet)
-    print(f"trained {summary['steps']} steps in {summary['train_seconds']} s; held-out FPR95 "
-          f"{summary['holdout_fpr95']:.4f}; weights: {summary['weights']}")
+    return _train(train_descriptor, settings, args, "trained {steps} steps in {train_seconds} s; held-out FPR95 "
+                  "{holdout_fpr95:.4f}; weights: {weights}", cache_dir=args.cache)
+
+
+def _train(train: Callable[..., dict[str, Any]], settings: Any, args: argparse.Namespace, message: str,
+           **options: Any) -> int:
+    """``train(settings, args.out, ...)`` with the options every task's command shares (resume, device,
+    checkpoint interval, progress), then ``message`` formatted with the run's summary; one place for them."""
+    summary = train(settings, args.out, resume=args.resume, device=_device(args.device),
+                    checkpoint_every=args.checkpoint_every, progress=not args.quiet, **options)
+    print(message.format(**summary))
     return 0
 
 
@@ -291,11 +303,7 @@ def _run_tr(args: argparse.Namespace) -> int:
     settings = TRTraining(loss=args.loss, images=args.images, steps=args.steps, batch_size=args.batch_size,
                           crop=args.crop, lr=args.lr, strength=tuple(args.strength),
                           precision=args.precision, compile=not args.no_compile, seed=args.seed, init=args.init)
-    summary = train_tr(settings, args.out, resume=args.resume, device=_device(args.device),
-                       checkpoint_every=args.checkpoint_every, progress=not args.quiet)
-    print(f"trained {summary['steps']} steps of {summary['model']} in {summary['train_seconds']} s; "
-          f"weights: {summary['weights']}")
-    return 0
+    return _train(train_tr, settings, args, _TRAINED)
 
 
 def _run_delf(args: argparse.Namespace) -> int:
@@ -305,11 +313,8 @@ def _run_delf(args: argparse.Namespace) -> int:
     settings = DELFTraining(model=args.model, backbone=backbone, images=args.images, steps=args.steps,
                             batch_size=args.batch_size, crop=args.crop, lr=args.lr, seed=args.seed,
                             pca_images=args.pca_images, pca_scales=args.pca_scales)
-    summary = train_delf(settings, args.out, resume=args.resume, device=_device(args.device),
-                         checkpoint_every=args.checkpoint_every, progress=not args.quiet)
-    print(f"trained {summary['steps']} steps of {summary['model']} in {summary['train_seconds']} s; attention scale "
-          f"{summary['attention_scale']:.4g}; weights: {summary['weights']}")
-    return 0
+    return _train(train_delf, settings, args, "trained {steps} steps of {model} in {train_seconds} s; attention scale "
+                  "{attention_scale:.4g}; weights: {weights}")
 
 
 def _run_lift(args: argparse.Namespace) -> int:
@@ -319,11 +324,8 @@ def _run_lift(args: argparse.Namespace) -> int:
                             steps=args.steps, photos_per_step=args.photos_per_step,
                             keypoints_per_photo=args.keypoints_per_photo, lr=args.lr, mining_ratio=args.mining_ratio,
                             input_stats=args.input_stats, precision=args.precision, seed=args.seed)
-    summary = train_lift(settings, args.out, resume=args.resume, device=_device(args.device),
-                         checkpoint_every=args.checkpoint_every, progress=not args.quiet)
-    print(f"trained {summary['steps']} steps of the {args.stage} of {summary['model']} in "
-          f"{summary['train_seconds']} s; weights: {summary['weights']}")
-    return 0
+    return _train(train_lift, settings, args,
+                  "trained {steps} steps of the {stage} of {model} in {train_seconds} s; weights: {weights}")
 
 
 def _run_lfnet(args: argparse.Namespace) -> int:
@@ -331,8 +333,4 @@ def _run_lfnet(args: argparse.Namespace) -> int:
 
     settings = LFNetTraining(images=args.images, steps=args.steps, batch_size=args.batch_size, crop=args.crop,
                              top_k=args.top_k, lr=args.lr, precision=args.precision, seed=args.seed, init=args.init)
-    summary = train_lfnet(settings, args.out, resume=args.resume, device=_device(args.device),
-                          checkpoint_every=args.checkpoint_every, progress=not args.quiet)
-    print(f"trained {summary['steps']} steps of {summary['model']} in {summary['train_seconds']} s; "
-          f"weights: {summary['weights']}")
-    return 0
+    return _train(train_lfnet, settings, args, _TRAINED)

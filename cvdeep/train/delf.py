@@ -43,7 +43,6 @@ copy, attention, PCA, scale): ``cvdeep.DELF_create(model=..., weights=...)`` loa
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import os
@@ -61,10 +60,9 @@ from torch import nn
 from ..errors import Error
 from ..models import build_model, get_model
 from ..nets.delf import OFFICIAL_SCALES, DELFConfig, DELFNet, parse_scales
-from ..weights import sha256_of
-from .descriptor import DEFAULT_IMAGES, _hardware
+from .descriptor import DEFAULT_IMAGES
 from .homography import HomographyConfig, sample_homography, warp_image
-from .loop import Trainer, seed_everything
+from .loop import Trainer, cpu_weights, finish_run, seed_everything
 from .patch_pairs import image_files
 from .photometric import PhotometricConfig, augment
 
@@ -383,14 +381,5 @@ def train_delf(settings: DELFTraining, out_dir: str | os.PathLike, resume: bool 
     task = AttentionTraining(settings, device, photos, progress)
     trainer = Trainer(out_dir, task.state, settings.steps, task.rng, task.config(), checkpoint_every, resume, progress)
     summary = trainer.run(task.step)
-    statistics = finish(task.network, task.photos, settings, progress)
-    out = Path(out_dir)
-    weights = out / "weights.pt"
-    torch.save({k: v.detach().cpu().float() if v.is_floating_point() else v.cpu()
-                for k, v in task.network.state_dict().items()}, weights)
-    summary.update(statistics)
-    summary.update({"weights": str(weights), "weights_sha256": sha256_of(weights), "model": settings.model,
-                    "session_wall_seconds": round(time.time() - started, 1), "hardware": _hardware(task.device),
-                    "torch": torch.__version__})
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
-    return summary
+    summary.update(finish(task.network, task.photos, settings, progress))
+    return finish_run(summary, cpu_weights(task.network), out_dir, task.device, started, {"model": settings.model})

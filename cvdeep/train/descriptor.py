@@ -14,10 +14,8 @@ FPR95 logged at each checkpoint; the shared evaluation images are never read her
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
-import platform
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -31,8 +29,7 @@ from ..errors import Error
 from ..eval.patch_metrics import fpr_at_recall
 from ..models import build_model, get_model
 from ..nets.patch_descriptor import PatchDescriptor
-from ..weights import sha256_of
-from .loop import Trainer, seed_everything
+from .loop import Trainer, cpu_weights, finish_run, seed_everything
 from .losses import LOSSES, make_loss
 from .patch_pairs import PatchPairConfig, PatchPairs, cached_patch_pairs
 
@@ -237,19 +234,7 @@ def train_descriptor(settings: DescriptorTraining, out_dir: str | os.PathLike, r
 
     started = time.time()
     summary = trainer.run(step)
-    weights = Path(out_dir) / "weights.pt"
-    torch.save({k: v.detach().cpu().float() if v.is_floating_point() else v.cpu()
-                for k, v in network.state_dict().items()}, weights)
-    summary.update({
-        "holdout_fpr95": holdout_fpr,
-        "weights": str(weights),
-        "weights_sha256": sha256_of(weights),
-        "session_wall_seconds": round(time.time() - started, 1),
-        "hardware": _hardware(device),
-        "torch": torch.__version__,
-    })
-    (Path(out_dir) / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
-    return summary
+    return finish_run(summary, cpu_weights(network), out_dir, device, started, {"holdout_fpr95": holdout_fpr})
 
 
 def _init_path(init: str | None) -> str | None:
@@ -269,9 +254,3 @@ def _compiled(network: PatchDescriptor) -> Any:
     except Exception as exc:  # no C++ compiler, unsupported platform: training still works, slower
         log.warning("torch.compile unavailable (%s); training eagerly", exc)
         return network.embed
-
-
-def _hardware(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {torch.get_num_threads()} threads"

@@ -46,13 +46,11 @@ lf-net-release ``train_lfnet.py`` and ``det_tools.py`` for the constants (facts 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import os
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -63,8 +61,7 @@ from .. import ops
 from ..errors import Error
 from ..models import build_model
 from ..nets.lfnet import REFINE_TEMPERATURE, REFINE_WINDOW, LFNet
-from ..weights import sha256_of
-from .descriptor import DEFAULT_IMAGES, _hardware, _init_path, bf16_supported
+from .descriptor import DEFAULT_IMAGES, _init_path, bf16_supported
 from .homography import (
     HomographyConfig,
     affine_rotation_deg,
@@ -77,7 +74,7 @@ from .homography import (
     warp_points,
 )
 from .lift import step_generator
-from .loop import Trainer, seed_everything
+from .loop import Trainer, cpu_weights, finish_run, seed_everything
 from .photometric import PhotometricConfig, augment
 from .tr import PhotoPairs, _warmup_cosine
 
@@ -458,13 +455,5 @@ def train_lfnet(settings: LFNetTraining, out_dir: str | os.PathLike, resume: boo
     started = time.time()
     task = LFNetTask(settings, device, pairs, progress)
     trainer = Trainer(out_dir, task.state, settings.steps, task.rng, task.config(), checkpoint_every, resume, progress)
-    summary = trainer.run(task.step)
-    out = Path(out_dir)
-    weights = out / "weights.pt"
-    torch.save({k: v.detach().cpu().float() if v.is_floating_point() else v.cpu()
-                for k, v in task.network.state_dict().items()}, weights)
-    summary.update({"weights": str(weights), "weights_sha256": sha256_of(weights), "model": MODEL,
-                    "session_wall_seconds": round(time.time() - started, 1), "hardware": _hardware(task.device),
-                    "torch": torch.__version__})
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
-    return summary
+    return finish_run(trainer.run(task.step), cpu_weights(task.network), out_dir, task.device, started,
+                      {"model": MODEL})

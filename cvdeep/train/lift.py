@@ -60,13 +60,11 @@ Sources: the seed's LIFT losses (``shared/seeds``) and K. M. Yi et al., ECCV 201
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import os
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import cv2
@@ -89,8 +87,7 @@ from ..nets.lift import (
 )
 from ..ops import softargmax
 from ..ops.patches import extract_patches
-from ..weights import sha256_of
-from .descriptor import DEFAULT_IMAGES, _hardware, _init_path, bf16_supported
+from .descriptor import DEFAULT_IMAGES, _init_path, bf16_supported
 from .homography import (
     HomographyConfig,
     affine_rotation_deg,
@@ -99,7 +96,7 @@ from .homography import (
     warp_image,
     warp_keypoints,
 )
-from .loop import Trainer, seed_everything
+from .loop import Trainer, cpu_weights, finish_run, seed_everything
 from .losses import mined_hinge_loss
 from .patch_pairs import PatchPairConfig, default_pair_homography, image_files, read_training_image, select_keypoints
 from .photometric import PhotometricConfig, augment
@@ -576,8 +573,7 @@ class LIFTTask:
 
     def weights(self) -> dict[str, torch.Tensor]:
         """The network's state_dict in fp32 (without ``descriptor.*`` when the descriptor is the official one)."""
-        state = {k: v.detach().cpu().float() if v.is_floating_point() else v.cpu()
-                 for k, v in self.network.state_dict().items()}
+        state = cpu_weights(self.network)
         if self.settings.descriptor == "official":
             state = {k: v for k, v in state.items() if not k.startswith("descriptor.")}
         return state
@@ -596,12 +592,5 @@ def train_lift(settings: LIFTTraining, out_dir: str | os.PathLike, resume: bool 
     started = time.time()
     task = LIFTTask(settings, device, photos, progress)
     trainer = Trainer(out_dir, task.state, settings.steps, task.rng, task.config(), checkpoint_every, resume, progress)
-    summary = trainer.run(task.step)
-    out = Path(out_dir)
-    weights = out / "weights.pt"
-    torch.save(task.weights(), weights)
-    summary.update({"weights": str(weights), "weights_sha256": sha256_of(weights), "model": settings.model,
-                    "stage": settings.stage, "session_wall_seconds": round(time.time() - started, 1),
-                    "hardware": _hardware(task.device), "torch": torch.__version__})
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
-    return summary
+    return finish_run(trainer.run(task.step), task.weights(), out_dir, task.device, started,
+                      {"model": settings.model, "stage": settings.stage})

@@ -15,6 +15,7 @@ import csv
 import json
 import logging
 import os
+import platform
 import random
 import tempfile
 import time
@@ -26,6 +27,7 @@ import numpy as np
 import torch
 
 from ..errors import Error
+from ..weights import sha256_of
 
 log = logging.getLogger(__name__)
 
@@ -210,6 +212,32 @@ class Trainer:
         summary = {"steps": self.step, "train_seconds": round(self.elapsed, 1), "config": self.config}
         (self.out / SUMMARY).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
         return summary
+
+
+def cpu_weights(network: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """``network``'s state_dict on the CPU with floating tensors as float32 (a bf16 run ships fp32 weights)."""
+    return {k: v.detach().cpu().float() if v.is_floating_point() else v.cpu() for k, v in network.state_dict().items()}
+
+
+def hardware(device: torch.device) -> str:
+    """The GPU's name, or the CPU and thread count: what ``summary.json`` says a run ran on."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {torch.get_num_threads()} threads"
+
+
+def finish_run(summary: dict[str, Any], weights: dict[str, torch.Tensor], out_dir: str | os.PathLike,
+               device: torch.device, started: float, extra: Mapping[str, Any]) -> dict[str, Any]:
+    """The end of every ``train_*``: save ``weights`` as ``<out>/weights.pt`` and write the trainer's
+    ``summary`` with the file, its hash, the wall time since ``started``, the hardware, torch's
+    version and ``extra`` to ``<out>/summary.json``; one place, so every run records the same."""
+    path = Path(out_dir) / "weights.pt"
+    torch.save(weights, path)
+    summary.update({"weights": str(path), "weights_sha256": sha256_of(path),
+                    "session_wall_seconds": round(time.time() - started, 1), "hardware": hardware(device),
+                    "torch": torch.__version__, **extra})
+    (Path(out_dir) / SUMMARY).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    return summary
 
 
 def read_log(path: str | os.PathLike) -> dict[str, np.ndarray]:

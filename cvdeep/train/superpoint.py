@@ -33,10 +33,9 @@ import torch
 from ..errors import Error
 from ..models import build_model
 from ..nets.superpoint import SuperPoint
-from ..weights import sha256_of
-from .descriptor import DEFAULT_IMAGES, _hardware, bf16_supported
+from .descriptor import DEFAULT_IMAGES, bf16_supported
 from .homography import HomographyConfig, sample_homography
-from .loop import Trainer, seed_everything
+from .loop import Trainer, cpu_weights, finish_run, seed_everything
 from .patch_pairs import image_files, read_training_image
 from .photometric import PhotometricConfig as PhotoPhotometric
 from .photometric import augment
@@ -163,17 +162,6 @@ def _setup(settings: MagicPointTraining | JointTraining, init: str | None, extra
     return network, forward, optimizer, use_bf16, trainer, torch.Generator().manual_seed(settings.seed)
 
 
-def _finish(trainer_summary: dict[str, Any], network: torch.nn.Module, out: Path, device: torch.device,
-            started: float, extra: dict[str, Any]) -> dict[str, Any]:
-    weights = out / "weights.pt"
-    torch.save({k: v.detach().cpu().float() if v.is_floating_point() else v.cpu()
-                for k, v in network.state_dict().items()}, weights)
-    trainer_summary.update({"weights": str(weights), "weights_sha256": sha256_of(weights),
-                            "session_wall_seconds": round(time.time() - started, 1), "hardware": _hardware(device),
-                            "torch": torch.__version__, **extra})
-    (out / "summary.json").write_text(json.dumps(trainer_summary, indent=2, sort_keys=True) + "\n")
-    return trainer_summary
-
 
 # --- stage 1 -------------------------------------------------------------------------------
 
@@ -221,7 +209,7 @@ def train_magicpoint(settings: MagicPointTraining, out_dir: str | os.PathLike, r
         optimizer.step()
         return {"loss": float(loss.detach())}
 
-    return _finish(trainer.run(step), network, Path(out_dir), device, started, {})
+    return finish_run(trainer.run(step), cpu_weights(network), out_dir, device, started, {})
 
 
 # --- stage 2 -------------------------------------------------------------------------------
@@ -354,4 +342,4 @@ def train_joint(settings: JointTraining, out_dir: str | os.PathLike, resume: boo
         return {"loss": float(loss.detach()), "detector_loss": float(detection.detach()),
                 "descriptor_loss": float(description.detach())}
 
-    return _finish(trainer.run(step), network, Path(out_dir), device, started, {})
+    return finish_run(trainer.run(step), cpu_weights(network), out_dir, device, started, {})

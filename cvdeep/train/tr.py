@@ -79,13 +79,11 @@ dense hardest-negative search costs about as much). ``summary.json`` records eac
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import os
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, cast
 
 import cv2
@@ -98,11 +96,10 @@ from ..errors import Error
 from ..models import build_model
 from ..nets.tr import POOLINGS, STRIDE, TRNet
 from ..ops import soft_detection_score
-from ..weights import sha256_of
 from .d2net_losses import d2net_batch_loss
-from .descriptor import DEFAULT_IMAGES, _hardware, _init_path, bf16_supported
+from .descriptor import DEFAULT_IMAGES, _init_path, bf16_supported
 from .homography import HomographyConfig, sample_homography, warp_image
-from .loop import Trainer, seed_everything
+from .loop import Trainer, cpu_weights, finish_run, seed_everything
 from .patch_pairs import image_files, read_training_image
 from .photometric import PhotometricConfig, augment
 from .tr_losses import Curriculum, ema_update, make_target, prediction_loss, soft_labels, tr_loss
@@ -572,13 +569,5 @@ def train_tr(settings: TRTraining, out_dir: str | os.PathLike, resume: bool = Fa
     started = time.time()
     task = DenseTraining(settings, device, pairs, progress)
     trainer = Trainer(out_dir, task.state, settings.steps, task.rng, task.config(), checkpoint_every, resume, progress)
-    summary = trainer.run(task.step)
-    out = Path(out_dir)
-    weights = out / "weights.pt"
-    torch.save({k: v.detach().cpu().float() if v.is_floating_point() else v.cpu()
-                for k, v in task.network.state_dict().items()}, weights)
-    summary.update({"weights": str(weights), "weights_sha256": sha256_of(weights), "model": settings.model,
-                    "session_wall_seconds": round(time.time() - started, 1), "hardware": _hardware(task.device),
-                    "torch": torch.__version__})
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
-    return summary
+    return finish_run(trainer.run(task.step), cpu_weights(task.network), out_dir, task.device, started,
+                      {"model": settings.model})
