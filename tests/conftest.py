@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -69,3 +70,15 @@ def churchill_pair(data_dir: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """HPatches v_churchill 1, 2 (BGR uint8) and the ground-truth homography 1 -> 2."""
     seq = data_dir / "hpatches_subset" / "vbalnt_tfeat" / "imgs" / "v_churchill"
     return cv2.imread(str(seq / "1.ppm")), cv2.imread(str(seq / "2.ppm")), read_homography(seq / "H_1_2")
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """torch on one thread for a module's tests (``pytest.mark.usefixtures("one_thread")``): the learning
+    tests are tiny, and one thread avoids oversubscribing a shared CPU (it was 10x slower)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -206,3 +206,15 @@ def check_matching_on_hpatches_pair(detector: Any, data_dir: Path) -> None:
     correct, share, error = homography_quality(detector, first, second, truth)
     print("correct matches", correct, "share", share, "corner error", error)
     assert correct >= 500 and share >= 0.5 and error < 3.0
+
+
+def listed_keys(path: Path, prefix: str = "") -> dict[str, tuple[int, ...]]:
+    """Keys and shapes of the first file listed in a ``../shared/weights/*/KEYS.txt`` (the lines after its
+    ``#`` header, up to the next one), ``prefix`` removed from the names: what strict loading must match."""
+    keys = {}
+    for line in path.read_text().splitlines()[1:]:
+        if line.startswith("#"):
+            break
+        name, shape, _ = line.split("\t")
+        keys[name.removeprefix(prefix)] = tuple(int(v) for v in shape.strip("()").split(",") if v.strip())
+    return keys

@@ -21,15 +21,8 @@ from cvdeep.nets import delf_official
 from cvdeep.nets.delf import DELFConfig, DELFNet, box_nms, parse_scales, tf_legacy_resize
 from feature_checks import GRAF, check_feature2d_contract, load_image
 
-pytestmark = pytest.mark.filterwarnings("ignore::cvdeep.weights.NonCommercialWeightsWarning")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = [pytest.mark.filterwarnings("ignore::cvdeep.weights.NonCommercialWeightsWarning"),
+              pytest.mark.usefixtures("one_thread")]
 
 
 def _randomise(network: torch.nn.Module, seed: int = 0) -> torch.nn.Module:

@@ -21,6 +21,7 @@ from feature_checks import (
     check_dense_maps_match,
     check_feature2d_contract,
     check_matching_on_hpatches_pair,
+    listed_keys,
     load_image,
     rgb_tensor,
     shifted_keypoints_agree,
@@ -45,10 +46,7 @@ def reference(shared: Path):
 
 
 def test_official_checkpoint_loads_strictly(shared: Path, network: DISK) -> None:
-    listed = {}
-    for line in (shared / "weights" / "disk" / "KEYS.txt").read_text().splitlines()[1:]:
-        name, shape, _ = line.split("\t")
-        listed[name.removeprefix("extractor.")] = tuple(int(v) for v in shape.strip("()").split(",") if v.strip())
+    listed = listed_keys(shared / "weights" / "disk" / "KEYS.txt", "extractor.")
     assert {k: tuple(v.shape) for k, v in network.state_dict().items()} == listed
     checkpoint = torch.load(resolve(get_weight_spec("disk-depth")), map_location="cpu", weights_only=True)
     bare = DISK()

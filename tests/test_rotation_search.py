@@ -8,7 +8,6 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-import torch
 
 import cvdeep
 from cvdeep.apps.homography import match_images
@@ -22,13 +21,7 @@ from cvdeep.matching.rotation import (
 )
 from feature_checks import GRAF, load_image
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("degrees", [0, 90, 180, 270])

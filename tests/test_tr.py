@@ -6,7 +6,6 @@ Feature2D contract runs on weights saved by these tiny runs. Nothing here claims
 """
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import cv2
@@ -19,21 +18,16 @@ import cvdeep
 from cvdeep.models import build_model, get_model
 from cvdeep.nets.tr import TRNet, valid_at
 from cvdeep.train import tr as dense
+from cvdeep.train.loop import read_log
 from feature_checks import GRAF, check_feature2d_contract, load_image
+from training_checks import resume_matches_uninterrupted
 
-pytestmark = pytest.mark.filterwarnings("ignore::cvdeep.weights.NonCommercialWeightsWarning")
+pytestmark = [pytest.mark.filterwarnings("ignore::cvdeep.weights.NonCommercialWeightsWarning"),
+              pytest.mark.usefixtures("one_thread")]
 
 COLLAPSE_BOUND = 0.95
 """``desc_cos`` (mean cosine between descriptors of different locations) above this means collapse;
 a collapsed map gives > 0.99 (D2-Net's loss at full warp strength from scratch reached 0.998)."""
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -58,12 +52,6 @@ def _settings(loss: str, photos: Path, **changes: object) -> dense.TRTraining:
                                  "min_correspondences": 32, "strength": (0.3, 0.3)}
     values.update(changes)
     return dense.TRTraining(**values)  # type: ignore[arg-type]
-
-
-def _log(run: Path) -> dict[str, np.ndarray]:
-    with open(run / "log.csv", newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    return {key: np.array([float(row[key]) for row in rows]) for key in rows[0]}
 
 
 @pytest.fixture(scope="module")
@@ -171,7 +159,7 @@ def test_settings_are_checked():
 
 
 def test_d2_loss_learns_a_tiny_task(runs):
-    log = _log(runs["d2"])
+    log = read_log(runs["d2"] / "log.csv")
     assert len(log["loss"]) == 20 and np.all(log["strength"] == 0.3)
     assert log["loss"][-5:].mean() < 0.85 * log["loss"][:5].mean(), log["loss"]
     assert log["nn_acc"][-5:].mean() > log["nn_acc"][:5].mean() + 0.1, log["nn_acc"]
@@ -179,7 +167,7 @@ def test_d2_loss_learns_a_tiny_task(runs):
 
 
 def test_tr_learns_a_tiny_task_without_collapsing(runs):
-    log = _log(runs["tr"])
+    log = read_log(runs["tr"] / "log.csv")
     assert len(log["pred"]) == 20
     # the weighted prediction loss sum_c w_c (1 - cos) falls; the logged loss (divided by |C|, with soft labels) too
     assert log["pred"][-5:].mean() < 0.7 * log["pred"][:5].mean(), log["pred"]
@@ -216,32 +204,15 @@ def test_the_ema_target_is_never_trained_by_gradients(photos):
 @pytest.mark.parametrize("loss", ["tr", "d2"])
 def test_resume_after_a_stop_gives_the_uninterrupted_weights(photos, tmp_path, monkeypatch, loss):
     settings = _settings(loss, photos, steps=5)
-    whole = dense.train_tr(settings, tmp_path / "whole", checkpoint_every=2, progress=False)
-
-    class Killed(dense.Trainer):
-        def run(self, step_fn):  # the process dies during step index 3 (checkpoint at step 2)
-            def dying(index):
-                if index == 3:
-                    raise KeyboardInterrupt
-                return step_fn(index)
-            return super().run(dying)
-
-    monkeypatch.setattr(dense, "Trainer", Killed)
-    with pytest.raises(KeyboardInterrupt):
-        dense.train_tr(settings, tmp_path / "stopped", checkpoint_every=2, progress=False)
-    monkeypatch.setattr(dense, "Trainer", Killed.__mro__[1])
-    with pytest.raises(cvdeep.Error, match="resume"):
-        dense.train_tr(settings, tmp_path / "stopped", checkpoint_every=2, progress=False)
-    resumed = dense.train_tr(settings, tmp_path / "stopped", resume=True, checkpoint_every=2, progress=False)
-    first, second = torch.load(whole["weights"]), torch.load(resumed["weights"])
-    assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+    resume_matches_uninterrupted(monkeypatch, dense, lambda out, **options: dense.train_tr(settings, out, **options),
+                                 tmp_path)
     full = torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=True)["state"]
     again = torch.load(tmp_path / "stopped" / "checkpoint.pt", weights_only=True)["state"]
     for part in full:  # target, projector, predictor and optimizer states too
         if part in ("optimizer", "scheduler"):
             continue
         assert all(torch.equal(full[part][k], again[part][k]) for k in full[part]), part
-    a, b = _log(tmp_path / "whole"), _log(tmp_path / "stopped")
+    a, b = read_log(tmp_path / "whole" / "log.csv"), read_log(tmp_path / "stopped" / "log.csv")
     assert all(np.array_equal(a[k], b[k], equal_nan=True) for k in a if k != "seconds")
 
 
@@ -283,7 +254,7 @@ def test_cli_trains_and_exports(photos, tmp_path):
     status = main(["train", "tr", "--loss", "d2", "--steps", "2", "--crop", "64", "--batch-size", "2", "--images",
                    str(photos), "--out", str(out), "--no-compile", "--precision", "fp32", "--quiet", "--threads", "1",
                    "--strength", "0.3", "0.3"])
-    assert status == 0 and (out / "weights.pt").is_file() and len(_log(out)["loss"]) == 2
+    assert status == 0 and (out / "weights.pt").is_file() and len(read_log(out / "log.csv")["loss"]) == 2
     network = build_model("d2-cvdeep", weights=out / "weights.pt")
     image = torch.from_numpy(cv2.imread(str(photos / "0.png"), cv2.IMREAD_GRAYSCALE)).float()[None, None] / 255
     features = network.extract(image, torch.ones_like(image, dtype=torch.bool))

@@ -8,7 +8,6 @@ photos (a random TRNet with unit statistics gives nearly one descriptor everywhe
 """
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import cv2
@@ -20,21 +19,15 @@ import cvdeep
 from cvdeep.nets.delf import DELFConfig
 from cvdeep.nets.tr import TRNet
 from cvdeep.train import delf as training
-from cvdeep.train import loop
+from cvdeep.train.loop import read_log
+from training_checks import resume_matches_uninterrupted
 
-pytestmark = pytest.mark.filterwarnings("ignore::cvdeep.weights.NonCommercialWeightsWarning")
+pytestmark = [pytest.mark.filterwarnings("ignore::cvdeep.weights.NonCommercialWeightsWarning"),
+              pytest.mark.usefixtures("one_thread")]
 
 SIDE, CORNER = 48, 40  # the distinctive patch: 48 px square at (40, 40) of 128 x 128 photos
 VIEWS = {"patch_ratio": 0.9, "perspective": 0.05, "scale_range": (0.7, 1.0), "max_angle_deg": 15.0,
          "allow_artifacts": False}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _patch(seed: int) -> np.ndarray:
@@ -143,35 +136,11 @@ def test_pca_and_calibration(photos_dir, backbone_file):
     assert 0 < statistics["pca_variance_kept_40"] <= 1
 
 
-def _log(run: Path) -> dict[str, np.ndarray]:
-    with open(run / "log.csv", newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    return {key: np.array([float(row[key]) for row in rows]) for key in rows[0]}
-
-
 def test_resume_after_a_stop_gives_the_uninterrupted_weights(photos_dir, backbone_file, tmp_path, monkeypatch):
     settings = _settings(photos_dir, str(backbone_file), steps=5, batch_size=4, crop=48)
-    whole = training.train_delf(settings, tmp_path / "whole", checkpoint_every=2, progress=False)
-
-    class Killed(loop.Trainer):
-        def run(self, step_fn):  # the process dies during step index 3 (checkpoint at step 2)
-            def dying(index):
-                if index == 3:
-                    raise KeyboardInterrupt
-                return step_fn(index)
-
-            return super().run(dying)
-
-    monkeypatch.setattr(training, "Trainer", Killed)
-    with pytest.raises(KeyboardInterrupt):
-        training.train_delf(settings, tmp_path / "stopped", checkpoint_every=2, progress=False)
-    monkeypatch.setattr(training, "Trainer", loop.Trainer)
-    with pytest.raises(cvdeep.Error, match="resume"):
-        training.train_delf(settings, tmp_path / "stopped", checkpoint_every=2, progress=False)
-    resumed = training.train_delf(settings, tmp_path / "stopped", resume=True, checkpoint_every=2, progress=False)
-    first, second = torch.load(whole["weights"]), torch.load(resumed["weights"])
-    assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
-    a, b = _log(tmp_path / "whole"), _log(tmp_path / "stopped")
+    whole, _ = resume_matches_uninterrupted(
+        monkeypatch, training, lambda out, **options: training.train_delf(settings, out, **options), tmp_path)
+    a, b = read_log(tmp_path / "whole" / "log.csv"), read_log(tmp_path / "stopped" / "log.csv")
     assert all(np.array_equal(a[k], b[k]) for k in a if k != "seconds")
 
     # the weights load into the public class and give 40-D descriptors at the default threshold

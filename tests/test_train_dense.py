@@ -22,16 +22,9 @@ from cvdeep.train import superpoint_losses as sp
 from cvdeep.train import synthetic_shapes as ss
 from cvdeep.train import tr_losses as tr
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 SMALL = ss.SyntheticShapesConfig(image_size=(48, 64), supersample=2)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The learning tests are tiny; one thread avoids oversubscribing a shared CPU (it was 10x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -6,7 +6,6 @@ runs are documented in docs/models/.
 """
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import cv2
@@ -18,37 +17,17 @@ import cvdeep
 from cvdeep.models import build_model
 from cvdeep.nets.lift import TRAIN_MOVEMENT, LIFTNet
 from cvdeep.train import lift as training
+from cvdeep.train.loop import read_log
+from training_checks import resume_matches_uninterrupted, write_wedge_photos
 
-pytestmark = pytest.mark.filterwarnings("ignore::cvdeep.weights.NonCommercialWeightsWarning")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = [pytest.mark.filterwarnings("ignore::cvdeep.weights.NonCommercialWeightsWarning"),
+              pytest.mark.usefixtures("one_thread")]
 
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Four 200 x 240 gray images: bright wedges pointing anywhere and dark discs on blurred noise."""
-    folder = tmp_path_factory.mktemp("photos")
-    rng = np.random.default_rng(1)
-    for index in range(4):
-        image = 60 + cv2.GaussianBlur(rng.random((200, 240)).astype(np.float32), (0, 0), 3.0) * 40
-        for _ in range(40):
-            cx, cy, r, a = rng.uniform(10, 230), rng.uniform(10, 190), rng.uniform(6, 14), rng.uniform(0, 2 * np.pi)
-            corners = np.array([[cx + r * np.cos(a), cy + r * np.sin(a)],
-                                [cx + 0.6 * r * np.cos(a + 2.5), cy + 0.6 * r * np.sin(a + 2.5)],
-                                [cx + 0.6 * r * np.cos(a - 2.5), cy + 0.6 * r * np.sin(a - 2.5)]])
-            cv2.fillPoly(image, [np.round(corners * 16).astype(np.int32)], float(rng.uniform(170, 250)),
-                         lineType=cv2.LINE_AA, shift=4)
-        for _ in range(8):
-            centre = tuple(int(v) for v in rng.integers(10, 190, 2))
-            cv2.circle(image, centre, int(rng.integers(3, 8)), float(rng.uniform(0, 40)), -1)
-        cv2.imwrite(str(folder / f"{index}.png"), np.clip(image, 0, 255).astype(np.uint8))
-    return folder
+    return write_wedge_photos(tmp_path_factory.mktemp("photos"))
 
 
 @pytest.fixture(scope="module")
@@ -61,12 +40,6 @@ def _settings(photos: Path, **changes: object) -> training.LIFTTraining:
                                  "max_side": 240, "warmup_steps": 0, "precision": "fp32", "mining_ratio": 1.0}
     values.update(changes)
     return training.LIFTTraining(**values)  # type: ignore[arg-type]
-
-
-def _log(run: Path) -> dict[str, np.ndarray]:
-    with open(run / "log.csv", newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    return {key: np.array([float(row[key]) for row in rows]) for key in rows[0]}
 
 
 @pytest.fixture(scope="module")
@@ -157,7 +130,7 @@ def test_descriptor_stage_learns(photos, keypoint_photos, descriptor_run):
     print(f"held-out loss {before[0]:.3f} -> {after[0]:.3f}, distance gap {before[1]:.3f} -> {after[1]:.3f}")
     assert after[0] < 0.96 * before[0]
     assert after[1] > before[1] + 0.04
-    assert len(_log(descriptor_run)["loss"]) == 20
+    assert len(read_log(descriptor_run / "log.csv")["loss"]) == 20
 
 
 def test_orientation_stage_recovers_a_known_rotation(photos, keypoint_photos, monkeypatch):
@@ -186,7 +159,7 @@ def test_detector_stage_learns_where_keypoints_are(photos, keypoint_photos, desc
     run = tmp_path / "detector"
     settings = _settings(photos, stage="detector", init=str(descriptor_run / "weights.pt"))
     training.train_lift(settings, run, checkpoint_every=10, progress=False, photos=keypoint_photos)
-    log = _log(run)
+    log = read_log(run / "log.csv")
     assert log["class"][-5:].mean() < 0.8 * log["class"][:5].mean(), log["class"]
     assert log["background_acc"][-5:].mean() > log["background_acc"][:5].mean() + 0.1, log["background_acc"]
     assert np.all(log["moved_px"] >= 0) and np.all(np.isfinite(log["pair"]))
@@ -210,26 +183,10 @@ def test_the_input_statistics_come_from_the_photos(descriptor_run, keypoint_phot
 
 def test_resume_after_a_stop_gives_the_uninterrupted_weights(photos, keypoint_photos, tmp_path, monkeypatch):
     settings = _settings(photos, steps=5, keypoints_per_photo=4)
-    whole = training.train_lift(settings, tmp_path / "whole", checkpoint_every=2, progress=False,
-                                photos=keypoint_photos)
-
-    class Killed(training.Trainer):
-        def run(self, step_fn):  # the process dies during step index 3 (checkpoint at step 2)
-            def dying(index):
-                if index == 3:
-                    raise KeyboardInterrupt
-                return step_fn(index)
-            return super().run(dying)
-
-    monkeypatch.setattr(training, "Trainer", Killed)
-    with pytest.raises(KeyboardInterrupt):
-        training.train_lift(settings, tmp_path / "stopped", checkpoint_every=2, progress=False, photos=keypoint_photos)
-    monkeypatch.setattr(training, "Trainer", Killed.__mro__[1])
-    resumed = training.train_lift(settings, tmp_path / "stopped", resume=True, checkpoint_every=2, progress=False,
-                                  photos=keypoint_photos)
-    first, second = torch.load(whole["weights"]), torch.load(resumed["weights"])
-    assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
-    a, b = _log(tmp_path / "whole"), _log(tmp_path / "stopped")
+    resume_matches_uninterrupted(
+        monkeypatch, training,
+        lambda out, **options: training.train_lift(settings, out, photos=keypoint_photos, **options), tmp_path)
+    a, b = read_log(tmp_path / "whole" / "log.csv"), read_log(tmp_path / "stopped" / "log.csv")
     assert all(np.array_equal(a[k], b[k], equal_nan=True) for k in a if k != "seconds")
 
 
@@ -240,7 +197,7 @@ def test_cli_trains_a_stage(photos, tmp_path):
     status = main(["train", "lift", "--stage", "descriptor", "--steps", "2", "--images", str(photos),
                    "--photos-per-step", "2", "--keypoints-per-photo", "4", "--mining-ratio", "1", "--out", str(out),
                    "--precision", "fp32", "--quiet", "--threads", "1"])
-    assert status == 0 and len(_log(out)["loss"]) == 2
+    assert status == 0 and len(read_log(out / "log.csv")["loss"]) == 2
     network = build_model("lift-cvdeep", weights=out / "weights.pt")
     assert isinstance(network, LIFTNet) and network.descriptor.normalize
 

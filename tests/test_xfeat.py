@@ -23,6 +23,7 @@ from feature_checks import (
     check_feature2d_contract,
     check_matching_on_hpatches_pair,
     gray_tensor,
+    listed_keys,
     load_image,
     shifted_keypoints_agree,
 )
@@ -48,19 +49,8 @@ def crop_to_multiple(image: np.ndarray, multiple: int = 32) -> np.ndarray:
     return image[: height // multiple * multiple, : width // multiple * multiple]
 
 
-def official_keys(shared: Path) -> dict[str, tuple[int, ...]]:
-    """Keys and shapes of xfeat.pt as listed in ../shared/weights/xfeat/KEYS.txt (its first section)."""
-    keys = {}
-    for line in (shared / "weights" / "xfeat" / "KEYS.txt").read_text().splitlines()[1:]:
-        if line.startswith("#"):
-            break
-        name, shape, _ = line.split("\t")
-        keys[name] = tuple(int(v) for v in shape.strip("()").split(",") if v.strip())
-    return keys
-
-
 def test_official_checkpoint_loads_strictly(shared: Path, network: XFeat) -> None:
-    expected = official_keys(shared)
+    expected = listed_keys(shared / "weights" / "xfeat" / "KEYS.txt")  # xfeat.pt, the first file listed
     assert {k: tuple(v.shape) for k, v in network.state_dict().items()} == expected
     checkpoint = torch.load(resolve(get_weight_spec("xfeat")), map_location="cpu", weights_only=True)
     del checkpoint["keypoint_head.3.bias"]
