@@ -230,6 +230,18 @@ def test_wrong_descriptors_are_refused(aliked_matcher, descriptors, message: str
         aliked_matcher.match_features(POINTS, descriptors, (320, 240), POINTS, _unit_rows(3, 128), (320, 240))
 
 
+def test_a_pair_too_large_for_memory_is_refused_before_running(aliked_matcher) -> None:
+    """27,000 DISK keypoints a side took LightGlue past 19 GB; a pair above ``MAX_PAIR_BYTES`` (64 B per
+    keypoint pair, measured 897 MiB for 4096 x 4096) is refused up front, saying what to do."""
+    from cvdeep.matching import lightglue
+
+    count = int((lightglue.MAX_PAIR_BYTES / 64) ** 0.5) + 16
+    points = np.random.default_rng(1).uniform(0, 230, (count, 2)).astype(np.float32)
+    with pytest.raises(cvdeep.Error, match=r"would need about 4\.\d GiB .* nfeatures"):
+        aliked_matcher.match_features(points, _unit_rows(count, 128), (320, 240), points, _unit_rows(count, 128),
+                                      (320, 240))
+
+
 def test_sift_descriptors_are_refused_end_to_end(aliked_matcher, graf_pair) -> None:
     image = cv2.cvtColor(graf_pair[0], cv2.COLOR_BGR2GRAY)
     keypoints, descriptors = cv2.SIFT_create(200).detectAndCompute(image, None)
