@@ -25,6 +25,7 @@ from .declaration import Config, InputConvention, ModelFamily, describe_accepted
 from .errors import Error
 from .keypoints import KeypointArrays, from_cv_keypoints, to_cv_keypoints
 from .models import build_model, get_model, preferred_model
+from .nets.bands import large_image_allocation
 from .nets.base import Extractor, Features, on_valid_pixels
 
 _LOADING = ("model", "weights", "device")
@@ -420,9 +421,11 @@ class Feature2D:
 
     @contextlib.contextmanager
     def _memory_guard(self, shape: tuple[int, ...]) -> Iterator[None]:
-        """Turn an allocation failure of torch, NumPy or OpenCV into ``cvdeep.Error`` saying what to do."""
+        """Turn an allocation failure of torch, NumPy or OpenCV into ``cvdeep.Error`` saying what to do;
+        large images run under ``nets.bands.large_image_allocation``."""
         try:
-            yield
+            with large_image_allocation(shape[0] * shape[1]):
+                yield
         except (RuntimeError, MemoryError, cv2.error) as exc:
             text = " ".join(str(exc).split())
             if not isinstance(exc, MemoryError) and not any(sign in text.lower() for sign in _OUT_OF_MEMORY):
