@@ -21,6 +21,7 @@ from cvdeep.nets.lfnet import LFNet, LFNetConfig, scale_space_nms, soft_scale_se
 from cvdeep.train import lfnet as training
 from cvdeep.train.tr import PhotoPairs
 from feature_checks import GRAF, check_feature2d_contract, load_image
+from training_checks import write_wedge_photos
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -33,23 +34,7 @@ def _one_thread():
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Four 200 x 240 gray images: bright wedges and dark discs on blurred noise."""
-    folder = tmp_path_factory.mktemp("photos")
-    rng = np.random.default_rng(1)
-    for index in range(4):
-        image = 60 + cv2.GaussianBlur(rng.random((200, 240)).astype(np.float32), (0, 0), 3.0) * 40
-        for _ in range(40):
-            cx, cy, r, a = rng.uniform(10, 230), rng.uniform(10, 190), rng.uniform(6, 14), rng.uniform(0, 2 * np.pi)
-            corners = np.array([[cx + r * np.cos(a), cy + r * np.sin(a)],
-                                [cx + 0.6 * r * np.cos(a + 2.5), cy + 0.6 * r * np.sin(a + 2.5)],
-                                [cx + 0.6 * r * np.cos(a - 2.5), cy + 0.6 * r * np.sin(a - 2.5)]])
-            cv2.fillPoly(image, [np.round(corners * 16).astype(np.int32)], float(rng.uniform(170, 250)),
-                         lineType=cv2.LINE_AA, shift=4)
-        for _ in range(8):
-            centre = tuple(int(v) for v in rng.integers(10, 190, 2))
-            cv2.circle(image, centre, int(rng.integers(3, 8)), float(rng.uniform(0, 40)), -1)
-        cv2.imwrite(str(folder / f"{index}.png"), np.clip(image, 0, 255).astype(np.uint8))
-    return folder
+    return write_wedge_photos(tmp_path_factory.mktemp("photos"))
 
 
 MILD = {"patch_ratio": 0.9, "perspective": 0.05, "scale_range": (0.9, 1.1), "max_angle_deg": 30.0,
