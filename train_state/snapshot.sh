@@ -5,8 +5,7 @@ cd "$(dirname "$0")/.."
 for name in "$@"; do
     mkdir -p "train_state/$name"
     cp "runs/$name/checkpoint.pt" "runs/$name/config.json" "runs/$name/log.csv" "train_state/$name/"
-    # a finished run also has its exported weights and summary (evaluated and shipped by the next session)
-    for finished in weights.pt summary.json; do
-        if [ -f "runs/$name/$finished" ]; then cp "runs/$name/$finished" "train_state/$name/"; fi
-    done
+    # a finished run's summary; its weights ship only with a model card (resuming the final
+    # checkpoint re-exports them at once)
+    if [ -f "runs/$name/summary.json" ]; then cp "runs/$name/summary.json" "train_state/$name/"; fi
 done
