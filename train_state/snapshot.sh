@@ -5,7 +5,6 @@ cd "$(dirname "$0")/.."
 for name in "$@"; do
     mkdir -p "train_state/$name"
     cp "runs/$name/checkpoint.pt" "runs/$name/config.json" "runs/$name/log.csv" "train_state/$name/"
-    # a finished run's summary; its weights ship only with a model card (resuming the final
-    # checkpoint re-exports them at once)
+    # a finished run's summary; its weights ship only with a model card (the final checkpoint holds them)
     if [ -f "runs/$name/summary.json" ]; then cp "runs/$name/summary.json" "train_state/$name/"; fi
 done
