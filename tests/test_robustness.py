@@ -46,8 +46,9 @@ pytestmark = pytest.mark.filterwarnings("ignore::cvdeep.NonCommercialWeightsWarn
 # --- building any model -----------------------------------------------------------------------
 
 
-RANDOM_WEIGHT_PARAMS = {"delf": {"detection_threshold": 0.0}}
-"""Defaults in the units of trained weights that random ones never reach (DELF's attention of 100)."""
+RANDOM_WEIGHT_PARAMS = {"delf": {"detection_threshold": 0.0}, "xfeat": {"detection_threshold": 0.01}}
+"""Defaults in the units of trained weights that random ones never reach (DELF's attention of 100,
+XFeat's cell probability of 0.05: a random 65-way softmax sits near 1/65)."""
 
 
 @pytest.fixture(scope="session")
@@ -138,10 +139,20 @@ BANDED = {
 }
 
 
+def _by_position(result: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The per-keypoint tensors of an ``extract`` result in (y, x) order: keypoints of equal
+    score may come out in either order when the scores differ in the last bit."""
+    keypoints = result["keypoints"]
+    order = torch.argsort(keypoints[:, 1] * (keypoints[:, 0].max() + 1) + keypoints[:, 0], stable=True)
+    return {key: value[order] for key, value in result.items() if value.shape[:1] == keypoints.shape[:1]}
+
+
 @pytest.mark.parametrize("case", list(BANDED))
 def test_row_bands_give_the_numbers_of_one_band(case, feature, photo):
     """Bands of 8 or 16 rows (tens of bands, each with its halo) against one band: the same
-    keypoints and scores bit for bit, and the same descriptors (DISK: to 1e-6, see below)."""
+    keypoints, and scores and descriptors equal to float32 rounding. oneDNN may choose another
+    convolution kernel for another band height, which sums in another order: bit-identical on
+    the Intel AVX-512 machine this was written on, 2e-9 apart on an AMD EPYC (SuperPoint)."""
     model, attributes, params, rows = BANDED[case]
     detector = feature(model, **params)
     network = detector._load()
@@ -153,17 +164,15 @@ def test_row_bands_give_the_numbers_of_one_band(case, feature, photo):
     for pixels in (1 << 40, rows * tensor.shape[-1]):
         network.band_pixels = pixels
         with torch.inference_mode():
-            results.append(network.extract(tensor, valid, detector.config))
+            results.append(_by_position(network.extract(tensor, valid, detector.config)))
     whole, banded = results
     assert len(whole["keypoints"]) > 20
-    assert torch.equal(whole["keypoints"], banded["keypoints"]) and torch.equal(whole["scores"], banded["scores"])
+    assert torch.equal(whole["keypoints"], banded["keypoints"])
+    torch.testing.assert_close(whole["scores"], banded["scores"], atol=1e-6, rtol=1e-5)
     if "descriptors" in whole:
-        if model == "disk":
-            # DISK's descriptor channels are one matrix product per band's keypoints: products of
-            # other sizes round their 2000-term sums differently (float32 GEMM blocking)
-            torch.testing.assert_close(whole["descriptors"], banded["descriptors"], atol=1e-6, rtol=0)
-        else:
-            assert torch.equal(whole["descriptors"], banded["descriptors"])
+        # DISK's descriptor channels are one matrix product per band's keypoints: products of
+        # other sizes round their 2000-term sums differently (float32 GEMM blocking)
+        torch.testing.assert_close(whole["descriptors"], banded["descriptors"], atol=1e-6, rtol=0)
 
 
 def test_aliked_recomputed_level1_equals_the_kept_one(feature, photo):

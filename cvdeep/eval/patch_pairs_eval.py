@@ -20,13 +20,20 @@ Two protocols score a descriptor on such pairs (row ``i`` of ``descriptors_a`` a
   area under the precision-recall curve (trapezoidal rule, from precision 1 at recall 0,
   recall relative to all N points), as ``hpatches-benchmark`` computes it.
 
+Command line, every listed patch descriptor on the same patches of every sequence (pairs 1-k):
+``python -m cvdeep.eval.patch_pairs_eval --models tfeat-liberty,hardnet-cvdeep`` (a model may
+be ``name@weights.pt``: the network of ``name`` with another file, e.g. a training run's).
+
 Sources read for facts (no code copied): hpatches/hpatches-benchmark ``python/utils/tasks.py``
 and ``python/utils/metrics.py`` (the matching task and its AP; licence not stated in the files
 read).
 """
 from __future__ import annotations
 
+import argparse
+import json
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -41,6 +48,7 @@ from ..train.patch_pairs import (
     select_keypoints,
     to_gray,
 )
+from .datasets import LOADERS, load_dataset
 from .datasets import Sequence as ImageSequence
 
 
@@ -170,3 +178,40 @@ def evaluate_patch_descriptor(descriptor: Any, pair_sets: Sequence[PatchPairs],
         raise Error("evaluate_patch_descriptor: no pair set with at least 2 pairs; expected usable PatchPairs")
     return {"fpr95": float(np.mean(fprs)), "map": float(np.mean(aps)), "pairs": float(count), "sets": float(len(fprs))}
 
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Print and save (JSON) FPR95 and matching mAP of each model over a dataset's patch pairs."""
+    from ..models import build_model
+
+    parser = argparse.ArgumentParser(prog="python -m cvdeep.eval.patch_pairs_eval", description=main.__doc__)
+    parser.add_argument("--models", required=True,
+                        help="comma-separated registered patch-descriptor models, each optionally name@weights.pt")
+    parser.add_argument("--dataset", choices=sorted(LOADERS), default="shared")
+    parser.add_argument("--root", default=None, help="the dataset's folder (shared: found beside the repository)")
+    parser.add_argument("--max-keypoints", type=int, default=1000, help="SIFT keypoints per pair, the strongest")
+    parser.add_argument("--out", type=Path, default=Path("patch_pairs_eval.json"))
+    args = parser.parse_args(argv)
+    sequences = load_dataset(args.dataset, args.root)
+    pair_sets: dict[int, list[PatchPairs]] = {}  # patch size -> the pairs, cut once per size
+    results: dict[str, dict[str, float]] = {}
+    print(f"{'model':<40} {'FPR95':>7} {'mAP':>7} {'pairs':>7}")
+    for entry in (name.strip() for name in args.models.split(",") if name.strip()):
+        name, _, weights = entry.partition("@")
+        network = build_model(name, weights=weights or None)
+        size = int(getattr(network, "patch_size", 0))
+        if not size:
+            raise Error(f"--models: {name!r} is not a patch descriptor (it has no patch_size)")
+        if size not in pair_sets:
+            config = PatchPairConfig(patch_size=size)
+            pair_sets[size] = [p for seq in sequences for p in sequence_patches(seq, config, args.max_keypoints)]
+        results[entry] = evaluate_patch_descriptor(network, pair_sets[size])
+        row = results[entry]
+        print(f"{entry:<40} {row['fpr95']:>7.4f} {row['map']:>7.4f} {int(row['pairs']):>7}")
+    args.out.write_text(json.dumps({"dataset": args.dataset, "max_keypoints": args.max_keypoints,
+                                    "results": results}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -261,7 +261,10 @@ class SDDH(nn.Module):
             nn.Conv2d(2 * samples, 2 * samples, 1, bias=True),
         )
         self.sf_conv = nn.Conv2d(dim, dim, 1, bias=False)
-        self.agg_weights = nn.Parameter(torch.zeros(samples, dim, dim))
+        # one (dim x dim) map per sample position; a uniform init like a linear layer's, so a
+        # network trained from scratch starts with non-zero descriptors
+        bound = (samples * dim) ** -0.5
+        self.agg_weights = nn.Parameter(torch.empty(samples, dim, dim).uniform_(-bound, bound))
 
     def patch_rows(self, keypoints: torch.Tensor, height: int, width: int) -> torch.Tensor:
         """Row indices (N, K*K) of the KxK patch each keypoint's offsets are estimated from.

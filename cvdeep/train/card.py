@@ -24,6 +24,23 @@ def _hours(seconds: float) -> str:
     return f"{seconds / 3600:.2f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min"
 
 
+def _precision(summary: Mapping[str, Any]) -> str:
+    """The run's precision, per segment when a resume changed it (``Trainer.segments``)."""
+    segments = summary.get("segments") or []
+    if len({segment["effective_precision"] for segment in segments}) < 2:
+        return str(summary.get("config", {}).get("effective_precision", "-"))
+    ends = [segment["from_step"] for segment in segments[1:]] + [summary.get("steps")]
+    parts: list[tuple[str, int, Any]] = []
+    start = 0
+    for segment, end in zip(segments, ends):
+        if parts and parts[-1][0] == segment["effective_precision"]:
+            parts[-1] = (segment["effective_precision"], parts[-1][1], end)
+        else:
+            parts.append((segment["effective_precision"], start, end))
+        start = end
+    return ", ".join(f"{precision} (steps {first}-{last})" for precision, first, last in parts)
+
+
 def render_card(
     name: str,
     title: str,
@@ -57,7 +74,7 @@ def render_card(
         seconds = float(summary.get("train_seconds", 0.0))
         total += seconds
         table.append(f"| {config.get('stage', run.name)} | {summary.get('steps')} | {_hours(seconds)} | "
-                     f"{summary.get('hardware', '-')} | {config.get('effective_precision', '-')} | {final} |")
+                     f"{summary.get('hardware', '-')} | {_precision(summary)} | {final} |")
     lines += table + ["", f"Total training time {_hours(total)}. {trained_where}", ""]
     lines += ["Data: the 1,028 photos of `shared/train_images` (BSDS500, SUN-Hays80, an ImageNet class sample), "
               "never the evaluation images. The configuration of each run is its `config.json`, reproduced by the "

@@ -77,7 +77,10 @@ class Trainer:
     optimizer, scheduler, a loss with running statistics, ...). ``rng`` is the task's
     NumPy generator; its state is checkpointed too. ``config`` (a JSON-able dict) is
     stored beside the run and checked on resume, so a run is never continued with other
-    settings.
+    settings, with one exception: ``effective_precision`` (bf16 autocast runs only where the
+    CPU has native BF16, so a run resumed on another machine may have to go on in fp32). Each
+    session's first step, precision and processor are kept in ``segments``, which the summary
+    and the model card report.
     """
 
     def __init__(
@@ -104,6 +107,7 @@ class Trainer:
         self.progress = progress
         self.step = 0
         self.elapsed = 0.0  # seconds of training, summed over resumed sessions
+        self.segments: list[dict[str, Any]] = []
         self.out.mkdir(parents=True, exist_ok=True)
         checkpoint = self.out / CHECKPOINT
         if resume and checkpoint.is_file():
@@ -114,6 +118,12 @@ class Trainer:
         else:
             (self.out / "config.json").write_text(json.dumps(self.config, indent=2, sort_keys=True) + "\n")
             (self.out / LOG).unlink(missing_ok=True)
+        self.segments.append(self._segment(self.step, self.config))
+
+    @staticmethod
+    def _segment(step: int, config: Mapping[str, Any], processor: str | None = None) -> dict[str, Any]:
+        return {"from_step": step, "effective_precision": config.get("effective_precision"),
+                "processor": processor or platform.processor() or platform.machine()}
 
     # --- checkpoints ---------------------------------------------------------------------
 
@@ -123,6 +133,7 @@ class Trainer:
             "step": self.step,
             "elapsed": self.elapsed,
             "config": self.config,
+            "segments": self.segments,
             "state": {name: obj.state_dict() for name, obj in self.state.items()},
             "rng": {
                 "torch": torch.get_rng_state(),
@@ -140,9 +151,12 @@ class Trainer:
             payload = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:
             raise Error(f"{path}: not a readable cvdeep training checkpoint ({type(exc).__name__}: {exc})") from exc
-        if payload["config"] != self.config:
-            changed = sorted(k for k in set(payload["config"]) | set(self.config)
-                             if payload["config"].get(k) != self.config.get(k))
+        changed = sorted(k for k in set(payload["config"]) | set(self.config)
+                         if payload["config"].get(k) != self.config.get(k))
+        if changed == ["effective_precision"]:
+            log.warning("resuming %s in %s (it ran in %s so far): this CPU has no native BF16", path,
+                        self.config["effective_precision"], payload["config"]["effective_precision"])
+        elif changed:
             raise Error(f"{path}: was trained with other settings ({', '.join(changed)}); resume with the same "
                         "command, or start a new output directory")
         for name, obj in self.state.items():
@@ -153,6 +167,8 @@ class Trainer:
         self.rng.bit_generator.state = payload["rng"]["numpy"]
         self.step = int(payload["step"])
         self.elapsed = float(payload.get("elapsed", 0.0))
+        # checkpoints written before segments were recorded: one segment from step 0, processor unknown
+        self.segments = list(payload.get("segments") or [self._segment(0, payload["config"], "not recorded")])
         self._truncate_log(self.step)
         log.info("resumed %s at step %d", path, self.step)
 
@@ -209,7 +225,8 @@ class Trainer:
             handle.close()
             if bar is not None:
                 bar.close()
-        summary = {"steps": self.step, "train_seconds": round(self.elapsed, 1), "config": self.config}
+        summary = {"steps": self.step, "train_seconds": round(self.elapsed, 1), "config": self.config,
+                   "segments": self.segments}
         (self.out / SUMMARY).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
         return summary
 

@@ -1,0 +1,44 @@
+"""The training loop's checkpoints: what a resume accepts, refuses and records."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import cvdeep
+from cvdeep.train.loop import Trainer
+
+
+def _trainer(out, config, steps, resume=False):
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+
+    def step(_: int) -> dict[str, float]:
+        loss = model(torch.ones(1, 3)).pow(2).sum()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        return {"loss": loss.item()}
+
+    trainer = Trainer(out, {"model": model, "optimizer": optimizer}, steps, np.random.default_rng(0), config,
+                      checkpoint_every=2, resume=resume, progress=False)
+    return trainer, step
+
+
+def test_resume_may_change_only_the_effective_precision(tmp_path):
+    bf16 = {"lr": 0.1, "effective_precision": "bf16"}
+    trainer, step = _trainer(tmp_path, bf16, 2)
+    trainer.run(step)
+    with pytest.raises(cvdeep.Error, match=r"other settings \(lr\)"):
+        _trainer(tmp_path, {**bf16, "lr": 0.2}, 4, resume=True)
+    trainer, step = _trainer(tmp_path, {**bf16, "effective_precision": "fp32"}, 4, resume=True)
+    assert trainer.step == 2
+    summary = trainer.run(step)
+    assert [(s["from_step"], s["effective_precision"]) for s in summary["segments"]] == [(0, "bf16"), (2, "fp32")]
+    assert json.loads((tmp_path / "summary.json").read_text())["segments"] == summary["segments"]
+    # the next resume compares with the precision the run went on in
+    trainer, _ = _trainer(tmp_path, {**bf16, "effective_precision": "fp32"}, 6, resume=True)
+    assert len(trainer.segments) == 3
