@@ -80,13 +80,15 @@ def check_dense_maps_match(network: Callable[[torch.Tensor], Any], reference: Ca
 def check_agreement_up_to_border(ours: dict[str, torch.Tensor], reference: dict[str, torch.Tensor], width: int,
                                  height: int, label: str, strip: int = 2) -> None:
     """>= 99% of the reference's keypoints within 0.1 px of ours, descriptor cosine >= 0.999, scores
-    within 1e-4, and our extra keypoints only in the ``strip``-px border strip (where the reference's
-    NMS departs from the authors')."""
+    within 1e-5 of the largest score's magnitude, at least 1e-4 (DISK's logits reach 116-128 on the
+    test images; float32 rounding of two codes puts up to 2.1e-4 between them on an AMD EPYC), and
+    our extra keypoints only in the ``strip``-px border strip (where the reference's NMS departs
+    from the authors')."""
     stats = agreement(ours, reference)
     print(label, stats)
     assert stats.matched >= 0.99
     assert stats.min_cosine >= 0.999
-    assert stats.score_error < 1e-4
+    assert stats.score_error < max(1e-4, 1e-5 * float(reference["scores"].abs().max()))
     assert in_border_strip(stats.extra, width, height, strip).all()
 
 
@@ -124,12 +126,15 @@ def check_feature2d_contract(detector: Any, image: np.ndarray, descriptor_size: 
     xy = np.array([k.pt for k in keypoints])
     assert xy.min() >= 0 and xy[:, 0].max() <= width - 1 and xy[:, 1].max() <= height - 1
 
-    # a mask keeps keypoints inside it, and nfeatures still counts only valid ones
+    # a mask keeps keypoints inside it, and nfeatures still counts only valid ones (a limit of
+    # half the keypoints: a model trained for a few steps in a test may find under 600)
     mask = np.zeros((height, width), np.uint8)
     mask[:, : width // 2] = 255
+    detector.setNFeatures(150)
     masked = detector.detect(image, mask)
-    assert len(masked) == 300
+    assert len(masked) == 150
     assert max(k.pt[0] for k in masked) <= width // 2 - 1
+    detector.setNFeatures(300)
 
     # odd sizes (padding to the stride) never put keypoints outside the image
     odd = image[: height - 37, : width - 21]

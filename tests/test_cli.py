@@ -17,6 +17,7 @@ from cvdeep.apps.panorama import stitch
 from cvdeep.cli import build_parser, main
 from cvdeep.eval.metrics import corner_error
 from cvdeep.models import weight_specs
+from cvdeep.weights import resolve
 from test_examples import printed_homography
 
 COMMANDS = ["match", "panorama", "extract", "models", "weights", "train", "export", "retrieve"]
@@ -334,6 +335,10 @@ def test_default_pipeline_is_the_best_one_whose_weights_are_here(monkeypatch: py
 
 
 def test_match_defaults_to_aliked_and_lightglue_and_says_so(data_dir: Path, capsys: pytest.CaptureFixture) -> None:
+    specs = weight_specs()
+    for name in ("aliked-n16", "aliked_lightglue"):  # the default pipeline is chosen from what is here
+        resolve(specs[name])
+    capsys.readouterr()  # a fetch's progress bar
     seq = data_dir / "oxford_affine" / "images" / "graf"
     assert main(["match", str(seq / "img1.ppm"), str(seq / "img2.ppm"), "--max-size", "320", "--quiet"]) == 0
     captured = capsys.readouterr()
