@@ -45,6 +45,7 @@ def _run_panorama(args: argparse.Namespace) -> int:
 def _run_extract(args: argparse.Namespace) -> int:
     from .apps.common import default_pipeline
     from .apps.extract import extract_to_h5
+    from .apps.h5files import report
     from .feature_names import check_feature_name
 
     if args.features is None:
@@ -53,9 +54,9 @@ def _run_extract(args: argparse.Namespace) -> int:
     else:
         features, reason = check_feature_name(args.features), "as asked"
     print(f"features: {features}   [{reason}]", flush=True)
-    extracted, skipped = extract_to_h5(args.source, args.out, features, args.nfeatures, args.max_size,
-                                       not args.quiet, args.workers)
-    print(f"wrote {args.out}: {extracted} images extracted, {skipped} already there")
+    summary = extract_to_h5(args.source, args.out, features, args.nfeatures, args.max_size, not args.quiet,
+                            args.workers, args.engine, args.address)
+    report(summary, args.out, "images", "extracted")
     return 0
 
 
@@ -182,6 +183,21 @@ def _run_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
+    """--engine, --workers, --address: where a batch command runs (``cvdeep.engines``)."""
+    from .engines import ENGINES
+
+    parser.add_argument("--engine", default="local", choices=ENGINES,
+                        help="local: this machine's processes; ray: Ray actors, one model each "
+                             "(pip install 'cvdeep[ray]'). Default: local")
+    parser.add_argument("--workers", type=_workers, default=1,
+                        help="processes (local, started with spawn) or Ray actors of one CPU each; without "
+                             "--address, the local Ray cluster started for the run has this many CPUs (default 1)")
+    parser.add_argument("--address", default=None,
+                        help="with --engine ray: the Ray cluster to join ('auto': the one `ray start` runs here); "
+                             "default: start a local cluster and stop it at the end")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .apps import homography, panorama
     from .apps.common import add_feature_arguments
@@ -205,8 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
                                         "or a text file with one image path per line")
     extract.add_argument("--out", required=True, help="HDF5 file to write or to resume (e.g. features.h5)")
     add_feature_arguments(extract)
-    extract.add_argument("--workers", type=_workers, default=1,
-                         help="extract in this many processes (started with spawn; default 1)")
+    add_engine_arguments(extract)
 
     models = command("models", _run_models,
                      "list the registered models: descriptor size, weights license, weights present")
