@@ -19,7 +19,7 @@ from cvdeep.eval.metrics import corner_error
 from cvdeep.models import weight_specs
 from test_examples import printed_homography
 
-COMMANDS = ["match", "panorama", "extract", "models", "weights", "train", "export", "retrieve"]
+COMMANDS = ["match", "panorama", "extract", "pairs", "models", "weights", "train", "export", "retrieve"]
 
 
 def one_error_line(captured: pytest.CaptureResult, *words: str) -> str:
