@@ -70,7 +70,7 @@ def main() -> None:
                 ray.shutdown()
             rows.append((f"ray, {workers} worker{'s' if workers > 1 else ''}", seconds, started))
     baseline = args.images / rows[0][1]
-    print(f"{args.images} images ({args.folder.name}), {args.features}[nfeatures={args.nfeatures}], "
+    print(f"{args.images} images ({args.folder}), {args.features}[nfeatures={args.nfeatures}], "
           f"max size {args.max_size}, {os.cpu_count()} CPUs, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}")
     print("| engine | images/s | s/image | vs local 1 | cluster start (s) |")
     print("| --- | --- | --- | --- | --- |")

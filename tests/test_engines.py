@@ -114,3 +114,4 @@ def test_engine_errors(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
     with pytest.raises(cvdeep.Error, match=r"cvdeep\[ray\]"):
         import_ray()
+
