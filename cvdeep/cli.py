@@ -22,6 +22,9 @@ EXAMPLES = """examples:
   cvdeep match img1.jpg img2.jpg --features sift+hardnet --matcher mutual
   cvdeep panorama a.jpg b.jpg c.jpg --features xfeat --out pano.jpg
   cvdeep extract photos/ --features "xfeat[nms=soft]" --workers 2 --out features.h5
+  cvdeep extract photos/ --features aliked --engine ray --address auto --workers 64 --out features.h5
+  cvdeep pairs photos/ --mode sequential --window 5 --out pairs.txt
+  cvdeep match --pairs pairs.txt --features-file features.h5 --matcher lightglue --engine ray --out matches.h5
   cvdeep retrieve index photos/ --index photos.idx --features delf
   cvdeep retrieve query query.jpg --index photos.idx --json results.json --sheet results.png
   cvdeep models
@@ -31,9 +34,24 @@ EXAMPLES = """examples:
 
 
 def _run_match(args: argparse.Namespace) -> int:
-    from .apps import homography
+    from .apps import homography, match_pairs
 
+    if args.pairs is not None:
+        return match_pairs.run_match(args)
+    if args.image2 is None:
+        raise Error("cvdeep match needs two images (IMAGE1 IMAGE2), or --pairs PAIRS.txt --features-file "
+                    "FEATURES.h5 --out MATCHES.h5 for many pairs")
+    for option, value, default in (("--features-file", args.features_file, None), ("--engine", args.engine, "local"),
+                                   ("--workers", args.workers, 1), ("--address", args.address, None)):
+        if value != default:
+            raise Error(f"{option} is for cvdeep match --pairs; two images match in this process")
     return homography.run(args)
+
+
+def _run_pairs(args: argparse.Namespace) -> int:
+    from .apps import match_pairs
+
+    return match_pairs.run_pairs(args)
 
 
 def _run_panorama(args: argparse.Namespace) -> int:
@@ -45,6 +63,7 @@ def _run_panorama(args: argparse.Namespace) -> int:
 def _run_extract(args: argparse.Namespace) -> int:
     from .apps.common import default_pipeline
     from .apps.extract import extract_to_h5
+    from .apps.h5files import report
     from .feature_names import check_feature_name
 
     if args.features is None:
@@ -53,9 +72,9 @@ def _run_extract(args: argparse.Namespace) -> int:
     else:
         features, reason = check_feature_name(args.features), "as asked"
     print(f"features: {features}   [{reason}]", flush=True)
-    extracted, skipped = extract_to_h5(args.source, args.out, features, args.nfeatures, args.max_size,
-                                       not args.quiet, args.workers)
-    print(f"wrote {args.out}: {extracted} images extracted, {skipped} already there")
+    summary = extract_to_h5(args.source, args.out, features, args.nfeatures, args.max_size, not args.quiet,
+                            args.workers, args.engine, args.address)
+    report(summary, args.out, "images", "extracted")
     return 0
 
 
@@ -182,6 +201,21 @@ def _run_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
+    """--engine, --workers, --address: where a batch command runs (``cvdeep.engines``)."""
+    from .engines import ENGINES
+
+    parser.add_argument("--engine", default="local", choices=ENGINES,
+                        help="local: this machine's processes; ray: Ray actors, one model each "
+                             "(pip install 'cvdeep[ray]'). Default: local")
+    parser.add_argument("--workers", type=_workers, default=1,
+                        help="processes (local, started with spawn) or Ray actors of one CPU each; without "
+                             "--address, the local Ray cluster started for the run has this many CPUs (default 1)")
+    parser.add_argument("--address", default=None,
+                        help="with --engine ray: the Ray cluster to join ('auto': the one `ray start` runs here); "
+                             "default: start a local cluster and stop it at the end")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .apps import homography, panorama
     from .apps.common import add_feature_arguments
@@ -197,16 +231,30 @@ def build_parser() -> argparse.ArgumentParser:
         sub.set_defaults(run=run)
         return sub
 
-    homography.add_arguments(command("match", _run_match, "estimate the homography between two images and draw it"))
+    match = command("match", _run_match, "estimate the homography between two images and draw it, or match the "
+                                         "pairs of a pairs file into an hloc-style matches file (--pairs)")
+    homography.add_arguments(match)
+    for action in match._actions:
+        if action.dest in ("image1", "image2"):
+            action.nargs, action.default = "?", None  # absent with --pairs
+    match.add_argument("--pairs", default=None,
+                       help="match every pair of this hloc pairs.txt (`cvdeep pairs`) with the features of "
+                            "--features-file into --out (hloc's matches.h5 layout)")
+    match.add_argument("--features-file", default=None, help="with --pairs: the features (`cvdeep extract`)")
+    add_engine_arguments(match)
     panorama.add_arguments(command("panorama", _run_panorama, "stitch overlapping photos into a panorama"))
+
+    from .apps import match_pairs
+
+    match_pairs.add_pairs_arguments(command("pairs", _run_pairs, "list image pairs to match (exhaustive, "
+                                                                 "sequential or by retrieval) in hloc's pairs.txt"))
 
     extract = command("extract", _run_extract, "extract features of many images into an hloc-style HDF5 file")
     extract.add_argument("source", help="a directory of images (searched recursively) "
                                         "or a text file with one image path per line")
     extract.add_argument("--out", required=True, help="HDF5 file to write or to resume (e.g. features.h5)")
     add_feature_arguments(extract)
-    extract.add_argument("--workers", type=_workers, default=1,
-                         help="extract in this many processes (started with spawn; default 1)")
+    add_engine_arguments(extract)
 
     models = command("models", _run_models,
                      "list the registered models: descriptor size, weights license, weights present")

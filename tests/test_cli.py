@@ -20,7 +20,7 @@ from cvdeep.models import weight_specs
 from cvdeep.weights import resolve
 from test_examples import printed_homography
 
-COMMANDS = ["match", "panorama", "extract", "models", "weights", "train", "export", "retrieve"]
+COMMANDS = ["match", "panorama", "extract", "pairs", "models", "weights", "train", "export", "retrieve"]
 
 
 def one_error_line(captured: pytest.CaptureResult, *words: str) -> str:

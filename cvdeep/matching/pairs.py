@@ -122,6 +122,21 @@ def ratio_test(descriptors1: np.ndarray, descriptors2: np.ndarray, norm: int, ra
     return _as_pairs([c[0] for c in candidates if len(c) == 2 and c[0].distance < ratio * c[1].distance])
 
 
+def descriptor_distances(descriptors1: np.ndarray, descriptors2: np.ndarray, norm: int) -> np.ndarray:
+    """(M,) float64 distances between the rows of two (M, D) arrays under an OpenCV norm (``BFMatcher``'s)."""
+    first, second = _prepare(descriptors1, descriptors2, norm)
+    if norm in (cv2.NORM_HAMMING, cv2.NORM_HAMMING2):
+        if norm == cv2.NORM_HAMMING2:
+            raise Error("descriptor_distances: NORM_HAMMING2 is not supported; accepted: NORM_L1, NORM_L2, "
+                        "NORM_L2SQR, NORM_HAMMING")
+        return np.unpackbits(np.bitwise_xor(first, second), axis=1).sum(axis=1).astype(np.float64)
+    difference = first.astype(np.float64) - second.astype(np.float64)
+    if norm == cv2.NORM_L1:
+        return np.abs(difference).sum(axis=1)
+    squared = (difference * difference).sum(axis=1)
+    return squared if norm == cv2.NORM_L2SQR else np.sqrt(squared)
+
+
 class PairMatcher:
     """Tentative matches between the features of two images: ``matcher(first, second) -> (M, 2)``
     int64 pairs (index into ``first``, index into ``second``).
@@ -156,11 +171,24 @@ class PairMatcher:
 
     def __call__(self, first: ImageFeatures, second: ImageFeatures) -> np.ndarray:
         if self.lightglue is not None:
+            return self.match_with_scores(first, second)[0]
+        return self._brute_force(first, second)
+
+    def match_with_scores(self, first: ImageFeatures, second: ImageFeatures) -> tuple[np.ndarray, np.ndarray]:
+        """The matches and a (M,) float32 score each, higher is better: LightGlue's confidence (most confident
+        first, as ``LightGlue.match``), or 1 / (1 + descriptor distance) for the brute-force matchers."""
+        if self.lightglue is not None:
             if len(first) == 0 or len(second) == 0:
-                return _as_pairs([])
+                return _as_pairs([]), np.zeros(0, np.float32)
             pairs, confidences = self.lightglue.match_features(first.points, first.descriptors, first.size,
                                                                second.points, second.descriptors, second.size)
-            return pairs[np.argsort(-confidences, kind="stable")]  # most confident first, as LightGlue.match
+            order = np.argsort(-confidences, kind="stable")
+            return pairs[order], confidences[order]
+        pairs = self._brute_force(first, second)
+        distances = descriptor_distances(first.descriptors[pairs[:, 0]], second.descriptors[pairs[:, 1]], self.norm)
+        return pairs, (1.0 / (1.0 + distances)).astype(np.float32)
+
+    def _brute_force(self, first: ImageFeatures, second: ImageFeatures) -> np.ndarray:
         if self.method == "ratio":
             return ratio_test(first.descriptors, second.descriptors, self.norm, self.ratio, self.brute_force)
         if self.method == "mutual":
