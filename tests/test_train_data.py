@@ -526,3 +526,19 @@ def test_sequence_patches_cover_the_five_pairs(shared):
     sets = pe.sequence_patches(sequence, max_keypoints=60)
     assert len(sets) == 5 and [int(s.image_id[0]) for s in sets if len(s)] == [k for k, s in enumerate(sets) if len(s)]
     assert all(s.point_id.max() < 60 for s in sets if len(s)) and sum(len(s) for s in sets) > 60
+
+
+def test_patch_evaluation_command_scores_a_published_descriptor(shared, tmp_path, capsys):
+    """``python -m cvdeep.eval.patch_pairs_eval``: TFeat (official weights) on one sequence's pairs
+    beats chance by far, the JSON holds what was printed, and a detector is refused."""
+    import json
+
+    out = tmp_path / "patches.json"
+    assert pe.main(["--models", "tfeat-liberty", "--root", str(shared / "data"), "--sequences", "v_churchill",
+                    "--max-keypoints", "80", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())["results"]["tfeat-liberty"]
+    assert result["sets"] == 5 and result["map"] > 0.5 and result["fpr95"] < 0.3
+    assert f"{result['map']:.4f}" in capsys.readouterr().out
+    with pytest.raises(cvdeep.Error, match="not a patch descriptor"):
+        pe.main(["--models", "tr-cvdeep", "--root", str(shared / "data"), "--sequences", "v_churchill",
+                 "--out", str(out)])

@@ -34,7 +34,7 @@ import argparse
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -182,26 +182,29 @@ def evaluate_patch_descriptor(descriptor: Any, pair_sets: Sequence[PatchPairs],
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Print and save (JSON) FPR95 and matching mAP of each model over a dataset's patch pairs."""
-    from ..models import build_model
+    from ..models import build_model, get_model
+    from ..nets.patch_descriptor import PatchDescriptor
 
     parser = argparse.ArgumentParser(prog="python -m cvdeep.eval.patch_pairs_eval", description=main.__doc__)
     parser.add_argument("--models", required=True,
                         help="comma-separated registered patch-descriptor models, each optionally name@weights.pt")
     parser.add_argument("--dataset", choices=sorted(LOADERS), default="shared")
     parser.add_argument("--root", default=None, help="the dataset's folder (shared: found beside the repository)")
+    parser.add_argument("--sequences", default=None, help="comma-separated sequence names to keep (default: all)")
     parser.add_argument("--max-keypoints", type=int, default=1000, help="SIFT keypoints per pair, the strongest")
     parser.add_argument("--out", type=Path, default=Path("patch_pairs_eval.json"))
     args = parser.parse_args(argv)
-    sequences = load_dataset(args.dataset, args.root)
+    names = [name for name in args.sequences.split(",") if name] if args.sequences else None
+    sequences = load_dataset(args.dataset, args.root, names)
     pair_sets: dict[int, list[PatchPairs]] = {}  # patch size -> the pairs, cut once per size
     results: dict[str, dict[str, float]] = {}
     print(f"{'model':<40} {'FPR95':>7} {'mAP':>7} {'pairs':>7}")
     for entry in (name.strip() for name in args.models.split(",") if name.strip()):
         name, _, weights = entry.partition("@")
+        if get_model(name)[0].kind != "patch":
+            raise Error(f"--models: {name!r} is not a patch descriptor; expected one of `cvdeep models`' patch models")
         network = build_model(name, weights=weights or None)
-        size = int(getattr(network, "patch_size", 0))
-        if not size:
-            raise Error(f"--models: {name!r} is not a patch descriptor (it has no patch_size)")
+        size = cast(PatchDescriptor, network).patch_size
         if size not in pair_sets:
             config = PatchPairConfig(patch_size=size)
             pair_sets[size] = [p for seq in sequences for p in sequence_patches(seq, config, args.max_keypoints)]
