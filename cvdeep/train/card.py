@@ -59,7 +59,7 @@ def render_card(
     lines = [f"# {name}: {title}", "", f"Paper: {paper}.", "",
              f"Weights: `cvdeep/pretrained/{packaged_file}`, sha256 `{packaged_sha256}`; "
              f"`cvdeep models` lists it as `{name}`.", "",
-             f"**Licence: {TRAINED_LICENSE}.** Research use only.", "", "## How it was trained", ""]
+             f"**Licence: {TRAINED_LICENSE}.**", "", "## How it was trained", ""]
     lines += ["```bash", *commands, "```", ""]
     total = 0.0
     table = ["| stage | steps | training time | hardware | precision | final loss |",
