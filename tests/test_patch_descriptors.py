@@ -287,7 +287,7 @@ def test_l2net_cs_is_256d(random_weight_files, graf_sift):
     assert descriptors.shape == (len(keypoints), 256) and feature.descriptorSize() == 256
 
 
-@pytest.mark.parametrize("name", ("SOSNet", "HyNet", "SDGMNet", "L2Net"))
+@pytest.mark.parametrize("name", ("SOSNet", "HyNet", "L2Net"))
 def test_models_without_obtainable_weights_raise_the_hub_error(name, monkeypatch):
     monkeypatch.setenv("CVDEEP_OFFLINE", "1")
     with pytest.raises(cvdeep.Error, match="were not found"):
@@ -295,12 +295,13 @@ def test_models_without_obtainable_weights_raise_the_hub_error(name, monkeypatch
 
 
 @pytest.mark.filterwarnings("ignore::cvdeep.NonCommercialWeightsWarning")
-def test_hardnet_works_offline_with_the_weights_cvdeep_trained(monkeypatch, graf_sift):
-    """The official HardNet files are not here: ``HardNet_create()`` takes the packaged
-    ``hardnet-cvdeep`` (sha256 checked on load) and describes any keypoints offline."""
+@pytest.mark.parametrize("name, model", [("HardNet", "hardnet-cvdeep"), ("SDGMNet", "sdgmnet-cvdeep")])
+def test_works_offline_with_the_weights_cvdeep_trained(name, model, monkeypatch, graf_sift):
+    """The official files are not here: ``HardNet_create()`` / ``SDGMNet_create()`` take the
+    packaged weights cvdeep trained (sha256 checked on load) and describe any keypoints offline."""
     monkeypatch.setenv("CVDEEP_OFFLINE", "1")
-    feature = cvdeep.HardNet_create(device="cpu")
-    assert "model='hardnet-cvdeep'" in repr(feature)
+    feature = getattr(cvdeep, f"{name}_create")(device="cpu")
+    assert f"model='{model}'" in repr(feature)
     image, keypoints = graf_sift
     kept, descriptors = feature.compute(image, keypoints)
     assert len(kept) == len(keypoints) and descriptors.shape == (len(keypoints), 128)

@@ -123,7 +123,7 @@ class Trainer:
     @staticmethod
     def _segment(step: int, config: Mapping[str, Any], processor: str | None = None) -> dict[str, Any]:
         return {"from_step": step, "effective_precision": config.get("effective_precision"),
-                "processor": processor or platform.processor() or platform.machine()}
+                "processor": processor or processor_name()}
 
     # --- checkpoints ---------------------------------------------------------------------
 
@@ -236,11 +236,23 @@ def cpu_weights(network: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().float() if v.is_floating_point() else v.cpu() for k, v in network.state_dict().items()}
 
 
+def processor_name() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo), else what ``platform`` knows (e.g. x86_64)."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def hardware(device: torch.device) -> str:
     """The GPU's name, or the CPU and thread count: what ``summary.json`` says a run ran on."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {torch.get_num_threads()} threads"
+    return f"{processor_name()}, {os.cpu_count()} CPUs, {torch.get_num_threads()} threads"
 
 
 def finish_run(summary: dict[str, Any], weights: dict[str, torch.Tensor], out_dir: str | os.PathLike,
