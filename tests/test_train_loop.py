@@ -42,3 +42,14 @@ def test_resume_may_change_only_the_effective_precision(tmp_path):
     # the next resume compares with the precision the run went on in
     trainer, _ = _trainer(tmp_path, {**bf16, "effective_precision": "fp32"}, 6, resume=True)
     assert len(trainer.segments) == 3
+
+
+def test_model_card_names_the_precision_of_each_segment():
+    from cvdeep.train.card import _precision
+
+    one = {"steps": 40, "config": {"effective_precision": "bf16"}}
+    assert _precision(one) == "bf16"
+    segments = [{"from_step": step, "effective_precision": precision}
+                for step, precision in ((0, "bf16"), (10, "bf16"), (30, "fp32"), (35, "fp32"))]
+    mixed = {"steps": 40, "config": {"effective_precision": "fp32"}, "segments": segments}
+    assert _precision(mixed) == "bf16 (steps 0-30), fp32 (steps 30-40)"
