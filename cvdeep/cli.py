@@ -183,8 +183,13 @@ def _run_retrieve(args: argparse.Namespace) -> int:
 
 def _run_train(args: argparse.Namespace) -> int:
     from .train import cli as train_cli
+    from .train.loop import TrainingStopped
 
-    return train_cli.run(args)
+    try:
+        return train_cli.run(args)
+    except TrainingStopped as stopped:
+        print(f"cvdeep train: {stopped}", file=sys.stderr)
+        return 130  # as for Ctrl-C: the command did not finish, and a script can tell
 
 
 def _bench_module() -> ModuleType | None:

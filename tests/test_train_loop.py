@@ -53,3 +53,50 @@ def test_model_card_names_the_precision_of_each_segment():
                 for step, precision in ((0, "bf16"), (10, "bf16"), (30, "fp32"), (35, "fp32"))]
     mixed = {"steps": 40, "config": {"effective_precision": "fp32"}, "segments": segments}
     assert _precision(mixed) == "bf16 (steps 0-30), fp32 (steps 30-40)"
+
+
+def test_a_signal_stops_the_run_after_its_step_with_a_checkpoint(tmp_path):
+    """SIGINT mid-run: the step finishes, the checkpoint holds it (between the every-2 ones) and
+    resuming ends with the weights of an uninterrupted run; the handlers are put back."""
+    import os
+    import signal
+
+    from cvdeep.train.loop import TrainingStopped
+
+    config = {"lr": 0.1}
+    straight, step = _trainer(tmp_path / "straight", config, 5)
+    straight.run(step)
+    expected = straight.state["model"].weight.detach().clone()
+
+    stopped, step = _trainer(tmp_path / "stopped", config, 5)
+
+    def interrupted_step(index: int) -> dict[str, float]:
+        if index == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+        return step(index)
+
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(TrainingStopped, match="stopped at step 3 of 5") as caught:
+        stopped.run(interrupted_step)
+    assert caught.value.step == 3 and signal.getsignal(signal.SIGINT) is before
+    assert torch.load(tmp_path / "stopped" / "checkpoint.pt", weights_only=False)["step"] == 3
+    assert not (tmp_path / "stopped" / "summary.json").exists()
+    resumed, step = _trainer(tmp_path / "stopped", config, 5, resume=True)
+    assert resumed.step == 3
+    resumed.run(step)
+    torch.testing.assert_close(resumed.state["model"].weight, expected, rtol=0, atol=0)
+    assert len((tmp_path / "stopped" / "log.csv").read_text().splitlines()) == 1 + 5
+
+
+def test_the_train_command_reports_a_stopped_run_and_exits_130(monkeypatch, tmp_path, capsys):
+    from cvdeep.cli import main
+    from cvdeep.train import cli as train_cli
+    from cvdeep.train.loop import TrainingStopped
+
+    def stopped(args):
+        raise TrainingStopped(tmp_path, 7, 10)
+
+    monkeypatch.setattr(train_cli, "run", stopped)
+    assert main(["train", "descriptor", "--out", str(tmp_path)]) == 130
+    err = capsys.readouterr().err
+    assert "stopped at step 7 of 10" in err and "--resume" in err

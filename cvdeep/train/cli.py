@@ -13,6 +13,7 @@
 
 Every run writes its configuration, a CSV of its losses and a checkpoint every
 ``--checkpoint-every`` steps into ``--out``; ``--resume`` continues a stopped run exactly.
+Ctrl-C or SIGTERM stops a run after its current step, with a checkpoint (exit status 130).
 """
 from __future__ import annotations
 

@@ -7,7 +7,10 @@ metrics to ``<out>/log.csv``, and every ``checkpoint_every`` steps (and at the e
 the random generators (torch, NumPy, Python) and the step. ``resume=True`` continues from
 that file exactly where it stopped, so a run killed at any moment loses at most
 ``checkpoint_every`` steps and, for a deterministic task, ends with the same weights as an
-uninterrupted run with the same seed.
+uninterrupted run with the same seed. SIGINT (Ctrl-C) or SIGTERM stops a run cleanly instead:
+the step under way finishes, the checkpoint is written and ``run`` raises
+:class:`TrainingStopped`; a second signal stops at once. ``timeout -s INT 1h cvdeep train ...``
+is thus a session-sized chunk of a long run.
 """
 from __future__ import annotations
 
@@ -17,7 +20,9 @@ import logging
 import os
 import platform
 import random
+import signal
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -36,6 +41,15 @@ LOG = "log.csv"
 SUMMARY = "summary.json"
 
 Stateful = Any  # anything with state_dict() / load_state_dict(): modules, optimizers, schedulers, losses
+
+
+class TrainingStopped(Exception):
+    """A run was asked to stop (SIGINT/SIGTERM); its checkpoint at ``step`` is written and ``resume`` continues it."""
+
+    def __init__(self, out: Path, step: int, total_steps: int) -> None:
+        super().__init__(f"stopped at step {step} of {total_steps}; the checkpoint is in {out}: run the same command "
+                         "with --resume to continue")
+        self.out, self.step, self.total_steps = out, step, total_steps
 
 
 def seed_everything(seed: int) -> np.random.Generator:
@@ -203,6 +217,8 @@ class Trainer:
         log_path = self.out / LOG
         writer = None
         handle = open(log_path, "a", newline="")
+        stop_requests: list[int] = []
+        previous = self._catch_stop_signals(stop_requests)
         try:
             while self.step < self.total_steps:
                 started = time.perf_counter()
@@ -219,9 +235,13 @@ class Trainer:
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix({k: f"{v:.4g}" for k, v in list(metrics.items())[:3]})
-                if self.step % self.checkpoint_every == 0 or self.step == self.total_steps:
+                if self.step % self.checkpoint_every == 0 or self.step == self.total_steps or stop_requests:
                     self.save()
+                if stop_requests and self.step < self.total_steps:
+                    raise TrainingStopped(self.out, self.step, self.total_steps)
         finally:
+            for number, handler in previous.items():
+                signal.signal(number, handler)
             handle.close()
             if bar is not None:
                 bar.close()
@@ -229,6 +249,25 @@ class Trainer:
                    "segments": self.segments}
         (self.out / SUMMARY).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
         return summary
+
+
+    @staticmethod
+    def _catch_stop_signals(requests: list[int]) -> dict[int, Any]:
+        """Route SIGINT/SIGTERM to ``requests`` (checked between steps); the first one restores the
+        previous handlers so that a second signal acts at once. Returns the previous handlers."""
+        if threading.current_thread() is not threading.main_thread():
+            return {}  # signal handlers can only be set from the main thread
+        previous = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+
+        def request_stop(number: int, frame: Any) -> None:
+            requests.append(number)
+            log.warning("stopping after this step (signal %d); signal again to stop at once", number)
+            for other, handler in previous.items():
+                signal.signal(other, handler)
+
+        for number in previous:
+            signal.signal(number, request_stop)
+        return previous
 
 
 def cpu_weights(network: torch.nn.Module) -> dict[str, torch.Tensor]:
