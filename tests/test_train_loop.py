@@ -100,3 +100,27 @@ def test_the_train_command_reports_a_stopped_run_and_exits_130(monkeypatch, tmp_
     assert main(["train", "descriptor", "--out", str(tmp_path)]) == 130
     err = capsys.readouterr().err
     assert "stopped at step 7 of 10" in err and "--resume" in err
+
+
+def test_plot_draws_runs_in_panels_up_to_a_step_and_skips_empty_cells(tmp_path):
+    """`cvdeep train plot`: one PNG; a metric written only at checkpoints (empty elsewhere) plots as
+    points; --max-step cuts the curves; a missing column is an Error naming the columns there are."""
+    pytest.importorskip("matplotlib")
+    import cv2
+
+    from cvdeep.cli import main
+
+    for name, scale in (("a", 1.0), ("b", -0.01)):
+        run = tmp_path / name
+        run.mkdir()
+        rows = ["step,seconds,loss,holdout_fpr95"]
+        rows += [f"{i},{i * 0.1:.1f},{scale * (1 + 1 / i):.5f},{0.5 / i if i % 50 == 0 else ''}" for i in range(1, 301)]
+        (run / "log.csv").write_text("\n".join(rows) + "\n")
+    out = tmp_path / "curves.png"
+    assert main(["train", "plot", f"first={tmp_path / 'a'}", str(tmp_path / "b"), "--out", str(out),
+                 "--panels", "--max-step", "200"]) == 0
+    two_panels = cv2.imread(str(out))
+    assert two_panels is not None and two_panels.shape[0] > two_panels.shape[1] * 0.6  # 2 axes stacked
+    assert main(["train", "plot", str(tmp_path / "a"), "--out", str(out), "--metric", "holdout_fpr95"]) == 0
+    assert cv2.imread(str(out)).shape[0] < two_panels.shape[0]
+    assert main(["train", "plot", str(tmp_path / "a"), "--out", str(out), "--metric", "nope"]) == 1

@@ -10,6 +10,7 @@
     cvdeep train lift --stage detector --init runs/lift-ori/weights.pt --out runs/lift-cvdeep
     cvdeep train lfnet --steps 3000 --out runs/lfnet-cvdeep
     cvdeep train plot runs/sdgmnet runs/hardnet --out curves.png
+    cvdeep train plot sdgm=runs/a hardnet=runs/b --panels --max-step 500 --out ablation.png
 
 Every run writes its configuration, a CSV of its losses and a checkpoint every
 ``--checkpoint-every`` steps into ``--out``; ``--resume`` continues a stopped run exactly.
@@ -197,6 +198,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     plot.add_argument("runs", nargs="+", help="run directories (label=dir to name a curve)")
     plot.add_argument("--out", required=True, help="PNG file to write")
     plot.add_argument("--metric", default="loss", help="column of log.csv to plot (default loss)")
+    plot.add_argument("--max-step", type=int, default=None, help="plot the steps up to this one only")
+    plot.add_argument("--panels", action="store_true", help="one axis per run (losses on different scales)")
 
 
 def _loss_options(items: list[str]) -> dict[str, float | str]:
@@ -230,7 +233,7 @@ def run(args: argparse.Namespace) -> int:
         for item in args.runs:
             label, sep, path = item.partition("=")
             runs[label if sep else Path(item).name] = path if sep else item
-        print(f"wrote {plot_curves(runs, args.out, args.metric)}")
+        print(f"wrote {plot_curves(runs, args.out, args.metric, max_step=args.max_step, panels=args.panels)}")
         return 0
     if args.threads is not None:
         torch.set_num_threads(args.threads)

@@ -309,20 +309,23 @@ def finish_run(summary: dict[str, Any], weights: dict[str, torch.Tensor], out_di
 
 
 def read_log(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """A run's ``log.csv`` as column name -> float array."""
+    """A run's ``log.csv`` as column name -> float array; an empty cell reads as NaN."""
     with open(path, newline="") as handle:
         rows = list(csv.DictReader(handle))
     if not rows:
         return {}
-    return {key: np.array([float(row[key]) for row in rows]) for key in rows[0]}
+    return {key: np.array([float(row[key] or "nan") for row in rows]) for key in rows[0]}
 
 
 def plot_curves(runs: Mapping[str, str | os.PathLike], out: str | os.PathLike, metric: str = "loss",
-                smooth: int = 50) -> Path:
+                smooth: int = 50, max_step: int | None = None, panels: bool = False) -> Path:
     """Plot ``metric`` against step for several runs (label -> run directory or log.csv) into a PNG.
 
     Needs matplotlib (the ``plot`` extra). A moving average over ``smooth`` steps is drawn
-    over the raw curve.
+    over the raw curve; steps where the metric is empty (e.g. ``holdout_fpr95``, written at
+    checkpoints only) are left out. ``max_step`` cuts the curves there (a short run against
+    the first steps of a long one); ``panels`` gives each run its own axis, for losses on
+    different scales (an ablation of losses).
     """
     try:
         import matplotlib
@@ -331,24 +334,30 @@ def plot_curves(runs: Mapping[str, str | os.PathLike], out: str | os.PathLike, m
         import matplotlib.pyplot as plt
     except ImportError:
         raise Error("plotting loss curves needs matplotlib: pip install 'cvdeep[plot]'") from None
-    figure, axis = plt.subplots(figsize=(7, 4))
-    for label, run in runs.items():
+    rows = len(runs) if panels else 1
+    figure, axes = plt.subplots(rows, 1, figsize=(7, 4 if rows == 1 else 2.4 * rows), sharex=True, squeeze=False)
+    for index, (label, run) in enumerate(runs.items()):
+        axis = axes[index if panels else 0][0]
         path = Path(run)
         columns = read_log(path / LOG if path.is_dir() else path)
         if metric not in columns:
             raise Error(f"{path}: no {metric!r} column; it has {', '.join(columns)}")
         steps, values = columns["step"], columns[metric]
-        line = axis.plot(steps, values, alpha=0.25, linewidth=0.8)[0]
-        if len(values) >= smooth > 1:
+        keep = np.isfinite(values) & (steps <= (max_step if max_step is not None else np.inf))
+        steps, values = steps[keep], values[keep]
+        sparse = len(values) < smooth
+        line = axis.plot(steps, values, marker="o" if sparse else None, alpha=1.0 if sparse else 0.25,
+                         linewidth=0.8)[0]
+        if not sparse and smooth > 1:
             kernel = np.ones(smooth) / smooth
             axis.plot(steps[smooth - 1:], np.convolve(values, kernel, mode="valid"), color=line.get_color(),
                       label=label)
         else:
             line.set_label(label)
-    axis.set_xlabel("step")
-    axis.set_ylabel(metric)
-    axis.grid(alpha=0.3)
-    axis.legend()
+        axis.set_ylabel(metric)
+        axis.grid(alpha=0.3)
+        axis.legend()
+    axes[-1][0].set_xlabel("step")
     figure.tight_layout()
     out = Path(out)
     figure.savefig(out, dpi=120)
