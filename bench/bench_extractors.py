@@ -4,9 +4,13 @@ Every method sees the same images (Oxford graf img1 and HPatches v_churchill 1,
 resized with INTER_AREA to each benchmark size), on the same number of threads, and
 the timings are interleaved round by round so that load on a shared machine hits all
 methods alike; the ratios are what to read. kornia runs with the same weight files.
+``--precision fp32 bf16`` adds a cvdeep row per method and precision (``precision=`` of every
+cvdeep Feature2D), timed in the same rounds, with its ratio to cvdeep fp32; a precision the
+machine cannot run natively is labelled with what ran (``bf16->fp32``). ``--no-kornia`` leaves
+kornia out.
 
     PYTHONPATH=. python bench/bench_extractors.py [--threads 2] [--rounds 15] [--warmup 2] [--clock wall|cpu] \
-        [--sizes 640x480 1024x768]
+        [--sizes 640x480 1024x768] [--methods XFeat DISK ALIKED-n16] [--precision fp32 bf16] [--no-kornia]
 """
 from __future__ import annotations
 
@@ -29,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 import cvdeep  # noqa: E402
 import cvdeep.ops  # noqa: E402
 from cvdeep.models import get_weight_spec  # noqa: E402
+from cvdeep.precision import PRECISIONS, bf16_native, effective_precision  # noqa: E402
 from cvdeep.weights import resolve  # noqa: E402
 
 IMAGES = (
@@ -42,11 +47,15 @@ Run = Callable[[np.ndarray], int]  # BGR uint8 image -> number of keypoints
 
 @dataclass
 class Method:
-    """One learned method: how cvdeep runs it and how kornia runs it."""
+    """One learned method: how cvdeep runs it (at a precision) and how kornia runs it."""
 
     name: str
-    cvdeep: Callable[[], Run]
+    factory: Callable[..., cvdeep.Feature2D]  # keyword parameters -> the cvdeep detector
     kornia: Callable[[], Run]
+
+    def cvdeep(self, precision: str = "fp32") -> Run:
+        detector = self.factory(precision=precision)
+        return lambda image: len(detector.detectAndCompute(image, None)[0])
 
 
 def _gray_tensor(image: np.ndarray) -> torch.Tensor:
@@ -55,14 +64,6 @@ def _gray_tensor(image: np.ndarray) -> torch.Tensor:
 
 def _rgb_tensor(image: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(cv2.cvtColor(image, cv2.COLOR_BGR2RGB)).permute(2, 0, 1)[None].float().div_(255.0)
-
-
-def _cvdeep(factory: Callable[[], object]) -> Callable[[], Run]:
-    def build() -> Run:
-        detector = factory()
-        return lambda image: len(detector.detectAndCompute(image, None)[0])
-
-    return build
 
 
 def _kornia_xfeat() -> Run:
@@ -110,12 +111,12 @@ def _kornia_aliked(name: str) -> Callable[[], Run]:
 def methods() -> list[Method]:
     """The learned methods cvdeep has in this build (ALIKED once its branch is merged)."""
     found = [
-        Method("XFeat", _cvdeep(lambda: cvdeep.XFeat_create(nfeatures=4096)), _kornia_xfeat),
-        Method("DISK", _cvdeep(lambda: cvdeep.DISK_create()), _kornia_disk),
+        Method("XFeat", lambda **params: cvdeep.XFeat_create(nfeatures=4096, **params), _kornia_xfeat),
+        Method("DISK", lambda **params: cvdeep.DISK_create(**params), _kornia_disk),
     ]
     if hasattr(cvdeep, "ALIKED"):
         found.append(
-            Method("ALIKED-n16", _cvdeep(lambda: cvdeep.ALIKED_create(model="aliked-n16")),
+            Method("ALIKED-n16", lambda **params: cvdeep.ALIKED_create(model="aliked-n16", **params),
                    _kornia_aliked("aliked-n16"))
         )
     return found
@@ -167,34 +168,50 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", help="subset of method names (default: all available)")
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                         help="cpu = this process's CPU time: with --threads 1, robust to a machine loaded by others")
+    parser.add_argument("--precision", nargs="+", default=["fp32"], choices=PRECISIONS,
+                        help="cvdeep rows at each of these precisions (fp32 is always timed: the ratios' base)")
+    parser.add_argument("--no-kornia", action="store_true", help="leave kornia out (its ratio column stays empty)")
     parser.add_argument("--shared", type=Path, default=Path(os.environ.get("CVDEEP_SHARED", ROOT.parent / "shared")))
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
     chosen = [m for m in methods() if not args.methods or m.name in args.methods]
+    precisions = ["fp32", *(p for p in dict.fromkeys(args.precision) if p != "fp32")]
+    device = torch.device("cpu")
+    labels = {p: p if effective_precision(p, device) == p else f"{p}->{effective_precision(p, device)}"
+              for p in precisions}
     runs: dict[str, Run] = {"cv2.SIFT": _sift()}
     for method in chosen:
-        runs[f"cvdeep {method.name}"] = method.cvdeep()
-        runs[f"kornia {method.name}"] = method.kornia()
+        for precision in precisions:
+            runs[f"cvdeep {method.name} {precision}"] = method.cvdeep(precision)
+        if not args.no_kornia:
+            runs[f"kornia {method.name}"] = method.kornia()
 
     print(f"torch {torch.__version__}, OpenCV {cv2.__version__}, {args.threads} threads, "
-          f"{len(IMAGES)} images, {args.rounds} rounds, {args.clock} clock, ops backend: {cvdeep.ops.backend()}")
-    header = f"| size | method | ms (median) | keypoints | cvdeep / kornia | cvdeep / cv2.SIFT({SIFT_FEATURES}) |"
+          f"{len(IMAGES)} images, {args.rounds} rounds, {args.clock} clock, ops backend: {cvdeep.ops.backend()}, "
+          f"native bf16: {bf16_native(device)}")
+    header = (f"| size | method | ms (median) | keypoints | cvdeep / kornia | cvdeep / cv2.SIFT({SIFT_FEATURES}) "
+              "| / cvdeep fp32 |")
     print(header)
-    print("| --- | --- | ---: | ---: | ---: | ---: |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
     for size_text in args.sizes:
         width, height = (int(v) for v in size_text.lower().split("x"))
         clock = time.perf_counter if args.clock == "wall" else time.process_time
         results = time_interleaved(runs, load_images(args.shared, (width, height)), args.rounds, args.warmup, clock)
         sift_ms, sift_count = results["cv2.SIFT"]
-        print(f"| {width}x{height} | cv2.SIFT | {sift_ms:.1f} | {sift_count:.0f} | | |")
+        print(f"| {width}x{height} | cv2.SIFT | {sift_ms:.1f} | {sift_count:.0f} | | | |")
         for method in chosen:
-            ours_ms, ours_count = results[f"cvdeep {method.name}"]
-            ref_ms, ref_count = results[f"kornia {method.name}"]
-            print(f"| {width}x{height} | kornia {method.name} | {ref_ms:.1f} | {ref_count:.0f} | | |")
-            print(f"| {width}x{height} | cvdeep {method.name} | {ours_ms:.1f} | {ours_count:.0f} | "
-                  f"{ours_ms / ref_ms:.2f}x | {ours_ms / sift_ms:.2f}x |")
+            ref_ms = None
+            if not args.no_kornia:
+                ref_ms, ref_count = results[f"kornia {method.name}"]
+                print(f"| {width}x{height} | kornia {method.name} | {ref_ms:.1f} | {ref_count:.0f} | | | |")
+            base_ms = results[f"cvdeep {method.name} fp32"][0]
+            for precision in precisions:
+                ours_ms, ours_count = results[f"cvdeep {method.name} {precision}"]
+                kornia_ratio = f"{ours_ms / ref_ms:.2f}x" if ref_ms else ""
+                print(f"| {width}x{height} | cvdeep {method.name} {labels[precision]} | {ours_ms:.1f} | "
+                      f"{ours_count:.0f} | {kornia_ratio} | {ours_ms / sift_ms:.2f}x | {ours_ms / base_ms:.2f}x |")
 
 
 if __name__ == "__main__":

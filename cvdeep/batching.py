@@ -80,7 +80,7 @@ def detect_and_compute_list(feature2d: Feature2D, images: Sequence[Any], masks: 
         batch = torch.cat([_pad_to(tensors[i], height, width) for i in chunk])
         valid = torch.cat([feature2d._valid_mask(feature2d._valid_pixels(checked[i], user_masks[i]), (height, width))
                            for i in chunk])
-        with torch.inference_mode():
+        with torch.inference_mode(), feature2d._precision(batch.device):
             features = extractor.extract_batch(batch, valid, feature2d._config)
         for position, index in enumerate(chunk):
             arrays, desc = feature2d._to_arrays(features[position], extractor, valid[position, 0])

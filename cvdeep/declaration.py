@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 from .errors import Error
+from .precision import PRECISIONS
 from .weights import WeightSpec
 
 # --- parameters ----------------------------------------------------------------------------
@@ -166,6 +167,15 @@ def describe_accepted(spec: dataclasses.Field) -> str:
 # --- the common vocabulary -----------------------------------------------------------------
 
 
+def precision_param() -> Any:
+    """The ``precision`` of every detector and descriptor (``cvdeep.precision``), read by the Feature2D
+    layer around the network's calls, never by the network."""
+    return param("fp32", "arithmetic of the network: 'fp32'; 'bf16': convolutions and matrix products in "
+                 "bfloat16 where the CPU (AVX512-BF16, AMX-BF16) or GPU has it natively, else fp32 with a "
+                 "warning; maps, NMS, refinement and descriptors stay float32", choices=PRECISIONS)
+
+
+
 @dataclass
 class DetectorConfig(Config):
     """What every detector accepts, with OpenCV's names where OpenCV has one.
@@ -179,6 +189,9 @@ class DetectorConfig(Config):
     biases and float noise make maxima on a uniform frame, a black border or a saturated sky),
     but those maxima are not features of the image; ``keep_flat=True`` keeps them, as the
     published code does.
+
+    ``precision`` (last, so the fields before keep their positions) is how the network's
+    arithmetic runs (``cvdeep.precision``); the Feature2D layer applies it, the network never sees it.
     """
 
     nfeatures: int = param(0, "keep at most this many keypoints, the strongest; 0 keeps all (as cv2.SIFT)", low=0)
@@ -192,11 +205,14 @@ class DetectorConfig(Config):
     keep_flat: bool = param(False, "keep keypoints where the image is flat (its 5x5 neighbourhood holds one "
                             "value: no maximum of the image, only of the network's padding and biases), as the "
                             "authors' code does; False finds none there, as cv2.SIFT")
+    precision: str = precision_param()
 
 
 @dataclass
 class DescriptorConfig(Config):
     """Patch descriptors take no detection parameters: keypoints come from their ``detector``."""
+
+    precision: str = precision_param()
 
 
 # --- declarations --------------------------------------------------------------------------

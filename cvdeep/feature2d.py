@@ -27,6 +27,7 @@ from .keypoints import KeypointArrays, from_cv_keypoints, to_cv_keypoints
 from .models import build_model, get_model, preferred_model
 from .nets.bands import large_image_allocation
 from .nets.base import Extractor, Features, on_valid_pixels
+from .precision import effective_precision, network_precision
 
 _LOADING = ("model", "weights", "device")
 """Parameters that choose the network rather than configure it: changing one rebuilds it."""
@@ -196,6 +197,8 @@ class Feature2D:
         reload = any(self._values.get(name) != value for name, value in loading.items())
         self._values.update(loading)
         self._config = config
+        if getattr(config, "precision", "fp32") != "fp32" and ("precision" in params or "device" in loading):
+            self.effectivePrecision()  # warns now, not at the first image, when bf16 will not run here
         if reload and self._extractor is not None:
             with self._lock:
                 self._extractor = None
@@ -332,7 +335,7 @@ class Feature2D:
         with self._memory_guard(img.shape):
             tensor = self._network_input(img)
             as_tensor = lambda a: torch.from_numpy(a).to(tensor.device)  # noqa: E731
-            with torch.inference_mode():
+            with torch.inference_mode(), self._precision(tensor.device):
                 desc, used = extractor.describe_keypoints(
                     tensor, as_tensor(arrays.xy), as_tensor(arrays.size), as_tensor(arrays.angle),
                     as_tensor(arrays.octave), self._config)
@@ -390,6 +393,16 @@ class Feature2D:
     def _input(self) -> InputConvention:
         """The input convention of the loaded model (its variant's, else its family's)."""
         return self.family.input_of(self._values["model"])
+
+    def _precision(self, device: torch.device) -> contextlib.AbstractContextManager[str]:
+        """Where the network runs: the config's ``precision`` on ``device`` (``cvdeep.precision``), the
+        one place it is applied, around ``extract``, ``extract_batch`` and ``describe_keypoints``."""
+        return network_precision(getattr(self._config, "precision", "fp32"), device)
+
+    def effectivePrecision(self) -> str:
+        """The precision the network runs in here: ``getPrecision()``, except ``"fp32"`` where bf16 was
+        asked for and this device has no native bf16 (``cvdeep.precision.effective_precision``)."""
+        return effective_precision(getattr(self._config, "precision", "fp32"), resolve_device(self._values["device"]))
 
     def _network_input(self, image: np.ndarray) -> torch.Tensor:
         """The image as the declared input convention says: (1, C, H', W') float in [0, 1], padded."""
@@ -450,7 +463,7 @@ class Feature2D:
         with self._memory_guard(img.shape):
             tensor = self._network_input(img)
             valid = self._valid_mask(valid_pixels, (tensor.shape[-2], tensor.shape[-1]))
-            with torch.inference_mode():
+            with torch.inference_mode(), self._precision(tensor.device):
                 features = extractor.extract(tensor, valid, self._config)
         arrays, desc = self._to_arrays(features, extractor, valid[0, 0])
         if len(arrays) == 0:

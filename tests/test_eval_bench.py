@@ -31,6 +31,7 @@ def test_every_feature_scores_every_pair(ubc_results: dict) -> None:
     assert [r["feature"] for r in ubc_results["results"]] == ["sift", "orb"]
     for entry in ubc_results["results"]:
         assert len(entry["pairs"]) == 5 and len(entry["images"]) == 6
+        assert entry["precision"] == "fp32"  # what ran (OpenCV features: always fp32)
         assert set(entry["summary"]) == {"all", "JPEG"}
         summary = entry["summary"]["all"]
         mma = np.array(summary["mma"])

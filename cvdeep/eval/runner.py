@@ -165,9 +165,12 @@ def run_feature(name: str, feature: Feature, matcher: PairMatcher, sequences: li
     for group, names in _groups(sequences).items():
         summaries[group] = summarize([p for p in pairs if p["sequence"] in names],
                                      [i for i in images if i["sequence"] in names])
-    device = getattr(getattr(feature, "descriptor", feature), "device", "cpu (OpenCV)")
-    return {"feature": name, "device": str(device), "descriptor_norm": matcher.norm,
-            "summary": summaries, "pairs": pairs, "images": images}
+    described_by = getattr(feature, "descriptor", feature)
+    device = getattr(described_by, "device", "cpu (OpenCV)")
+    # what ran, not what was asked: precision="bf16" runs fp32 where the hardware has no native bf16
+    effective = getattr(described_by, "effectivePrecision", None)
+    return {"feature": name, "device": str(device), "precision": effective() if effective else "fp32",
+            "descriptor_norm": matcher.norm, "summary": summaries, "pairs": pairs, "images": images}
 
 
 def machine_description() -> dict[str, Any]:
@@ -236,7 +239,10 @@ def markdown_table(results: dict[str, Any]) -> str:
         for entry in results["results"]:
             s = entry["summary"][group]
             mma = dict(zip(results["config"]["thresholds"], s["mma"]))
-            cells = [entry["feature"], *(_number(mma[t], 100) for t in (1, 3, 5, 10)),
+            label = entry["feature"]
+            if "precision=bf16" in label.replace(" ", "") and entry.get("precision") == "fp32":
+                label += " (ran fp32: no native bf16)"
+            cells = [label, *(_number(mma[t], 100) for t in (1, 3, 5, 10)),
                      *(_number(s["homography_accuracy"][str(t)], 100) for t in metrics.HOMOGRAPHY_THRESHOLDS),
                      _number(s["repeatability"], 100), _number(s["localization_error"], digits=2),
                      _number(s["matching_score"], 100), _number(s["keypoints_per_image"], digits=0),

@@ -62,6 +62,7 @@ from torch import nn
 from .. import ops
 from ..declaration import DetectorConfig, InputConvention, ModelFamily, Variant, param
 from ..errors import Error
+from ..precision import full_precision
 from ..weights import TRAINED_LICENSE, WeightSpec
 from .base import Extractor, Features, pointwise, window_max
 from .delf_official import BN_EPSILON, SlimResNet50, pca_buffers
@@ -337,7 +338,8 @@ class DELFNet(Extractor):
         descriptors = F.normalize(raw.float(), dim=1)
         if config.pca_dim > 0:
             components = self.pca_matrix[: config.pca_dim]
-            descriptors = (descriptors - self.pca_mean) @ components.T
+            with full_precision():  # post-processing: float32 under precision="bf16" (cvdeep.precision)
+                descriptors = (descriptors - self.pca_mean) @ components.T
             if config.whitening:
                 descriptors = descriptors / self.pca_variances[: config.pca_dim].clamp_min(1e-12).sqrt()
             descriptors = F.normalize(descriptors, dim=1)

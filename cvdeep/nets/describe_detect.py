@@ -22,6 +22,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..precision import full_precision
+
 EDGE_THRESHOLD = 5.0
 """r_e of the edge test (D2-Net's ``edge_threshold``)."""
 
@@ -45,7 +47,8 @@ def derivatives(features: torch.Tensor, filters: torch.Tensor) -> torch.Tensor:
     """(5, C, h, w): di, dj, dii, dij, djj of every channel of a (1, C, h, w) map (zero padding, as the
     reference code). ``filters``: ``hessian_filters()`` on the map's device and dtype."""
     channels, height, width = features.shape[1:]
-    result = F.conv2d(features.reshape(channels, 1, height, width), filters, padding=1)
+    with full_precision():  # post-processing: float32 under precision="bf16" (cvdeep.precision)
+        result = F.conv2d(features.reshape(channels, 1, height, width), filters, padding=1)
     return result.permute(1, 0, 2, 3)
 
 

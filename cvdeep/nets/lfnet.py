@@ -58,7 +58,7 @@ from torch import nn
 
 from .. import ops
 from ..declaration import DetectorConfig, InputConvention, ModelFamily, Variant, param
-from ..ops.patches import extract_patches
+from ..ops import extract_patches  # float32 under autocast (cvdeep.precision)
 from ..weights import TRAINED_LICENSE, WeightSpec
 from .bands import band_height, release_freed_memory, resize_rows, run_banded, source_positions
 from .base import Extractor, Features, mask_scores, valid_at

@@ -84,7 +84,8 @@ from .. import ops
 from .. import weights as hub
 from ..declaration import DescriptorConfig, DetectorConfig, InputConvention, ModelFamily, Variant, param
 from ..errors import Error
-from ..ops.patches import NO_ANGLE, extract_patches
+from ..ops import extract_patches  # float32 under autocast (cvdeep.precision)
+from ..ops.patches import NO_ANGLE
 from ..weights import TRAINED_LICENSE, WeightSpec
 from .base import Extractor, Features, valid_at, window_max
 from .multiscale import level_nms_radius, merge_levels

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from ..ops.patches import extract_patches
+from ..ops import extract_patches  # float32 under autocast (cvdeep.precision)
 from .base import Extractor
 
 SIFT_SCALE_FACTOR = 12.0

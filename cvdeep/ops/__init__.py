@@ -5,6 +5,10 @@ Each op here runs the compiled ``torch.ops.cvdeep.*`` kernel when the extension
 reference in ``reference.py``; falling back warns once per process. Setting
 ``CVDEEP_DISABLE_EXT=1`` forces the references (no warning: it was asked for), which is
 how tests compare the two paths. ``backend()`` says which path is live.
+
+Every op runs in float32 whatever autocast the caller has on (``precision="bf16"`` runs the
+networks under autocast; see ``cvdeep.precision``): the kernels of ``deform_conv2d`` and
+``softargmax`` take float and double only, and the references compute as the kernels do.
 """
 from __future__ import annotations
 
@@ -12,12 +16,13 @@ from typing import Any
 
 import torch
 
+from ..precision import float32_op
 from . import reference
 from ._dispatch import backend, build_info, kernel_or_reference
-from .deform import deform_conv2d  # own dispatch, see deform.py
-from .patches import extract_patches
-from .reference import sample_descriptors  # no kernel: grid_sample is already fast
-from .soft_detection import soft_detection_score
+from .deform import deform_conv2d as _deform_conv2d  # own dispatch, see deform.py
+from .patches import extract_patches as _extract_patches
+from .reference import sample_descriptors as _sample_descriptors  # no kernel: grid_sample is already fast
+from .soft_detection import soft_detection_score as _soft_detection_score
 
 
 def _nms_kernel(scores: torch.Tensor, radius: int, threshold: float, max_keypoints: int,
@@ -73,6 +78,13 @@ nms = kernel_or_reference("nms", reference.nms, _nms_kernel, ("scores",))
 soft_nms = kernel_or_reference("soft_nms", reference.soft_nms, _soft_nms_kernel, ("keypoints", "scores"))
 softargmax = kernel_or_reference("softargmax", reference.softargmax, _softargmax_kernel, ("scores", "keypoints"))
 l2_match = kernel_or_reference("l2_match", reference.l2_match, _l2_match_kernel, ("d1", "d2"))  # fused: no N x M matrix
+
+# float32 whatever the caller's autocast (cvdeep.precision)
+nms, soft_nms, softargmax, l2_match = (float32_op(op) for op in (nms, soft_nms, softargmax, l2_match))
+deform_conv2d = float32_op(_deform_conv2d)
+extract_patches = float32_op(_extract_patches)
+sample_descriptors = float32_op(_sample_descriptors)
+soft_detection_score = float32_op(_soft_detection_score)
 
 
 __all__ = ["backend", "build_info", "deform_conv2d", "extract_patches", "l2_match", "nms", "sample_descriptors",
