@@ -85,8 +85,7 @@ from ..nets.lift import (
     LIFTNet,
     vector_to_degrees,
 )
-from ..ops import softargmax
-from ..ops.patches import extract_patches
+from ..ops import extract_patches, softargmax  # float32 under training's bf16 autocast (cvdeep.precision)
 from .descriptor import DEFAULT_IMAGES, _init_path, bf16_supported
 from .homography import (
     HomographyConfig,
