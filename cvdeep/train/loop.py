@@ -257,7 +257,7 @@ class Trainer:
         previous handlers so that a second signal acts at once. Returns the previous handlers."""
         if threading.current_thread() is not threading.main_thread():
             return {}  # signal handlers can only be set from the main thread
-        previous = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+        previous: dict[int, Any] = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
 
         def request_stop(number: int, frame: Any) -> None:
             requests.append(number)
