@@ -175,7 +175,6 @@ def precision_param() -> Any:
                  "warning; maps, NMS, refinement and descriptors stay float32", choices=PRECISIONS)
 
 
-
 @dataclass
 class DetectorConfig(Config):
     """What every detector accepts, with OpenCV's names where OpenCV has one.

@@ -197,7 +197,7 @@ class Feature2D:
         reload = any(self._values.get(name) != value for name, value in loading.items())
         self._values.update(loading)
         self._config = config
-        if getattr(config, "precision", "fp32") != "fp32" and ("precision" in params or "device" in loading):
+        if self._requested_precision != "fp32" and ("precision" in params or "device" in loading):
             self.effectivePrecision()  # warns now, not at the first image, when bf16 will not run here
         if reload and self._extractor is not None:
             with self._lock:
@@ -397,12 +397,16 @@ class Feature2D:
     def _precision(self, device: torch.device) -> contextlib.AbstractContextManager[str]:
         """Where the network runs: the config's ``precision`` on ``device`` (``cvdeep.precision``), the
         one place it is applied, around ``extract``, ``extract_batch`` and ``describe_keypoints``."""
-        return network_precision(getattr(self._config, "precision", "fp32"), device)
+        return network_precision(self._requested_precision, device)
 
     def effectivePrecision(self) -> str:
         """The precision the network runs in here: ``getPrecision()``, except ``"fp32"`` where bf16 was
         asked for and this device has no native bf16 (``cvdeep.precision.effective_precision``)."""
-        return effective_precision(getattr(self._config, "precision", "fp32"), resolve_device(self._values["device"]))
+        return effective_precision(self._requested_precision, resolve_device(self._values["device"]))
+
+    @property
+    def _requested_precision(self) -> str:
+        return str(getattr(self._config, "precision", "fp32"))  # every detector and descriptor config has one
 
     def _network_input(self, image: np.ndarray) -> torch.Tensor:
         """The image as the declared input convention says: (1, C, H', W') float in [0, 1], padded."""
