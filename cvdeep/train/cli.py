@@ -86,6 +86,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     magicpoint.add_argument("--shapes-per-primitive", type=int, default=stage1.shapes_per_primitive)
     magicpoint.add_argument("--lr", type=float, default=stage1.lr)
     magicpoint.add_argument("--no-compile", action="store_true")
+    magicpoint.add_argument("--no-eval", action="store_true",
+                            help="skip the repeatability report on the shared evaluation pairs after training")
     _common(magicpoint)
 
     adapt = tasks.add_parser("adapt", help="SuperPoint stage 2: homographic adaptation -> pseudo ground truth")
@@ -93,6 +95,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     adapt.add_argument("--detector", required=True, help="weights.pt of the detector (the magicpoint run's)")
     adapt.add_argument("--images", default=stage2.images)
     adapt.add_argument("--homographies", type=int, default=stage2.homographies)
+    adapt.add_argument("--precision", default=stage2.precision, choices=("bf16", "fp32"))
     adapt.add_argument("--out", required=True, help="labels file to write (npz); resumable")
     adapt.add_argument("--seed", type=int, default=0)
     adapt.add_argument("--device", default="auto")
@@ -275,6 +278,20 @@ def _train(train: Callable[..., dict[str, Any]], settings: Any, args: argparse.N
     return 0
 
 
+def _report_repeatability(weights: str, out_dir: str, device: str) -> None:
+    """SuperPoint reports MagicPoint's repeatability: print it (and SIFT's) on the shared pairs and
+    keep it in the run's ``repeatability.json``."""
+    from . import superpoint
+
+    measured = superpoint.detector_repeatability(weights, device=device)
+    if measured is None:
+        print("repeatability: the shared evaluation data was not found (set CVDEEP_SHARED); not measured")
+        return
+    (Path(out_dir) / "repeatability.json").write_text(json.dumps({"max_keypoints": 300, **measured}, indent=2) + "\n")
+    print("repeatability on the shared pairs, 300 keypoints: "
+          + ", ".join(f"{name} {value:.1f} %" for name, value in measured.items()))
+
+
 def _run_superpoint(args: argparse.Namespace) -> int:
     from . import superpoint
 
@@ -285,9 +302,12 @@ def _run_superpoint(args: argparse.Namespace) -> int:
                                                  compile=not args.no_compile, seed=args.seed)
         summary = superpoint.train_magicpoint(settings, args.out, args.resume, device, args.cache,
                                               args.checkpoint_every, not args.quiet)
+        if not args.no_eval:
+            _report_repeatability(summary["weights"], args.out, str(device))
     elif args.task == "adapt":
         adaptation = superpoint.AdaptationSettings(detector=args.detector, images=args.images,
-                                                   homographies=args.homographies, seed=args.seed)
+                                                   homographies=args.homographies, precision=args.precision,
+                                                   seed=args.seed)
         result = superpoint.export_pseudo_labels(adaptation, args.out, device, not args.quiet)
         print(f"wrote {args.out}: {result['photos']} photos, {result['keypoints_mean']:.0f} keypoints each on average")
         return 0

@@ -33,6 +33,7 @@ import torch
 from ..errors import Error
 from ..models import build_model
 from ..nets.superpoint import SuperPoint
+from ..precision import effective_precision, network_precision
 from .descriptor import DEFAULT_IMAGES, bf16_supported
 from .homography import HomographyConfig, sample_homography
 from .loop import Trainer, cpu_weights, finish_run, seed_everything
@@ -97,6 +98,9 @@ class AdaptationSettings:
     nms_radius: int = 4
     threshold: float = 0.015
     top_k: int = 600
+    precision: str = "bf16"
+    """The detector's convolutions in bfloat16 where the device runs it natively
+    (``cvdeep.precision``); heatmaps, warps and aggregation stay float32."""
     seed: int = 0
 
 
@@ -147,8 +151,7 @@ def _precision(name: str, device: torch.device) -> bool:
 
 def _setup(settings: MagicPointTraining | JointTraining, init: str | None, extra: dict[str, Any],
            out_dir: str | os.PathLike, resume: bool, device: torch.device, rng: np.random.Generator,
-           checkpoint_every: int, progress: bool) -> tuple[SuperPoint, Any, torch.optim.Optimizer, bool, Trainer,
-                                                           torch.Generator]:
+           checkpoint_every: int, progress: bool) -> tuple[SuperPoint, Any, torch.optim.Optimizer, bool, Trainer]:
     """What stages 1 and 3 share: the network, its (compiled) forward, Adam, precision and the Trainer."""
     network = _network(init, device)
     forward = _forward(network, settings.compile)
@@ -159,7 +162,14 @@ def _setup(settings: MagicPointTraining | JointTraining, init: str | None, extra
               "effective_precision": "bf16" if use_bf16 else "fp32"}
     trainer = Trainer(out_dir, {"network": network, "optimizer": optimizer}, settings.steps, rng, config,
                       checkpoint_every, resume, progress)
-    return network, forward, optimizer, use_bf16, trainer, torch.Generator().manual_seed(settings.seed)
+    return network, forward, optimizer, use_bf16, trainer
+
+
+def _label_generator(batch_rng: np.random.Generator) -> torch.Generator:
+    """The generator of a step's random choice among several keypoints of one cell, drawn from the
+    step's own seeded numpy generator, so that a resumed run makes the choices an uninterrupted one
+    makes."""
+    return torch.Generator().manual_seed(int(batch_rng.integers(2**62)))
 
 
 
@@ -183,7 +193,7 @@ def train_magicpoint(settings: MagicPointTraining, out_dir: str | os.PathLike, r
     images, corners = dataset.images, dataset.corners
     homography = HomographyConfig(**settings.homography)
     photometric = ShapesPhotometric(enable=True)
-    network, forward, optimizer, use_bf16, trainer, generator = _setup(
+    network, forward, optimizer, use_bf16, trainer = _setup(
         settings, None, {"stage": "magicpoint", "synthetic_images": len(images)}, out_dir, resume, device, rng,
         checkpoint_every, progress)
 
@@ -200,7 +210,7 @@ def train_magicpoint(settings: MagicPointTraining, out_dir: str | os.PathLike, r
             valids.append(torch.from_numpy(visible))
         batch = torch.from_numpy(np.stack(warped_images)).float().div_(255.0)[:, None].to(device)
         keypoint_map, valid = torch.stack(maps).to(device), torch.stack(valids).to(device)
-        labels = keypoint_map_to_labels(keypoint_map, 8, generator)
+        labels = keypoint_map_to_labels(keypoint_map, 8, _label_generator(batch_rng))
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
             logits, _ = forward(batch)
         loss = detector_loss(logits.float(), labels, valid)
@@ -210,6 +220,27 @@ def train_magicpoint(settings: MagicPointTraining, out_dir: str | os.PathLike, r
         return {"loss": float(loss.detach())}
 
     return finish_run(trainer.run(step), cpu_weights(network), out_dir, device, started, {})
+
+
+def detector_repeatability(weights: str | os.PathLike, max_keypoints: int = 300,
+                           baseline: str = "sift", device: str = "cpu",
+                           sequences: list[str] | None = None) -> dict[str, float] | None:
+    """Repeatability (%) of the detector in ``weights`` and of ``baseline`` on the shared evaluation
+    pairs (``cvdeep.eval``, its ``max_keypoints`` strongest keypoints per image; ``sequences``: a
+    subset by name, default all), as SuperPoint's
+    paper reports for MagicPoint; None when the shared data is not found (``default_shared_data``).
+    The pairs only measure: nothing is trained or chosen on them."""
+    from ..eval.datasets import default_shared_data
+    from ..eval.runner import BenchConfig, run
+
+    if default_shared_data() is None:
+        return None
+    trained = f"{MODEL}[weights={Path(weights).resolve()}]"
+    results = run(BenchConfig(dataset="shared", root=None, features=[trained, baseline],
+                              max_keypoints=max_keypoints, device=device, sequences=sequences),
+                  show_progress=False)
+    names = {trained: "trained", baseline: baseline}
+    return {names[r["feature"]]: round(100 * r["summary"]["all"]["repeatability"], 1) for r in results["results"]}
 
 
 # --- stage 2 -------------------------------------------------------------------------------
@@ -236,8 +267,11 @@ def export_pseudo_labels(settings: AdaptationSettings, out_file: str | os.PathLi
             for i, name in enumerate(saved["paths"]):
                 done[str(name)] = saved["keypoints"][offsets[i]: offsets[i + 1]]
 
+    precision = effective_precision(settings.precision, device)
+
     def heatmap(batch: torch.Tensor) -> torch.Tensor:
-        return network(batch)["scores"]
+        with network_precision(precision, device):
+            return network(batch)["scores"]
 
     started = time.time()
     bar = None
@@ -305,7 +339,7 @@ def train_joint(settings: JointTraining, out_dir: str | os.PathLike, resume: boo
     points = [all_points[offsets[i]: offsets[i + 1]] for i in range(len(names))]
     homography = HomographyConfig(**settings.homography)
     photometric = PhotoPhotometric()
-    network, forward, optimizer, use_bf16, trainer, generator = _setup(
+    network, forward, optimizer, use_bf16, trainer = _setup(
         settings, settings.init, {"stage": "joint", "images": str(images), "image_size": [height, width],
                                   "photos": len(photos)}, out_dir, resume, device, rng, checkpoint_every, progress)
 
@@ -324,7 +358,7 @@ def train_joint(settings: JointTraining, out_dir: str | os.PathLike, resume: boo
             valid_b.append(torch.from_numpy(visible))
             warps.append(torch.from_numpy(H).float())
         batch = torch.from_numpy(np.stack(first + second)).float().div_(255.0)[:, None].to(device)
-        labels = keypoint_map_to_labels(torch.stack(maps_a + maps_b).to(device), 8, generator)
+        labels = keypoint_map_to_labels(torch.stack(maps_a + maps_b).to(device), 8, _label_generator(batch_rng))
         valid_b_t = torch.stack(valid_b).to(device)
         valid = torch.cat([torch.ones_like(valid_b_t), valid_b_t])
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
