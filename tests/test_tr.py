@@ -247,6 +247,22 @@ def test_feature2d_contract_on_trained_weights(runs, data_dir):
     assert len(found) == 300 and descriptors.shape == (300, 128)
 
 
+def test_shipped_weights_work_offline_out_of_the_box(monkeypatch, data_dir):
+    """``TR_create()`` takes the packaged tr-cvdeep file (sha256 checked on load), ``model="d2-cvdeep"`` the
+    D2-trained one; both detect and describe a real image offline, and their descriptors match it to a
+    shifted copy of itself."""
+    monkeypatch.setenv("CVDEEP_OFFLINE", "1")
+    image = load_image(data_dir, GRAF, (480, 360))
+    for feature in (cvdeep.TR_create(500, device="cpu"), cvdeep.TR_create(500, model="d2-cvdeep", device="cpu")):
+        keypoints, descriptors = feature.detectAndCompute(image, None)
+        assert len(keypoints) == 500 and descriptors.shape == (500, 128)
+        moved, moved_descriptors = feature.detectAndCompute(image[8:, 8:], None)
+        matches = cv2.BFMatcher(cv2.NORM_L2, crossCheck=True).match(descriptors, moved_descriptors)
+        error = [np.hypot(*np.subtract(keypoints[m.queryIdx].pt, np.add(moved[m.trainIdx].pt, 8))) for m in matches]
+        assert np.mean(np.array(error) < 3.0) > 0.5, repr(feature)
+    assert "model='tr-cvdeep'" in repr(cvdeep.TR_create(device="cpu"))
+
+
 def test_cli_trains_and_exports(photos, tmp_path):
     from cvdeep.cli import main
 

@@ -320,7 +320,8 @@ def test_every_shipped_trained_file_has_a_model_card_with_its_hash_and_licence()
     from cvdeep.weights import PACKAGED_DIR, TRAINED_LICENSE, sha256_of
 
     shipped = [spec for spec in weight_specs().values() if spec.packaged and (PACKAGED_DIR / spec.filename).is_file()]
-    assert {spec.name for spec in shipped} >= {"hardnet-cvdeep", "sdgmnet-cvdeep", "l2net-cvdeep"}
+    assert {spec.name for spec in shipped} >= {"hardnet-cvdeep", "sdgmnet-cvdeep", "l2net-cvdeep", "tr-cvdeep",
+                                                "d2-cvdeep"}
     for spec in shipped:
         card = ROOT / "docs" / "models" / f"{spec.name}.md"
         assert card.is_file(), f"{spec.name}: no model card {card}"

@@ -151,11 +151,11 @@ class TRNet(Extractor):
         return ops.sample_descriptors(self(image)[0], keypoints, stride=float(STRIDE))
 
 
-def _trained(name: str, description: str) -> Variant:
+def _trained(name: str, description: str, sha256: str) -> Variant:
     return Variant(
         name,
         description,
-        WeightSpec(name=name, filename=f"{name}.pt", license=TRAINED_LICENSE,
+        WeightSpec(name=name, filename=f"{name}.pt", sha256=sha256, license=TRAINED_LICENSE,
                    source=f"trained by cvdeep: docs/models/{name}.md", packaged=True, noncommercial=True),
         trained_by_cvdeep=True,
     )
@@ -175,9 +175,11 @@ FAMILIES = (
                 "descriptors, D2-Net's hard detection), trained by cvdeep with each loss.",
         variants=(
             _trained("tr-cvdeep", "TRNet trained by cvdeep with TR's transformation-predictive loss (EMA target, "
-                                  "predictor, soft labels, curriculum; no negatives) on unlabeled photos"),
+                                  "predictor, soft labels, curriculum; no negatives) on unlabeled photos",
+                     "a3d2fd9e31e0b8d6b6dd906881f4f4ed2669792c011993f59f446038f0acb6b5"),
             _trained("d2-cvdeep", "TRNet trained by cvdeep with D2-Net's soft-detection-weighted triplet loss on the "
-                                  "same photos, steps and seed as tr-cvdeep"),
+                                  "same photos, steps and seed as tr-cvdeep",
+                     "2b9158462f9cb44cdb3d10fe1eaad092fb7dbcb31bb0959464978f23d6accb72"),
         ),
     ),
 )

@@ -70,7 +70,7 @@ def render_card(
         config: Mapping[str, Any] = summary.get("config", {})
         log = read_log(run / "log.csv")
         tail: np.ndarray | list[float] = log["loss"][-100:] if "loss" in log else []
-        final = f"{sum(tail) / len(tail):.4f}" if len(tail) else "-"
+        final = f"{sum(tail) / len(tail):.4g}" if len(tail) else "-"
         seconds = float(summary.get("train_seconds", 0.0))
         total += seconds
         table.append(f"| {config.get('stage', run.name)} | {summary.get('steps')} | {_hours(seconds)} | "
