@@ -199,3 +199,23 @@ def test_v1_is_marked_noncommercial_and_open_is_mit(tmp_path):
         build_model("superpoint-v1", weights=path)
         build_model("superpoint-v1", weights=path)
     assert [w.category for w in caught].count(NonCommercialWeightsWarning) == 1
+
+
+@pytest.mark.filterwarnings("ignore::cvdeep.weights.NonCommercialWeightsWarning")
+def test_without_an_official_file_the_packaged_cvdeep_weights_work_offline(tmp_path, monkeypatch, data_dir):
+    """No official file anywhere: ``SuperPoint_create()`` takes superpoint-cvdeep from the package (sha256
+    checked on load) and matches a real image to a shifted copy of itself, offline."""
+    from feature_checks import GRAF, load_image
+
+    monkeypatch.setenv("CVDEEP_WEIGHTS_DIR", str(tmp_path))
+    monkeypatch.setenv("CVDEEP_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("CVDEEP_OFFLINE", "1")
+    detector = cvdeep.SuperPoint_create(500, device="cpu")
+    assert detector.getParams()["model"] == "superpoint-cvdeep"
+    image = load_image(data_dir, GRAF, (480, 360))
+    keypoints, descriptors = detector.detectAndCompute(image, None)
+    moved, moved_descriptors = detector.detectAndCompute(image[16:, 8:], None)
+    assert descriptors.shape == (len(keypoints), 256) and len(keypoints) > 100
+    matches = cv2.BFMatcher(cv2.NORM_L2, crossCheck=True).match(descriptors, moved_descriptors)
+    error = [np.hypot(*np.subtract(keypoints[m.queryIdx].pt, np.add(moved[m.trainIdx].pt, (8, 16)))) for m in matches]
+    assert np.mean(np.array(error) < 3.0) > 0.5
