@@ -287,8 +287,10 @@ def _report_repeatability(weights: str, out_dir: str, device: str) -> None:
     if measured is None:
         print("repeatability: the shared evaluation data was not found (set CVDEEP_SHARED); not measured")
         return
-    (Path(out_dir) / "repeatability.json").write_text(json.dumps({"max_keypoints": 300, **measured}, indent=2) + "\n")
-    print("repeatability on the shared pairs, 300 keypoints: "
+    keypoints = superpoint.REPEATABILITY_KEYPOINTS
+    (Path(out_dir) / "repeatability.json").write_text(json.dumps({"max_keypoints": keypoints, **measured}, indent=2)
+                                                      + "\n")
+    print(f"repeatability on the shared pairs, {keypoints} keypoints: "
           + ", ".join(f"{name} {value:.1f} %" for name, value in measured.items()))
 
 

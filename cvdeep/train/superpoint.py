@@ -222,7 +222,11 @@ def train_magicpoint(settings: MagicPointTraining, out_dir: str | os.PathLike, r
     return finish_run(trainer.run(step), cpu_weights(network), out_dir, device, started, {})
 
 
-def detector_repeatability(weights: str | os.PathLike, max_keypoints: int = 300,
+REPEATABILITY_KEYPOINTS = 300
+"""Keypoints per image of the repeatability report after stage 1 (the strongest)."""
+
+
+def detector_repeatability(weights: str | os.PathLike, max_keypoints: int = REPEATABILITY_KEYPOINTS,
                            baseline: str = "sift", device: str = "cpu",
                            sequences: list[str] | None = None) -> dict[str, float] | None:
     """Repeatability (%) of the detector in ``weights`` and of ``baseline`` on the shared evaluation
