@@ -223,3 +223,34 @@ def listed_keys(path: Path, prefix: str = "") -> dict[str, tuple[int, ...]]:
         name, shape, _ = line.split("\t")
         keys[name.removeprefix(prefix)] = tuple(int(v) for v in shape.strip("()").split(",") if v.strip())
     return keys
+
+
+@dataclass
+class TurnAgreement:
+    """How a detector's keypoints agree between an image and the image turned 90 degrees clockwise."""
+
+    correct: int  # mutual-NN matches within 3 px of the true position
+    correct_ratio: float  # of all mutual-NN matches
+    angle_turn: float  # median of (angle in the turned image - angle in the image) mod 360 over correct matches
+    size_ratio: float  # median of size in the turned image / size in the image over correct matches
+
+
+def turn_agreement(detector: Any, image: np.ndarray) -> TurnAgreement:
+    """Detect and describe ``image`` and its 90-degree clockwise turn, match (mutual nearest neighbours)
+    and compare the correct matches' KeyPoint.angle and KeyPoint.size (OpenCV: the angle grows clockwise on
+    screen, so it turns by +90)."""
+    turned = cv2.rotate(image, cv2.ROTATE_90_CLOCKWISE)
+    height = image.shape[0]
+    first, first_descriptors = detector.detectAndCompute(image, None)
+    second, second_descriptors = detector.detectAndCompute(turned, None)
+    matches = cv2.BFMatcher(cv2.NORM_L2, crossCheck=True).match(first_descriptors, second_descriptors)
+    correct = []
+    for match in matches:
+        x, y = first[match.queryIdx].pt
+        if np.hypot(second[match.trainIdx].pt[0] - (height - 1 - y), second[match.trainIdx].pt[1] - x) < 3.0:
+            correct.append(match)
+    turns = [(second[m.trainIdx].angle - first[m.queryIdx].angle) % 360 for m in correct]
+    sizes = [second[m.trainIdx].size / first[m.queryIdx].size for m in correct]
+    return TurnAgreement(len(correct), len(correct) / max(len(matches), 1),
+                         float(np.median(turns)) if turns else float("nan"),
+                         float(np.median(sizes)) if sizes else float("nan"))

@@ -28,7 +28,7 @@ def test_average_precision_and_recall_on_hand_made_rankings():
 def test_subset_run_with_sift_and_a_feature_without_weights(data_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("CVDEEP_OFFLINE", "1")
     out = tmp_path / "retrieval.json"
-    assert bench.main(["--features", "sift,delf", "--root", str(data_dir), "--sequences", "boat,bikes,v_wormhole",
+    assert bench.main(["--features", "sift,delf[model=delf-gld]", "--root", str(data_dir), "--sequences", "boat,bikes,v_wormhole",
                        "--max-keypoints", "300", "--verify", "6", "--out", str(out), "--quiet"]) == 0
     results = json.loads(out.read_text())
     assert [s["name"] for s in results["sequences"]] == ["v_wormhole", "bikes", "boat"]
@@ -45,10 +45,21 @@ def test_subset_run_with_sift_and_a_feature_without_weights(data_dir, tmp_path, 
     first = sift["queries"][0]
     assert first["query"] == "hpatches/v_wormhole/1" and all(t["image"] != first["query"] for t in first["top5"])
     table = out.with_suffix(".md").read_text()
-    assert "| sift |" in table and "| delf | error:" in table and "18 queries, 3 sequences" in table
+    assert "| sift |" in table and "| delf[model=delf-gld] | error:" in table and "18 queries, 3 sequences" in table
 
 
 def test_bad_options_exit_with_a_message(data_dir, capsys):
     with pytest.raises(SystemExit) as stop:
         bench.main(["--root", str(data_dir), "--sequences", "boat", "--quiet"])
     assert stop.value.code == 2 and "at least 2 sequences" in capsys.readouterr().err
+
+
+def test_a_sequence_repeating_another_is_left_out(data_dir):
+    """HPatches v_graffiti holds Oxford graf's images: the benchmark keeps one of them, so that a query
+    never meets its own copy under another sequence's name."""
+    from cvdeep.eval.datasets import load_dataset
+
+    sequences = load_dataset("shared", data_dir, ["v_graffiti", "graf", "boat"])
+    kept, dropped = bench.distinct_sequences(sequences)
+    assert [s.name for s in kept] == ["v_graffiti", "boat"]
+    assert dropped == {"oxford/graf": "hpatches/v_graffiti"}

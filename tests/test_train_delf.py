@@ -107,7 +107,8 @@ def test_attention_learns_to_weight_the_discriminative_patch(photos_dir, backbon
     task.network.attention.train()
     metrics = [task.step(index) for index in range(task.settings.steps)]
     losses = np.array([m["loss"] for m in metrics])
-    assert losses[-20:].mean() < losses[:20].mean() - 0.05 < np.log(4)
+    print("loss over the first / last 20 steps", losses[:20].mean(), losses[-20:].mean())
+    assert losses[-20:].mean() < min(losses[:20].mean(), np.log(4)) - 0.3, "below chance, and lower than at the start"
     assert all(np.isfinite(m["grad_norm"]) for m in metrics)
     network = task.network.eval()
     after = [_patch_attention_ratio(network, photo, (CORNER, CORNER)) for photo in photos]
@@ -159,3 +160,13 @@ def test_bad_settings_and_backbones_are_refused(photos_dir, tmp_path):
     torch.save({"conv.weight": torch.zeros(1)}, wrong)
     with pytest.raises(cvdeep.Error, match="holds no weights of this DELF model's trnet backbone"):
         training.AttentionTraining(_settings(photos_dir, str(wrong)))
+
+
+def test_cosine_classifier_logits_are_the_scaled_cosines():
+    torch.manual_seed(0)
+    classifier = training.CosineClassifier(8, 5, scale=16.0)
+    pooled = torch.randn(3, 8)
+    expected = 16.0 * torch.nn.functional.cosine_similarity(pooled[:, None], classifier.weight[None], dim=2)
+    torch.testing.assert_close(classifier(pooled), expected, atol=1e-5, rtol=0)
+    # a short pooled vector (unit features pointing many ways) gives the same logits as a long one
+    torch.testing.assert_close(classifier(0.01 * pooled), classifier(pooled), atol=1e-5, rtol=0)

@@ -1,8 +1,10 @@
 """Retrieval benchmark on the homography sequences: every image queries all the others.
 
 Protocol. The database is every image of every sequence of the dataset (``shared``: the three
-HPatches viewpoint sequences and the eight Oxford sequences of ``shared/data``, 66 images); each
-image is in turn the query, searched against all the other images (``Database.query`` of
+HPatches viewpoint sequences and the eight Oxford sequences of ``shared/data``) less the sequences
+that repeat an earlier one (``distinct_sequences``: HPatches ``v_graffiti`` holds Oxford ``graf``'s
+very images, so a graf query would find its own copy under another sequence's name and count it a
+miss), 60 images of 10 sequences; each image is in turn the query, searched against all the other images (``Database.query`` of
 ``cvdeep.retrieval`` with the query image left out of the database), and its positives are the
 other images of its own sequence (five). Every image is described once per feature (``extract``
 of the homography benchmark: at most ``max_keypoints``, the strongest responses), so a query's
@@ -28,6 +30,7 @@ Run on a few sequences to try it; the full run is every sequence::
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import sys
@@ -92,6 +95,23 @@ def image_keys(sequences: list[Sequence]) -> list[tuple[str, str, int]]:
     """(key ``dataset/sequence/number``, sequence name, image index) of every image, in order."""
     return [(f"{seq.dataset}/{seq.name}/{index + 1}", seq.name, index)
             for seq in sequences for index in range(len(seq) + 1)]
+
+
+def distinct_sequences(sequences: list[Sequence]) -> tuple[list[Sequence], dict[str, str]]:
+    """The sequences whose reference image differs (pixel for pixel) from every earlier one's, and
+    ``{dropped: the earlier sequence it repeats}``."""
+    kept: list[Sequence] = []
+    seen: dict[str, str] = {}
+    dropped: dict[str, str] = {}
+    for sequence in sequences:
+        image = sequence.read_image(0)
+        digest = hashlib.sha256(repr(image.shape).encode() + image.tobytes()).hexdigest()
+        if digest in seen:
+            dropped[f"{sequence.dataset}/{sequence.name}"] = seen[digest]
+            continue
+        seen[digest] = f"{sequence.dataset}/{sequence.name}"
+        kept.append(sequence)
+    return kept, dropped
 
 
 def _by_votes(candidates: list[Candidate], names: list[str]) -> list[str]:
@@ -161,7 +181,9 @@ def run(config: RetrievalBenchConfig, show_progress: bool = True) -> dict[str, A
         raise Error("features: got an empty list; expected names such as delf,sift,aliked,disk")
     if config.matcher not in VERIFIERS:
         raise Error(f"matcher: got {config.matcher!r}; accepted: {', '.join(VERIFIERS)}")
-    sequences = load_dataset(config.dataset, config.root, config.sequences)
+    sequences, repeated = distinct_sequences(load_dataset(config.dataset, config.root, config.sequences))
+    for name, original in repeated.items():
+        print(f"{name}: left out (its images are those of {original})", file=sys.stderr)
     if len(sequences) < 2:
         raise Error(f"the retrieval benchmark needs at least 2 sequences (distractors); got {len(sequences)}")
     started = time.strftime("%Y-%m-%dT%H:%M:%S")
@@ -176,7 +198,7 @@ def run(config: RetrievalBenchConfig, show_progress: bool = True) -> dict[str, A
                 print(f"{name}: skipped ({error})", file=sys.stderr)
     return {"config": asdict(config), "started": started, "machine": machine_description(),
             "sequences": [{"name": s.name, "dataset": s.dataset, "images": len(s) + 1} for s in sequences],
-            "results": results}
+            "repeated_sequences_left_out": repeated, "results": results}
 
 
 def _cell(value: float, scale: float = 1.0, digits: int = 1) -> str:

@@ -33,7 +33,7 @@ Backbones (``DELFNet(backbone=...)``):
   Weights: the official releases ``delf-gld`` and ``delf-landmarks``, converted from their
   TensorFlow variable names by ``cvdeep.nets.delf_official.read_weights``.
 - ``"trnet"``: cvdeep's own ``delf-cvdeep``: the frozen encoder of ``TRNet``
-  (``cvdeep.nets.tr``, the ``tr-cvdeep`` describe-and-detect network: 128-D, stride 4, receptive
+  (``cvdeep.nets.tr``, the ``d2-cvdeep`` describe-and-detect network: 128-D, stride 4, receptive
   field 40 px, cell ``p`` at pixel ``4 p + 1.5``) on the image made gray with OpenCV's luminance
   weights, pyramid levels resized bilinearly with antialiasing (half-pixel centres); attention
   and PCA trained by ``cvdeep train delf`` (``cvdeep.train.delf``). Why this backbone:
@@ -473,8 +473,9 @@ FAMILIES = (
             Variant(
                 "delf-cvdeep",
                 "DELF attention and PCA trained by cvdeep (image-level supervision from unlabeled photos) on the "
-                "frozen TRNet encoder of tr-cvdeep",
+                "frozen TRNet encoder of d2-cvdeep",
                 WeightSpec(name="delf-cvdeep", filename="delf-cvdeep.pt", license=TRAINED_LICENSE,
+                           sha256="1517cdf295e55e5aea9abd34131a446a7f2cc7f1f16f53d9ca62993becbca287",
                            source="trained by cvdeep: docs/models/delf-cvdeep.md", packaged=True, noncommercial=True,
                            reader=_READER),
                 network_args={"backbone": "trnet", "attention_hidden": 128},

@@ -527,10 +527,11 @@ OFFICIAL_MEAN_STD = WeightSpec(
 """The official pipeline's input statistics (``cvdeep train lift --input-stats official``)."""
 
 
-def _trained(name: str, description: str, license: str = TRAINED_LICENSE, **network_args: Any) -> Variant:
+def _trained(name: str, description: str, license: str = TRAINED_LICENSE, sha256: str | None = None,
+             **network_args: Any) -> Variant:
     return Variant(
         name, description,
-        WeightSpec(name=name, filename=f"{name}.pt", license=license,
+        WeightSpec(name=name, filename=f"{name}.pt", license=license, sha256=sha256,
                    source=f"trained by cvdeep: docs/models/{name}.md", packaged=True, noncommercial=True),
         network_args=network_args, trained_by_cvdeep=True,
     )
@@ -551,7 +552,8 @@ FAMILIES = (
                 "(patented).",
         variants=(
             _trained("lift-cvdeep", "LIFT's three networks trained by cvdeep in the paper's order (descriptor, "
-                     "orientation, detector) on homographies of unlabeled photos; unit descriptors"),
+                     "orientation, detector) on homographies of unlabeled photos; unit descriptors",
+                     sha256="3082f032fe54da88089b75c079937d519a8a26fbd6574000ec9ecbca735f6b7a"),
             _trained("lift-cvdeep-picc", "the official LIFT descriptor (new-CNN3-picc-iter-56k.h5, from its own file) "
                      "with a detector and orientation estimator cvdeep trained against it",
                      license=f"detector and orientation: {TRAINED_LICENSE}; descriptor: {LIFT_LICENSE}",

@@ -4,7 +4,7 @@
     cvdeep train descriptor --model hardnet-cvdeep --init hardnet-cvdeep --images my_photos/ --steps 500 --out runs/mine
     cvdeep train tr --loss tr --steps 3000 --out runs/tr-cvdeep
     cvdeep train tr --loss d2 --steps 3000 --out runs/d2-cvdeep
-    cvdeep train delf --backbone tr-cvdeep --steps 3000 --out runs/delf-cvdeep
+    cvdeep train delf --backbone d2-cvdeep --steps 2000 --out runs/delf-cvdeep
     cvdeep train lift --stage descriptor --out runs/lift-desc
     cvdeep train lift --stage orientation --init runs/lift-desc/weights.pt --out runs/lift-ori
     cvdeep train lift --stage detector --init runs/lift-ori/weights.pt --out runs/lift-cvdeep
@@ -138,7 +138,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     attention = tasks.add_parser("delf", help="DELF's attention and PCA on unlabeled photos (each photo one class)",
                                  description="Train DELF's attention network on a frozen backbone with image-level "
                                  "supervision (each photo and its random views one class, attention-weighted pooling "
-                                 "and a linear classifier), then fit the descriptor PCA and calibrate the attention "
+                                 "and a cosine classifier), then fit the descriptor PCA and calibrate the attention "
                                  "scale on the same photos.")
     from .delf import DELFTraining
 
@@ -153,6 +153,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     attention.add_argument("--crop", type=int, default=delf_defaults.crop, help="side of every view in pixels")
     attention.add_argument("--lr", type=float, default=delf_defaults.lr,
                            help="initial SGD learning rate, decaying linearly to 0")
+    attention.add_argument("--logit-scale", type=float, default=delf_defaults.logit_scale,
+                           help="scale s of the cosine classifier's logits s cos(y, w)")
     attention.add_argument("--pca-images", type=int, default=delf_defaults.pca_images,
                            help="photos whose descriptors fit the PCA and the attention calibration")
     attention.add_argument("--pca-scales", default=delf_defaults.pca_scales, help="pyramid of that extraction")
@@ -337,8 +339,8 @@ def _run_delf(args: argparse.Namespace) -> int:
 
     backbone = None if str(args.backbone).lower() == "none" else args.backbone
     settings = DELFTraining(model=args.model, backbone=backbone, images=args.images, steps=args.steps,
-                            batch_size=args.batch_size, crop=args.crop, lr=args.lr, seed=args.seed,
-                            pca_images=args.pca_images, pca_scales=args.pca_scales)
+                            batch_size=args.batch_size, crop=args.crop, lr=args.lr, logit_scale=args.logit_scale,
+                            seed=args.seed, pca_images=args.pca_images, pca_scales=args.pca_scales)
     return _train(train_delf, settings, args, "trained {steps} steps of {model} in {train_seconds} s; attention scale "
                   "{attention_scale:.4g}; weights: {weights}")
 
