@@ -254,3 +254,18 @@ def turn_agreement(detector: Any, image: np.ndarray) -> TurnAgreement:
     return TurnAgreement(len(correct), len(correct) / max(len(matches), 1),
                          float(np.median(turns)) if turns else float("nan"),
                          float(np.median(sizes)) if sizes else float("nan"))
+
+
+def check_angles_follow_a_turn(detector: Any, image: np.ndarray, model: str, min_correct: int,
+                               angle_tolerance: float, size_tolerance: float) -> TurnAgreement:
+    """The packaged ``model`` (``detector`` built with its defaults, 500 keypoints) describes ``image`` and its
+    keypoint angles vary; on the image turned 90 degrees its correct matches' angles turn by 90 and sizes stay."""
+    assert f"model='{model}'" in repr(detector)
+    keypoints, descriptors = detector.detectAndCompute(image, None)
+    assert len(keypoints) == 500 and descriptors.shape == (500, 128)
+    assert np.std([k.angle for k in keypoints]) > 30, "angles differ from keypoint to keypoint"
+    found = turn_agreement(detector, image)
+    print(found)
+    assert found.correct >= min_correct
+    assert abs(found.angle_turn - 90.0) <= angle_tolerance and abs(found.size_ratio - 1.0) <= size_tolerance
+    return found

@@ -28,8 +28,9 @@ def test_average_precision_and_recall_on_hand_made_rankings():
 def test_subset_run_with_sift_and_a_feature_without_weights(data_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("CVDEEP_OFFLINE", "1")
     out = tmp_path / "retrieval.json"
-    assert bench.main(["--features", "sift,delf[model=delf-gld]", "--root", str(data_dir), "--sequences", "boat,bikes,v_wormhole",
-                       "--max-keypoints", "300", "--verify", "6", "--out", str(out), "--quiet"]) == 0
+    assert bench.main(["--features", "sift,delf[model=delf-gld]", "--root", str(data_dir),
+                       "--sequences", "boat,bikes,v_wormhole", "--max-keypoints", "300", "--verify", "6",
+                       "--out", str(out), "--quiet"]) == 0
     results = json.loads(out.read_text())
     assert [s["name"] for s in results["sequences"]] == ["v_wormhole", "bikes", "boat"]
     sift, delf = results["results"]

@@ -31,7 +31,7 @@ from cvdeep.nets.lift import (
     read_mean_std,
     read_official_descriptor,
 )
-from feature_checks import GRAF, check_feature2d_contract, load_image, resized_pair, turn_agreement
+from feature_checks import GRAF, check_angles_follow_a_turn, check_feature2d_contract, load_image, resized_pair
 
 pytestmark = [pytest.mark.filterwarnings("ignore::cvdeep.weights.NonCommercialWeightsWarning"),
               pytest.mark.usefixtures("one_thread")]
@@ -290,14 +290,5 @@ def test_shipped_weights_work_offline_and_their_angles_turn_with_the_image(monke
     convention) and KeyPoint.size stays: the trained orientation estimator follows the image. (Measured when
     the weights shipped: 56 of 203 matches correct, median turn 89.1, sizes equal; a weak model, see its card.)"""
     monkeypatch.setenv("CVDEEP_OFFLINE", "1")
-    detector = cvdeep.LIFT_create(500, device="cpu")
-    assert "model='lift-cvdeep'" in repr(detector)
-    image = load_image(data_dir, GRAF, (480, 360))
-    keypoints, descriptors = detector.detectAndCompute(image, None)
-    assert len(keypoints) == 500 and descriptors.shape == (500, 128)
-    assert np.std([k.angle for k in keypoints]) > 30, "angles differ from keypoint to keypoint"
-    found = turn_agreement(detector, image)
-    print(found)
-    assert found.correct >= 30
-    assert found.angle_turn == pytest.approx(90.0, abs=10.0)
-    assert found.size_ratio == pytest.approx(1.0, abs=0.1)
+    check_angles_follow_a_turn(cvdeep.LIFT_create(500, device="cpu"), load_image(data_dir, GRAF, (480, 360)),
+                               "lift-cvdeep", 30, 10.0, 0.1)

@@ -321,7 +321,8 @@ def test_every_shipped_trained_file_has_a_model_card_with_its_hash_and_licence()
 
     shipped = [spec for spec in weight_specs().values() if spec.packaged and (PACKAGED_DIR / spec.filename).is_file()]
     assert {spec.name for spec in shipped} >= {"hardnet-cvdeep", "sdgmnet-cvdeep", "l2net-cvdeep", "tr-cvdeep",
-                                                "d2-cvdeep", "superpoint-cvdeep", "lfnet-cvdeep", "lift-cvdeep", "delf-cvdeep"}
+                                                "d2-cvdeep", "superpoint-cvdeep", "lfnet-cvdeep", "lift-cvdeep",
+                                                "delf-cvdeep"}
     for spec in shipped:
         card = ROOT / "docs" / "models" / f"{spec.name}.md"
         assert card.is_file(), f"{spec.name}: no model card {card}"

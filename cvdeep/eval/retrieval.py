@@ -4,8 +4,9 @@ Protocol. The database is every image of every sequence of the dataset (``shared
 HPatches viewpoint sequences and the eight Oxford sequences of ``shared/data``) less the sequences
 that repeat an earlier one (``distinct_sequences``: HPatches ``v_graffiti`` holds Oxford ``graf``'s
 very images, so a graf query would find its own copy under another sequence's name and count it a
-miss), 60 images of 10 sequences; each image is in turn the query, searched against all the other images (``Database.query`` of
-``cvdeep.retrieval`` with the query image left out of the database), and its positives are the
+miss), 60 images of 10 sequences; each image is in turn the query, searched against all the other
+images (``Database.query`` of ``cvdeep.retrieval`` with the query image left out of the database),
+and its positives are the
 other images of its own sequence (five). Every image is described once per feature (``extract``
 of the homography benchmark: at most ``max_keypoints``, the strongest responses), so a query's
 description is its indexing.

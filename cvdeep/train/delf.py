@@ -11,7 +11,9 @@ random views of photos (a square window of the photo seen through a random homog
 rotation, perspective, plus photometric changes). To name its photo from a view, the classifier
 needs the parts of the image that survive those changes and set it apart from the other photos,
 and the attention learns to weight exactly those cells, as landmark classification makes it
-weight the landmark over clutter.
+weight the landmark over clutter. The zoom of the views (``homography.scale_range``) plays the part
+of the paper's random rescaling of the training images: the attention sees content at the scales of
+the extraction pyramid.
 
 The classifier is a *cosine* classifier (``CosineClassifier``: logits ``s cos(y, w_c)``, ``s`` =
 ``logit_scale``), not the paper's linear layer. Why, measured: with the linear layer on a frozen
@@ -19,9 +21,7 @@ The classifier is a *cosine* classifier (``CosineClassifier``: logits ``s cos(y,
 (docs/models/delf-cvdeep.md): the pooled mean of unit features pointing many ways is short, so the
 logits and their gradients are tiny, and each of 1,028 classes comes back only every 64 steps. The
 cosine form makes the logits independent of that length (only the direction of ``y``, i.e. which
-cells the attention weights, matters), as in metric learning's normalised softmax. The zoom of the views (``homography.scale_range``) plays the
-part of the paper's random rescaling of the training images: the attention sees content at the
-scales of the extraction pyramid.
+cells the attention weights, matters), as in metric learning's normalised softmax.
 
 Official settings kept (tensorflow/models ``research/delf/delf/python/training/train.py``): SGD
 with momentum 0.9, initial learning rate 0.01 decaying linearly to 0, gradient clipping at a
