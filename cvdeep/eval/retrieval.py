@@ -47,7 +47,7 @@ from tqdm import tqdm
 from ..errors import Error
 from ..retrieval import VERIFIERS, Candidate, Database, Described
 from .datasets import LOADERS, Sequence, load_dataset
-from .runner import _json_ready, _names, build_feature, extract, machine_description
+from .runner import _json_ready, _names, add_selection_arguments, build_feature, extract, machine_description
 
 RECALL_AT = (1, 5)
 
@@ -230,16 +230,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         help="comma-separated names accepted by cvdeep.features.create (e.g. delf,sift,aliked,disk)")
     parser.add_argument("--dataset", choices=sorted(LOADERS), default="shared", help="dataset layout (default shared)")
     parser.add_argument("--root", default=None, help="dataset folder (shared: $CVDEEP_SHARED/data or ../shared/data)")
-    parser.add_argument("--sequences", type=_names, default=None, help="comma-separated sequence names to keep")
     parser.add_argument("--max-keypoints", type=int, default=1000, help="keypoints per image, the strongest (1000)")
     parser.add_argument("--knn", type=int, default=10, help="nearest neighbours of each query descriptor (10)")
     parser.add_argument("--verify", type=int, default=20, help="best voted images verified by a homography (20)")
     parser.add_argument("--matcher", default="mutual", choices=VERIFIERS, help="matches for the verification")
     parser.add_argument("--threshold", type=float, default=8.0, help="inlier threshold in pixels (8)")
-    parser.add_argument("--device", default="auto", help="device of cvdeep features: auto, cpu, cuda, cuda:N")
     parser.add_argument("--out", type=Path, default=Path("retrieval_results.json"),
                         help="JSON output; the table goes to the same name with .md")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_selection_arguments(parser)
     return parser
 
 

@@ -38,7 +38,14 @@ from ..errors import Error
 from ..matching.pairs import Feature, ImageFeatures, PairMatcher, detect_features
 from ..matching.rotation import ROTATIONS, match_with_rotation_search, rotate_image
 from .datasets import Sequence, load_dataset
-from .runner import PROTOCOL_BRUTE_FORCE, _json_ready, _names, build_feature, machine_description
+from .runner import (
+    PROTOCOL_BRUTE_FORCE,
+    _json_ready,
+    _names,
+    add_selection_arguments,
+    build_feature,
+    machine_description,
+)
 
 #: The angles of the test (degrees, clockwise on screen).
 DEFAULT_ANGLES = (0.0, 30.0, 60.0, 90.0, 180.0)
@@ -294,11 +301,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--max-keypoints", type=int, default=2048,
                         help="keypoints per image where the method has such a limit; <= 0: each method's default")
     parser.add_argument("--root", default=None, help="the shared data folder ($CVDEEP_SHARED/data or ../shared/data)")
-    parser.add_argument("--sequences", type=_names, default=None, help="comma-separated sequence names to keep")
-    parser.add_argument("--device", default="auto", help="device of cvdeep features: auto, cpu, cuda, cuda:N")
     parser.add_argument("--out", type=Path, default=Path("rotation_results.json"),
                         help="JSON output; the plot goes to the same name with .png")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_selection_arguments(parser)
     return parser
 
 

@@ -309,6 +309,14 @@ def _names(text: str) -> list[str]:
     return [name.strip() for name in [*names, current] if name.strip()]
 
 
+def add_selection_arguments(parser: argparse.ArgumentParser,
+                            device_help: str = "device of cvdeep features: auto, cpu, cuda, cuda:N") -> None:
+    """``--sequences``, ``--device`` and ``--quiet``, alike in every benchmark command."""
+    parser.add_argument("--sequences", type=_names, default=None, help="comma-separated sequence names to keep")
+    parser.add_argument("--device", default="auto", help=device_help)
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
 def add_bench_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The options of ``cvdeep bench`` (and ``python -m cvdeep.eval``)."""
     parser.add_argument("--dataset", choices=sorted(LOADERS), default="shared",
@@ -326,15 +334,12 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
                         help=f"ratio of the 'ratio' matcher (default {LOWE_RATIO})")
     parser.add_argument("--max-keypoints", type=int, default=2048,
                         help="keep at most this many strongest keypoints per image; <= 0: each method's default")
-    parser.add_argument("--device", default="auto",
-                        help="device of cvdeep features and of LightGlue: auto, cpu, cuda, cuda:N")
-    parser.add_argument("--sequences", type=_names, default=None, help="comma-separated sequence names to keep")
+    add_selection_arguments(parser, "device of cvdeep features and of LightGlue: auto, cpu, cuda, cuda:N")
     parser.add_argument("--all-hpatches", action="store_true",
                         help="keep the 8 high-resolution HPatches sequences D2-Net's protocol leaves out")
     parser.add_argument("--out", type=Path, default=Path("bench_results.json"),
                         help="JSON output; the table goes to the same name with .md, the plot with .png")
     parser.add_argument("--no-plot", action="store_true", help="do not draw the MMA plot")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
 
