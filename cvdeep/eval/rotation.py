@@ -234,7 +234,7 @@ def plot_ratios(results: dict[str, Any], path: Path) -> bool:
         return False
     angles = results["config"]["angles"]
     colours = {name: f"C{k}" for k, name in enumerate(dict.fromkeys(e["feature"] for e in results["results"]))}
-    fig, axis = plt.subplots(figsize=(6.4, 4.2))
+    fig, axis = plt.subplots(figsize=(9.0, 4.2))  # room for the legend beside the lines
     for entry in results["results"]:
         ratios = [entry["summary"][_angle_key(a)]["correct_ratio"] for a in angles]
         axis.plot(angles, ratios, marker="o", markersize=4, color=colours[entry["feature"]],
@@ -245,7 +245,7 @@ def plot_ratios(results: dict[str, Any], path: Path) -> bool:
     axis.set_ylim(0, 1)
     axis.grid(alpha=0.3)
     axis.set_title(f"Rotation test, sequences: {len(results['sequences'])}", fontsize=10)
-    axis.legend(fontsize=8)
+    axis.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -557,6 +557,7 @@ FAMILIES = (
             _trained("lift-cvdeep-picc", "the official LIFT descriptor (new-CNN3-picc-iter-56k.h5, from its own file) "
                      "with a detector and orientation estimator cvdeep trained against it",
                      license=f"detector and orientation: {TRAINED_LICENSE}; descriptor: {LIFT_LICENSE}",
+                     sha256="74c582d6f63b55a2f28daf16e7283c7f0b8a1138e883d56a899a31ed33849125",
                      normalize=False, official_descriptor=True),
         ),
     ),
