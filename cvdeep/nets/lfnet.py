@@ -2,11 +2,10 @@
 a differentiable patch sampler and a patch descriptor.
 
 Detector [``detector.*``] (the release's ``mso_resnet_detector``): the gray image, normalised per
-image to zero mean and unit variance (``input_inst_norm``; see "Flat pixels" below), goes through a
+image to zero mean and unit variance (``input_inst_norm``; see "Canvas" below), goes through a
 5 x 5 convolution to 16 channels and 3 pre-activation residual blocks (BatchNorm, leaky ReLU 0.2,
 5 x 5 conv, BatchNorm, leaky ReLU, 5 x 5 conv, plus the input), then BatchNorm and leaky ReLU: the
-feature map F. For
-each of 5 scales s, log-spaced from sqrt(2) down to 1/sqrt(2), F resized by 1/s goes through its
+feature map F. For each of 5 scales s, log-spaced from sqrt(2) down to 1/sqrt(2), F resized by 1/s goes through its
 own 5 x 5 convolution to one map, normalised per image (over the same pixels), resized back: the
 scale-space logits (B, 5, H, W). An orientation convolution (5 x 5, initialised to the constant
 (1, 0)) gives a unit 2-vector (cos, sin) per pixel.
@@ -119,8 +118,8 @@ def content_weights(image: torch.Tensor, radius: int = FLAT_RADIUS) -> torch.Ten
 def _statistics(x: torch.Tensor, eps: float, weights: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sample mean and standard deviation (variance + ``eps``) over H, W, kept as (B, C, 1, 1), in float32.
 
-    With ``weights`` (B, 1, H, W) in [0, 1] the moments are weighted: flat pixels (weight 0) leave them
-    as they are without the canvas; a sample whose weights are all 0 uses every pixel."""
+    With ``weights`` (B, 1, H, W) in [0, 1] the moments are weighted: canvas pixels (weight 0) do not
+    count; a sample whose weights are all 0 uses every pixel."""
     x = x.float()
     if weights is None:
         mean = x.mean(dim=(-2, -1), keepdim=True)
@@ -128,7 +127,7 @@ def _statistics(x: torch.Tensor, eps: float, weights: torch.Tensor | None) -> tu
         return mean, torch.sqrt(variance + eps)
     weights = weights.float()
     total = weights.sum(dim=(-2, -1), keepdim=True)
-    weights = torch.where(total > 0, weights, torch.ones_like(weights))
+    weights = torch.where(total > 0, weights, 1.0)
     total = weights.sum(dim=(-2, -1), keepdim=True)
     mean = (weights * x).sum(dim=(-2, -1), keepdim=True) / total
     variance = (weights * (x - mean).square()).sum(dim=(-2, -1), keepdim=True) / total
@@ -149,8 +148,8 @@ def instance_normalise_(x: torch.Tensor, weights: torch.Tensor | None = None, ep
 
 
 def level_weights(weights: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """The image's pixel weights (B, 1, H, W) at a scale level's ``size``: the share of textured pixels under
-    each level pixel (area resize)."""
+    """The image's ``content_weights`` (B, 1, H, W) at a scale level's ``size``: the share of picture pixels
+    under each level pixel (area resize)."""
     return F.interpolate(weights, size=size, mode="area")
 
 
@@ -251,16 +250,16 @@ class LFNetDetectorNet(nn.Module):
         """Size of the map F is resized to for scale ``scale`` (F shrunk by ``scale``)."""
         return max(1, int(height / scale + 0.5)), max(1, int(width / scale + 0.5))
 
-    def forward(self, image: torch.Tensor, weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, image: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The whole maps (training, small crops; ``LFNet.detection_maps`` is the banded inference); each
-        level normalised over the image's ``weights`` (``content_weights``) when given."""
+        level normalised over the image's ``weights`` (``content_weights``)."""
         features = self.features(image)
         height, width = image.shape[-2:]
         logits = []
         for scale, conv in zip(self.scales, self.score_convs):
             size = self.level_size(scale, height, width)
             resized = F.interpolate(features, size=size, mode="bilinear", align_corners=False)
-            level = instance_normalise(conv(resized), None if weights is None else level_weights(weights, size))
+            level = instance_normalise(conv(resized), level_weights(weights, size))
             logits.append(F.interpolate(level, size=(height, width), mode="bilinear", align_corners=False))
         orientation = F.normalize(self.ori_conv(features), dim=1, eps=1e-12)
         return torch.cat(logits, dim=1), orientation
