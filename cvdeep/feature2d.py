@@ -25,7 +25,7 @@ from .declaration import Config, InputConvention, ModelFamily, describe_accepted
 from .errors import Error
 from .keypoints import KeypointArrays, from_cv_keypoints, to_cv_keypoints
 from .models import build_model, get_model, preferred_model
-from .nets.bands import large_image_allocation
+from .nets.bands import extraction_allocation
 from .nets.base import Extractor, Features, on_valid_pixels
 from .precision import effective_precision, network_precision
 
@@ -439,9 +439,9 @@ class Feature2D:
     @contextlib.contextmanager
     def _memory_guard(self, shape: tuple[int, ...]) -> Iterator[None]:
         """Turn an allocation failure of torch, NumPy or OpenCV into ``cvdeep.Error`` saying what to do;
-        large images run under ``nets.bands.large_image_allocation``."""
+        the work runs under ``nets.bands.extraction_allocation`` (how glibc serves its buffers)."""
         try:
-            with large_image_allocation(shape[0] * shape[1]):
+            with extraction_allocation(shape[0] * shape[1]):
                 yield
         except (RuntimeError, MemoryError, cv2.error) as exc:
             text = " ".join(str(exc).split())

@@ -214,7 +214,9 @@ def to_array(image: np.ndarray, channels: int, gray: str = "luminance") -> np.nd
     RGB order when 3 channels, colour made gray by ``gray`` the same way (the values are identical)."""
     if channels == 1:
         if image.ndim == 3 and gray == "mean":
-            total = image[:, :, :3].astype(np.float32).sum(axis=2)
+            colour = image.astype(np.float32)
+            total = colour[:, :, 0] + colour[:, :, 1]  # exact whatever the order (integers below 2^24);
+            total += colour[:, :, 2]  # faster than .sum(axis=2) over 3 values
             return (total / np.float32(3.0) / np.float32(255.0))[None, None]
         if image.ndim == 3 and gray == "luminance_float":
             rgb = image[:, :, 2::-1].astype(np.float32) / np.float32(255.0)
@@ -243,4 +245,9 @@ def flat_pixels(image: np.ndarray, radius: int = FLAT_RADIUS) -> np.ndarray:
     kernel = np.ones((2 * radius + 1, 2 * radius + 1), np.uint8)
     # outside the image counts as neither larger nor smaller (OpenCV's default border for both)
     same = cv2.dilate(colour, kernel) == cv2.erode(colour, kernel)
-    return same.all(axis=2) if same.ndim == 3 else same
+    if same.ndim == 2:
+        return same
+    flat = same[:, :, 0].copy()
+    for channel in range(1, same.shape[2]):  # faster than .all(axis=2) over 3 values
+        flat &= same[:, :, channel]
+    return flat

@@ -234,3 +234,85 @@ def test_l2_match_real_sift_descriptors(graf_pair) -> None:
     assert (got[0][:, 0] >= 0).sum() > 50
     euclidean = torch.ops.cvdeep.l2_match(d1, d2, 2, True, 0.8, None, False)
     torch.testing.assert_close(euclidean[1], want[1].sqrt(), rtol=1e-6, atol=0)
+
+
+# --- selu_ ---
+
+
+def test_selu_matches_torch_on_every_vector_path(isa: str) -> None:
+    """Within a few float32 ulp of torch's SELU over the whole range, tails of every length, and
+    torch's answers exactly at 0, +-inf and NaN."""
+    torch.manual_seed(11)
+    values = torch.cat([torch.randn(10_000) * 4, torch.linspace(-120, 5, 20_001), torch.randn(1000) * 1e-6,
+                        torch.tensor([0.0, -0.0, 1e-30, -1e-30, -87.0, -87.5, -88.0, -103.0, 88.0,
+                                      float("inf"), float("-inf"), float("nan")])])
+    for count in (values.numel(), 1, 3, 15, 17, 33):
+        x = values[:count].clone()
+        want = torch.nn.functional.selu(x.double()).float()
+        got = torch.ops.cvdeep.selu_(x)
+        assert got.data_ptr() == x.data_ptr()
+        torch.testing.assert_close(got, want, rtol=4e-7, atol=1e-7, equal_nan=True)
+    special = torch.tensor([0.0, float("inf"), float("-inf"), float("nan")])
+    torch.testing.assert_close(torch.ops.cvdeep.selu_(special.clone()), torch.nn.functional.selu(special),
+                               rtol=0, atol=0, equal_nan=True)
+
+
+def test_selu_op_runs_the_kernel_only_where_it_applies() -> None:
+    """cvdeep.ops.selu_: in place on a channels_last CPU map; a gradient, float64 or a strided
+    view run torch's own (same numbers, no warning)."""
+    torch.manual_seed(12)
+    x = torch.randn(1, 8, 9, 7).contiguous(memory_format=torch.channels_last)
+    want = torch.nn.functional.selu(x)
+    assert ops.selu_(x) is x
+    torch.testing.assert_close(x, want, rtol=4e-7, atol=1e-7)
+    strided = torch.randn(6, 10)[:, ::2]
+    torch.testing.assert_close(ops.selu_(strided.clone()), torch.nn.functional.selu(strided))
+    double = torch.randn(5, dtype=torch.float64)
+    assert torch.equal(ops.selu_(double.clone()), torch.nn.functional.selu(double))
+    leaf = torch.randn(5, requires_grad=True)
+    out = ops.selu_(leaf * 1.0)
+    out.sum().backward()
+    assert leaf.grad is not None
+
+
+# --- sample_levels ---
+
+
+def _levels_problem(seed: int, height: int, width: int, count: int, corners: int):
+    from cvdeep.nets.bands import resize_positions
+
+    torch.manual_seed(seed)
+    fine = torch.randn(height * width, 8)
+    coarse = []
+    for factor, channels in ((2, 8), (8, 16), (32, 8)):
+        h, w = max(1, height // factor), max(1, width // factor)
+        coarse.append((torch.randn(h * w, channels), w, *resize_positions((h, w), (height, width), True)))
+    index = torch.randint(0, height * width, (corners, count))
+    weights = torch.rand(corners, count)
+    return fine, coarse, index, weights
+
+
+@pytest.mark.parametrize("height,width,count,corners", [(64, 96, 500, 4), (33, 17, 7, 1), (5, 3, 1, 4), (40, 64, 0, 4)])
+def test_sample_levels_matches_the_reference_on_every_vector_path(isa: str, height: int, width: int, count: int,
+                                                                  corners: int) -> None:
+    fine, coarse, index, weights = _levels_problem(height + count, height, width, count, corners)
+    fine_index = index.flip(0)  # any rows of fine, not only the pixel's own
+    got = ops.sample_levels(fine, fine_index, coarse, index, weights, width)
+    want = reference.sample_levels(fine, fine_index, coarse, index, weights, width)
+    assert got.shape == (count, 40)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_sample_levels_rejects_indices_outside_the_maps() -> None:
+    fine, coarse, index, weights = _levels_problem(3, 16, 16, 10, 4)
+    tables = [level[0] for level in coarse]
+    widths = [level[1] for level in coarse]
+    positions = [tensor for level in coarse for tensor in (*level[2], *level[3])]
+    bad = index.clone()
+    bad[0, 0] = 16 * 16
+    with pytest.raises(RuntimeError, match="corner outside"):
+        torch.ops.cvdeep.sample_levels(fine, index, tables, widths, positions, bad, weights, 16)
+    with pytest.raises(RuntimeError, match="fine_index outside"):
+        torch.ops.cvdeep.sample_levels(fine, bad, tables, widths, positions, index, weights, 16)
+    with pytest.raises(RuntimeError, match="shaped as corners"):
+        torch.ops.cvdeep.sample_levels(fine, index, tables, widths, positions, index, weights[:, :3], 16)

@@ -128,7 +128,7 @@ def _padded_input(detector, image: np.ndarray) -> tuple[torch.Tensor, torch.Tens
 # case -> (model, attributes set on the network, config changes, rows per band)
 BANDED = {
     "aliked": ("aliked-n16", {}, {}, 8),
-    "aliked-level1-recomputed": ("aliked-n16", {"level1_kept_bytes": 0}, {}, 8),
+    "aliked-level1-recomputed": ("aliked-n16", {"block1_kept_bytes": 0}, {}, 8),
     "disk": ("disk", {}, {}, 8),
     "disk-streamed-statistics": ("disk", {"kept_bytes": 0}, {}, 8),
     "superpoint": ("superpoint-open", {}, {}, 16),  # VGG encoders: 48 and 64-pixel halos
@@ -181,7 +181,7 @@ def test_aliked_recomputed_level1_equals_the_kept_one(feature, photo):
     tensor, valid = _padded_input(detector, photo[:203, :301])
     with torch.inference_mode():
         kept = network.extract(tensor, valid, detector.config)
-        network.level1_kept_bytes = 0
+        network.block1_kept_bytes = 0
         recomputed = network.extract(tensor, valid, detector.config)
     for key in kept:
         assert torch.equal(kept[key], recomputed[key]), key
@@ -230,7 +230,7 @@ print(json.dumps({"before": before / 1024, "peak": resource.getrusage(resource.R
 def peak_rss(name: str, size: tuple[int, int], weights: str | None, photo_path: Path) -> dict:
     """Peak RSS (MiB) of one extraction in a fresh process, and the RSS before it."""
     # OpenMP's default pool, torch then set to one thread (as most users run): the allocator case
-    # that large_image_allocation exists for (DISK at 12 MP: 4.3 GB without it)
+    # that extraction_allocation exists for (DISK at 12 MP: 4.3 GB without it)
     env = {key: value for key, value in os.environ.items() if key != "OMP_NUM_THREADS"}
     env["PYTHONPATH"] = str(ROOT)
     done = subprocess.run(
@@ -391,7 +391,7 @@ def test_an_8000_by_6000_image_gives_a_result_or_a_cvdeep_error(name, feature):
     """With less memory than an 8000 x 6000 image needs (address space capped at 2.5 GiB), the
     failure is a ``cvdeep.Error`` saying what to do; it was a raw RuntimeError from the allocator."""
     # OpenMP's default pool, torch then set to one thread (as most users run): the allocator case
-    # that large_image_allocation exists for (DISK at 12 MP: 4.3 GB without it)
+    # that extraction_allocation exists for (DISK at 12 MP: 4.3 GB without it)
     env = {key: value for key, value in os.environ.items() if key != "OMP_NUM_THREADS"}
     env["PYTHONPATH"] = str(ROOT)
     done = subprocess.run([sys.executable, "-c", _LARGE, name, _weights_arg(feature, name) or "", str(5 << 29)],

@@ -11,9 +11,10 @@ window); descriptors from the sparse deformable descriptor head (SDDH), which sa
 the feature map at M learned positions around each keypoint.
 
 Full resolution never holds more than a band of rows (``cvdeep.nets.bands``): blocks 1-2 and
-the score head run band by band, level 1 is recomputed for the pixels SDDH reads (or kept
-when small), and levels 2-4 are upsampled only where needed. The upsampling is a row pass
-then a column pass (``resize_rows``), equal to ``F.interpolate`` to float rounding.
+the score head run band by band, level 1 is recomputed for the pixels SDDH reads (or computed
+there from block 1's output, kept when small), and levels 2-4 are upsampled only where needed.
+The upsampling is a row pass then a column pass (``resize_rows``), equal to ``F.interpolate``
+to float rounding.
 
 ALIKED works in coordinates normalised with align_corners semantics,
 ``u = 2 x / (W - 1) - 1``, in which ``x`` is the pixel index: its pixel coordinates are
@@ -22,6 +23,7 @@ therefore OpenCV pixel centres already, and this module keeps them in pixels thr
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -31,10 +33,10 @@ from torch import nn
 
 from ..declaration import DetectorConfig, InputConvention, ModelFamily, Renamed, Variant, param
 from ..errors import Error
-from ..ops import deform_conv2d, softargmax
+from ..ops import deform_conv2d, sample_levels, selu_, softargmax
 from ..ops.deform import bilinear_corners, sample_rows
 from ..weights import WeightSpec
-from .bands import band_height, release_freed_memory, resize_positions, resize_rows, run_banded, sample_resized
+from .bands import band_height, release_freed_memory, resize_positions, resize_rows, run_banded
 from .base import Extractor, Features, iterative_nms, pointwise, soft_nms_keypoints
 
 # name -> (c1, c2, c3, c4, dim, SDDH kernel K, SDDH sample count M), from the official configs
@@ -104,8 +106,8 @@ class ConvBlock(_ConvPair):
     """conv-BN-SELU twice (block 1)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.selu(self._conv(x, self.conv1, self.bn1), inplace=True)  # in place: fresh tensors, no new allocation
-        return F.selu(self._conv(x, self.conv2, self.bn2), inplace=True)
+        x = selu_(self._conv(x, self.conv1, self.bn1))  # in place: fresh tensors
+        return selu_(self._conv(x, self.conv2, self.bn2))
 
 
 class ResBlock(_ConvPair):
@@ -116,16 +118,17 @@ class ResBlock(_ConvPair):
         self.downsample = nn.Conv2d(in_channels, out_channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.selu(self._conv(x, self.conv1, self.bn1), inplace=True)
+        out = selu_(self._conv(x, self.conv1, self.bn1))
         out = self._conv(out, self.conv2, self.bn2)
-        return F.selu(out.add_(pointwise(x, self.downsample.weight, self.downsample.bias)), inplace=True)
+        return selu_(out.add_(pointwise(x, self.downsample.weight, self.downsample.bias)))
 
 
 _BLOCK1_HALO = 2  # block 1: two 3x3 convolutions at full resolution
 _BLOCK2_HALO = 4  # block 2: two 3x3 convolutions at 1/2, rounded up to the 4x4 pooling after it
 _HEAD_HALO = 3  # the score head: three 3x3 convolutions
 _SDDH_CHUNK = 4096  # keypoints per step of the descriptor head: bounds its gathers (~150 MB)
-_LEVEL1_KEPT_BYTES = 128 << 20  # level 1 is kept (not recomputed) up to this size: ~1 MP for ALIKED-N
+_BLOCK1_KEPT_BYTES = 128 << 20  # block 1's output is kept (level 1 not recomputed) up to this size: ~2 MP for ALIKED-N
+_KEPT_BAND_PIXELS = 1 << 15  # score-map bands from a kept block 1: a few MB, reused from the heap and cache-warm
 
 
 @dataclass
@@ -135,8 +138,9 @@ class Backbone:
     ``image``: the padded input (1, 3, Hp, Wp); ``levels``: levels 2-4 after their 1x1
     convolution + SELU, at 1/2, 1/8 and 1/32 (channels_last). Level 1 (dim/4 channels at full
     resolution, the largest map of the network) is never stored: it is recomputed from the
-    image band by band where it is needed, unless it is small enough to keep (``level1``: the
-    same numbers, computed once). ``height``/``width`` and ``top``/``left``: the real
+    image band by band where it is needed, unless block 1's output (c1 channels, half of
+    level 1's) is small enough to keep (``block1``): level 1 is then computed from it where
+    needed, the same numbers. ``height``/``width`` and ``top``/``left``: the real
     image inside the centred padding.
     """
 
@@ -146,7 +150,7 @@ class Backbone:
     width: int
     top: int
     left: int
-    level1: torch.Tensor | None = None  # the whole level 1, kept when small (ALIKED.level1_kept_bytes)
+    block1: torch.Tensor | None = None  # block 1's whole output, kept when small (ALIKED.block1_kept_bytes)
 
     @property
     def padded_size(self) -> tuple[int, int]:
@@ -158,20 +162,24 @@ class FeatureReader:
 
     The dense feature map is the L2-normalised concatenation of level 1 (full resolution) and
     levels 2-4 upsampled bilinearly (align_corners) to the padded image size, then cropped. A
-    pixel's vector is assembled from its four parts: level 1 recomputed (``load``, band by band,
-    for the pixels about to be read, or read from the kept map) and the three coarse levels
-    interpolated at that pixel (``cvdeep.nets.bands.sample_resized``: the dense upsampling's
-    numbers to float rounding). Neither the dense concatenation nor any full-resolution level
-    is ever built.
+    pixel's vector is assembled from its four parts (``cvdeep.ops.sample_levels``): level 1
+    computed at that pixel from the kept block 1, or recomputed band by band for the pixels
+    about to be read (``load``), and the three coarse levels interpolated at that pixel (the
+    dense upsampling's numbers to float rounding). Neither the dense concatenation nor any
+    full-resolution level is ever built.
     """
 
     def __init__(self, network: ALIKED, backbone: Backbone) -> None:
         self.network, self.backbone = network, backbone
-        self.tables = [level[0].permute(1, 2, 0).reshape(-1, level.shape[1]) for level in backbone.levels]
         device = backbone.image.device
-        self.positions = [resize_positions((level.shape[-2], level.shape[-1]), backbone.padded_size, True, device)
-                          for level in backbone.levels]
-        self.keys = torch.zeros(0, dtype=torch.long, device=backbone.image.device)
+        self.coarse = [
+            (level[0].permute(1, 2, 0).reshape(-1, level.shape[1]), level.shape[-1],
+             *resize_positions((level.shape[-2], level.shape[-1]), backbone.padded_size, True, device))
+            for level in backbone.levels
+        ]
+        kept = backbone.block1
+        self.block1 = None if kept is None else kept[0].permute(1, 2, 0).reshape(-1, kept.shape[1])
+        self.keys = torch.zeros(0, dtype=torch.long, device=device)
         self.level1 = backbone.image.new_zeros((0, network.conv1.out_channels))
 
     @property
@@ -188,14 +196,13 @@ class FeatureReader:
         return (index // bb.width + bb.top) * bb.padded_size[1] + index % bb.width + bb.left
 
     def load(self, index: torch.Tensor) -> None:
-        """Compute level 1 at the padded-map pixels ``index`` (any shape), band by band."""
+        """Compute level 1 at the padded-map pixels ``index`` (any shape), band by band (nothing to
+        do when block 1 is kept)."""
+        if self.block1 is not None:
+            return
         keys = torch.unique(index.reshape(-1))
         network, image = self.network, self.backbone.image
         padded_h, padded_w = self.backbone.padded_size
-        if self.backbone.level1 is not None:
-            kept = self.backbone.level1
-            self.keys, self.level1 = keys, kept[0].permute(1, 2, 0).reshape(-1, kept.shape[1])[keys]
-            return
         table = image.new_empty((len(keys), network.conv1.out_channels))
         rows = keys // padded_w
         band = band_height(padded_w, network.band_pixels)
@@ -207,39 +214,26 @@ class FeatureReader:
             lo, hi = max(0, top - _BLOCK1_HALO), min(padded_h, bottom + _BLOCK1_HALO)
             level = network.level1(image[..., lo:hi, :])[..., top - lo : bottom - lo, :]
             flat = level[0].permute(1, 2, 0).reshape(-1, level.shape[1])
-            table[first:last] = flat[keys[first:last] - top * padded_w]
+            table[first:last] = flat.index_select(0, keys[first:last] - top * padded_w)
             del level, flat
             release_freed_memory()
         self.keys, self.level1 = keys, table
 
-    def parts(self, index: torch.Tensor) -> list[torch.Tensor]:
-        """The four unnormalised parts (P, dim/4) of the vectors at padded-map pixels ``index`` (P,),
-        which must have been ``load``-ed."""
-        position = torch.searchsorted(self.keys, index)
-        level1 = self.level1[position]
-        padded_w = self.backbone.padded_size[1]
-        ys, xs = index // padded_w, index % padded_w
-        coarse = [
-            sample_resized(table, level.shape[-1], positions, ys, xs)
-            for table, level, positions in zip(self.tables, self.backbone.levels, self.positions)
-        ]
-        return [level1, *coarse]
+    def sample(self, index: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """Weighted sums (P, dim) of the normalised vectors at padded-map pixels ``index`` (K, P), which
+        must have been ``load``-ed, with weights (K, P): bilinear samples for K = 4 corners, the
+        vectors themselves for K = 1 and weights 1."""
+        if self.block1 is not None:  # level 1 of every corner, from block 1
+            fine = self.network.level1_of_block1(self.block1.index_select(0, index.reshape(-1)))
+            fine_index = torch.arange(index.numel(), device=index.device).reshape(index.shape)
+        else:
+            fine, fine_index = self.level1, torch.searchsorted(self.keys, index.reshape(-1)).reshape(index.shape)
+        return sample_levels(fine, fine_index, self.coarse, index, weights, self.backbone.padded_size[1])
 
     def rows(self, index: torch.Tensor) -> torch.Tensor:
         """Normalised feature vectors (P, dim) at padded-map pixels ``index`` (P,)."""
-        return F.normalize(torch.cat(self.parts(index), dim=1), dim=1)
-
-    def sample(self, index: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        """Bilinear samples (P, dim) from corner pixels ``index`` (4, P) (padded map) and their weights (4, P).
-
-        Each corner is normalised (as the dense map is) and weighted by one scale per row; the
-        levels are only concatenated after the four corners are summed.
-        """
-        parts = self.parts(index.reshape(-1))
-        square = sum(torch.linalg.vector_norm(part, dim=1, keepdim=True).square_() for part in parts)
-        scale = weights.reshape(-1, 1) / square.sqrt_().clamp_min_(1e-12)  # F.normalize's eps
-        count = index.shape[1]
-        return torch.cat([part.mul_(scale).reshape(4, count, -1).sum(0) for part in parts], dim=1)
+        flat = index.reshape(1, -1)
+        return self.sample(flat, torch.ones(flat.shape, dtype=self.level1.dtype, device=flat.device))
 
 
 class SDDH(nn.Module):
@@ -300,7 +294,7 @@ class SDDH(nn.Module):
         offset_chunks = []
         for chunk in patches.split(_SDDH_CHUNK):
             patch = features.rows(chunk.reshape(-1))  # (n*K*K, C)
-            hidden = F.selu(torch.addmm(first_bias, patch.reshape(len(chunk), -1), first_weight.t()))
+            hidden = selu_(torch.addmm(first_bias, patch.reshape(len(chunk), -1), first_weight.t()))
             offset_chunks.append(torch.addmm(second_bias, hidden, second.weight.reshape(second.out_channels, -1).t()))
         offsets = torch.cat(offset_chunks).clamp_(-limit, limit).reshape(count, 2, self.samples)
         xs = keypoints[:, :1] + offsets[:, 0]
@@ -315,7 +309,7 @@ class SDDH(nn.Module):
         for start in range(0, count * self.samples, step):
             part = slice(start, start + step)
             sampled = features.sample(corners[:, part], weights[:, part])  # (n*M, C)
-            sampled = F.selu(sampled @ self.sf_conv.weight.reshape(channels, channels).t())
+            sampled = selu_(sampled @ self.sf_conv.weight.reshape(channels, channels).t())
             descriptors.append(sampled.reshape(-1, self.samples * channels) @ aggregate)
         return F.normalize(torch.cat(descriptors), dim=1)
 
@@ -339,7 +333,7 @@ class ALIKED(Extractor):
 
     memory_format = torch.channels_last  # oneDNN's fast layout for these convs; the row gathers need it too
     keypoint_size = 5.0  # the 5x5 detection window of the default NMS radius; ALIKED estimates no scale
-    level1_kept_bytes = _LEVEL1_KEPT_BYTES  # keep level 1 up to this size, recompute it by bands above
+    block1_kept_bytes = _BLOCK1_KEPT_BYTES  # keep block 1's output up to this size, recompute it by bands above
 
     def __init__(self, model: str = "aliked-n16") -> None:
         """``model`` names the layout: ``aliked-t16``, ``aliked-n16``, ``aliked-n16rot``, ``aliked-n32``."""
@@ -372,7 +366,13 @@ class ALIKED(Extractor):
     def level1(self, image_rows: torch.Tensor) -> torch.Tensor:
         """Level 1 (block 1, its 1x1 convolution, SELU) of padded-image rows; exact on the rows at
         least ``_BLOCK1_HALO`` from a cut (see ``cvdeep.nets.bands``)."""
-        return F.selu(pointwise(self.block1(image_rows), self.conv1.weight), inplace=True)
+        return self.level1_of_block1(self.block1(image_rows))
+
+    def level1_of_block1(self, x1: torch.Tensor) -> torch.Tensor:
+        """Level 1 (the 1x1 convolution, SELU) of block 1's output: a (1, c1, h, w) map or (P, c1) rows."""
+        if x1.dim() == 2:
+            return selu_(F.linear(x1, self.conv1.weight.flatten(1)))
+        return selu_(pointwise(x1, self.conv1.weight))
 
     def backbone(self, image: torch.Tensor) -> Backbone:
         """The network below full resolution: (1, 3, H, W) RGB in [0, 1] -> ``Backbone``.
@@ -389,26 +389,25 @@ class ALIKED(Extractor):
         x = F.pad(image, (left, pad_w - left, top, pad_h - top), mode="replicate") if pad_h or pad_w else image
         x = x.contiguous(memory_format=self.memory_format)
         pixels = self.band_pixels
-        keep = x.shape[-2] * x.shape[-1] * self.conv1.out_channels * x.element_size() <= self.level1_kept_bytes
+        keep = x.shape[-2] * x.shape[-1] * self.conv1.in_channels * x.element_size() <= self.block1_kept_bytes
 
         def block1(rows: torch.Tensor, lo: int, hi: int) -> tuple[torch.Tensor, ...]:
             x1 = self.block1(rows)
-            pooled = F.avg_pool2d(x1, 2)
-            return (pooled, F.selu(pointwise(x1, self.conv1.weight), inplace=True)) if keep else (pooled,)
+            return (F.avg_pool2d(x1, 2), x1) if keep else (F.avg_pool2d(x1, 2),)
 
-        pooled1, *level1 = run_banded(block1, x, halo=_BLOCK1_HALO, align=2, pixels=pixels)
+        pooled1, *block1_output = run_banded(block1, x, halo=_BLOCK1_HALO, align=2, pixels=pixels)
 
         def block2(rows: torch.Tensor, lo: int, hi: int) -> tuple[torch.Tensor, torch.Tensor]:
             x2 = self.block2(rows)
-            return F.selu(pointwise(x2, self.conv2.weight), inplace=True), F.avg_pool2d(x2, 4)
+            return selu_(pointwise(x2, self.conv2.weight)), F.avg_pool2d(x2, 4)
 
         level2, pooled2 = run_banded(block2, pooled1, halo=_BLOCK2_HALO, align=4, pixels=pixels // 4)
         del pooled1
         x3 = self.block3(pooled2)
         x4 = self.block4(F.avg_pool2d(x3, 4))
-        levels = [level2] + [F.selu(pointwise(level, conv.weight), inplace=True)
+        levels = [level2] + [selu_(pointwise(level, conv.weight))
                              for conv, level in ((self.conv3, x3), (self.conv4, x4))]
-        return Backbone(x, levels, height, width, top, left, level1[0] if level1 else None)
+        return Backbone(x, levels, height, width, top, left, block1_output[0] if block1_output else None)
 
     def score_map(self, backbone: Backbone) -> torch.Tensor:
         """The score map (1, 1, H, W), computed band by band at full resolution.
@@ -423,18 +422,23 @@ class ALIKED(Extractor):
         coarse = [pointwise(level, weight) for level, weight in zip(backbone.levels, first[1:])]
         size = backbone.padded_size
 
-        kept = backbone.level1
+        kept = backbone.block1
+        level1_of: Callable[[torch.Tensor], torch.Tensor]
+        if kept is None:  # level 1 recomputed from image rows
+            source, halo, pixels, level1_of = backbone.image, _BLOCK1_HALO + _HEAD_HALO, self.band_pixels, self.level1
+        else:  # from rows of the kept block 1, in small bands (kept only for images of a few MP)
+            source, halo, pixels = kept, _HEAD_HALO, _KEPT_BAND_PIXELS
+            level1_of = self.level1_of_block1
 
         def band(rows: torch.Tensor, lo: int, hi: int) -> tuple[torch.Tensor]:
-            level1 = self.level1(rows) if kept is None else kept[..., lo:hi, :]
-            score = pointwise(level1, first[0])
+            score = pointwise(level1_of(rows), first[0])
             for level in coarse:
                 score.add_(resize_rows(level, size, lo, hi, align_corners=True))
             for layer in cast(nn.Sequential, head[1:]):  # a slice of a Sequential is one
-                score = F.selu(score, inplace=True) if isinstance(layer, nn.SELU) else layer(score)
+                score = selu_(score) if isinstance(layer, nn.SELU) else layer(score)
             return (torch.sigmoid_(score),)
 
-        scores = run_banded(band, backbone.image, halo=_BLOCK1_HALO + _HEAD_HALO, pixels=self.band_pixels)[0]
+        scores = run_banded(band, source, halo=halo, pixels=pixels)[0]
         bb = backbone
         return scores[..., bb.top : bb.top + bb.height, bb.left : bb.left + bb.width]
 
@@ -446,7 +450,7 @@ class ALIKED(Extractor):
         """
         backbone = self.backbone(image)
         size = backbone.padded_size
-        parts = [backbone.level1] if backbone.level1 is not None else run_banded(
+        parts = [self.level1_of_block1(backbone.block1)] if backbone.block1 is not None else run_banded(
             lambda rows, lo, hi: (self.level1(rows),), backbone.image, halo=_BLOCK1_HALO, pixels=self.band_pixels)
         parts += [resize_rows(level, size, 0, size[0], align_corners=True) for level in backbone.levels]
         dense = F.normalize(torch.cat(parts, dim=1), dim=1)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -26,10 +27,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from ..ops.reference import Positions
+
 BAND_PIXELS = 1 << 19
 """Input pixels per band (without its halo) unless a network sets its own: 512 K pixels, about
 128 rows of a 4000-pixel-wide photo; each float channel of a band then takes 2 MB."""
 
+@functools.cache
 def _libc_function(name: str) -> Any:
     """A glibc function by name, or None elsewhere (macOS, Windows, musl)."""
     if not sys.platform.startswith("linux"):
@@ -49,41 +53,71 @@ def _malloc_trim() -> Callable[[], None]:
     return lambda: None if trim(0) else None
 
 
-_M_MMAP_THRESHOLD = -3  # mallopt parameter number (malloc.h)
+_M_TRIM_THRESHOLD = -1  # mallopt parameter numbers (malloc.h)
+_M_MMAP_THRESHOLD = -3
 _LARGE_IMAGE_PIXELS = 4 << 20
 _LARGE_IMAGE_THRESHOLD = 1 << 20
 _STEADY_THRESHOLD = 32 << 20  # glibc's DEFAULT_MMAP_THRESHOLD_MAX on 64-bit, where the dynamic threshold settles
+_KEPT_HEAP_BYTES = 1 << 30  # below this much free memory at its top, glibc keeps the heap as it is
+_trim_bands = False  # whether release_freed_memory trims: only while a large image is extracted
 
 
 @contextmanager
-def large_image_allocation(pixels: int) -> Iterator[None]:
-    """While an image of more than 4 MP is extracted, glibc serves every buffer above 1 MB by mmap.
+def extraction_allocation(pixels: int) -> Iterator[None]:
+    """How glibc serves the buffers of one extraction of an image of ``pixels`` pixels.
 
-    glibc's dynamic mmap threshold otherwise rises to 32 MB, and the freed band buffers of 1-32 MB
-    stay on a fragmented heap: DISK on a 12 MP photo peaked at 4.3 GB with OpenMP's default pool
-    and at 2.0 GB with this (measured; ``MALLOC_ARENA_MAX=1`` did not help). Small images are left
-    alone (mapping every 4 MB buffer made DISK at 640 x 480 35 % slower); afterwards the threshold
-    is fixed at 32 MB, the value the dynamic one settles at. Nothing happens outside glibc.
+    Up to 4 MP (most calls, repeated frame after frame) the heap keeps what it has: buffers up to
+    32 MB come from it (the mmap threshold fixed where the dynamic one settles) and freed pages are
+    not returned (trim threshold 1 GB, no trim after bands), so the next call reuses them. Returning
+    them made every call fault its pages in again: ALIKED-N16 at 640 x 480 spent 358 ms instead of
+    257 (one thread). The steady RSS is then the peak of the largest such call.
+
+    Above 4 MP glibc serves every buffer above 1 MB by mmap and each band's freed pages go back
+    (``release_freed_memory``): the dynamic threshold otherwise rises to 32 MB, and the freed band
+    buffers of 1-32 MB stay on a fragmented heap: DISK on a 12 MP photo peaked at 4.3 GB with
+    OpenMP's default pool and at 2.0 GB with this (measured; ``MALLOC_ARENA_MAX=1`` did not help).
+    Afterwards the threshold is back at 32 MB. Nothing happens outside glibc.
     """
-    mallopt = _libc_function("mallopt") if pixels > _LARGE_IMAGE_PIXELS else None
+    global _trim_bands
+    mallopt = _mallopt()
     if mallopt is None:
         yield
         return
-    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    mallopt(_M_MMAP_THRESHOLD, _LARGE_IMAGE_THRESHOLD)
+    large = pixels > _LARGE_IMAGE_PIXELS
+    mallopt(_M_MMAP_THRESHOLD, _LARGE_IMAGE_THRESHOLD if large else _STEADY_THRESHOLD)
+    mallopt(_M_TRIM_THRESHOLD, _KEPT_HEAP_BYTES)
+    _trim_bands = large
     try:
         yield
     finally:
-        mallopt(_M_MMAP_THRESHOLD, _STEADY_THRESHOLD)
+        _trim_bands = False
+        if large:
+            mallopt(_M_MMAP_THRESHOLD, _STEADY_THRESHOLD)
 
 
-release_freed_memory = _malloc_trim()
-"""Return the heap pages freed by the last band to the system (glibc ``malloc_trim``).
+_trim = _malloc_trim()
 
-Band temporaries of a few MB to a few tens of MB come from the heap (glibc serves them below
-its 32 MB mmap threshold), and a heap fragmented by bands of slightly different sizes keeps
-its freed pages resident: DISK's 12 MP peak varied between 2.3 and 4.5 GB from run to run.
-Trimming after each band keeps the peak at what the bands really hold (about a millisecond)."""
+
+@functools.cache
+def _mallopt() -> Callable[[int, int], int] | None:
+    """glibc's ``mallopt``, or None elsewhere."""
+    mallopt = _libc_function("mallopt")
+    if mallopt is not None:
+        mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return mallopt
+
+
+def release_freed_memory() -> None:
+    """While a large image is extracted (``extraction_allocation``), return the heap pages freed by
+    the last band to the system (glibc ``malloc_trim``, about a millisecond); otherwise nothing.
+
+    Band temporaries of a few MB to a few tens of MB come from the heap (glibc serves them below
+    its 32 MB mmap threshold), and a heap fragmented by bands of slightly different sizes keeps
+    its freed pages resident: DISK's 12 MP peak varied between 2.3 and 4.5 GB from run to run.
+    Trimming after each band keeps the peak at what the bands really hold."""
+    if _trim_bands:
+        _trim()
+
 
 Stage = Callable[[torch.Tensor, int, int], Sequence[torch.Tensor]]
 """``stage(rows, lo, hi)``: outputs of a network stage on input rows ``[lo, hi)`` (halo included)."""
@@ -167,12 +201,15 @@ def _empty_like_layout(band: torch.Tensor, height: int) -> torch.Tensor:
 def run_banded(stage: Stage, source: torch.Tensor | RowSource, *, halo: int, align: int = 1, pixels: int = BAND_PIXELS,
                size: tuple[int, int] | None = None, strides: Sequence[int] | None = None) -> list[torch.Tensor]:
     """The stage's outputs on the whole map, computed band by band (see ``map_bands``) and
-    written into maps allocated once (``H // stride`` rows), in the layout the stage returns."""
+    written into maps allocated once (``H // stride`` rows), in the layout the stage returns;
+    a map that fits one band is the stage's own output (no copy)."""
     height = source.shape[-2] if isinstance(source, torch.Tensor) else size[0]  # type: ignore[index]
     maps: list[torch.Tensor] = []
     found: list[int] = []
     for top, bottom, outputs in map_bands(stage, source, halo=halo, align=align, pixels=pixels, size=size,
                                           strides=strides):
+        if top == 0 and bottom == height:
+            return list(outputs)
         if not maps:
             for index, output in enumerate(outputs):
                 stride = strides[index] if strides is not None else (bottom - top) // output.shape[-2]
@@ -231,26 +268,10 @@ def resize_rows(x: torch.Tensor, size: tuple[int, int], start: int, stop: int, a
     return F.interpolate(rows, size=(stop - start, width), mode="bilinear", align_corners=align_corners)
 
 
-Positions = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
-
-
 def resize_positions(size_in: tuple[int, int], size_out: tuple[int, int], align_corners: bool,
                      device: torch.device | None = None) -> tuple[Positions, Positions]:
-    """``source_positions`` of every output row and every output column of a resize, for ``sample_resized``."""
+    """``source_positions`` of every output row and every output column of a resize (for
+    ``cvdeep.ops.sample_levels``)."""
     rows = source_positions(size_in[0], size_out[0], 0, size_out[0], align_corners, device)
     columns = source_positions(size_in[1], size_out[1], 0, size_out[1], align_corners, device)
     return rows, columns
-
-
-def sample_resized(table: torch.Tensor, width: int, positions: tuple[Positions, Positions], ys: torch.Tensor,
-                   xs: torch.Tensor) -> torch.Tensor:
-    """Values (P, C) of the bilinear resize of a map at integer output pixels ``(ys, xs)`` (P,),
-    without building the resized map; the map is given as rows ``table`` (h * w, C) of a
-    ``width``-wide map, the resize by its ``resize_positions``. Rows first, then columns, as
-    ``resize_rows`` (equal up to float rounding)."""
-    (top, bottom, wy), (left, right, wx) = positions
-    y0, y1, wy = top[ys] * width, bottom[ys] * width, wy[ys].to(table.dtype)[:, None]
-    x0, x1, wx = left[xs], right[xs], wx[xs].to(table.dtype)[:, None]
-    at_left = torch.lerp(table[y0 + x0], table[y1 + x0], wy)
-    at_right = torch.lerp(table[y0 + x1], table[y1 + x1], wy)
-    return torch.lerp(at_left, at_right, wx)

@@ -79,8 +79,35 @@ soft_nms = kernel_or_reference("soft_nms", reference.soft_nms, _soft_nms_kernel,
 softargmax = kernel_or_reference("softargmax", reference.softargmax, _softargmax_kernel, ("scores", "keypoints"))
 l2_match = kernel_or_reference("l2_match", reference.l2_match, _l2_match_kernel, ("d1", "d2"))  # fused: no N x M matrix
 
+
+
+def _selu_kernel(x: torch.Tensor) -> torch.Tensor:
+    return torch.ops.cvdeep.selu_(x)
+
+
+# SELU: only a CPU kernel; float32 dense tensors that need no gradient, anything else runs torch's own
+selu_ = kernel_or_reference("selu_", reference.selu_, _selu_kernel, ("x",), inference_only=True,
+                            accepts=lambda x: x.device.type == "cpu" and x.dtype == torch.float32 and (
+                                x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)))
+
+
+
+def _sample_levels_kernel(fine: torch.Tensor, fine_index: torch.Tensor, coarse: Any, corners: torch.Tensor,
+                          weights: torch.Tensor, width: int) -> torch.Tensor:
+    tables = [level[0] for level in coarse]
+    widths = [int(level[1]) for level in coarse]
+    positions = [tensor for level in coarse for tensor in (*level[2], *level[3])]
+    return torch.ops.cvdeep.sample_levels(fine, fine_index, tables, widths, positions, corners, weights, int(width))
+
+
+# ALIKED's descriptor reads: a CPU kernel for float32
+sample_levels = kernel_or_reference(
+    "sample_levels", reference.sample_levels, _sample_levels_kernel, ("fine", "corners"), inference_only=True,
+    accepts=lambda fine, weights, **_: fine.device.type == "cpu" and fine.dtype == weights.dtype == torch.float32)
+
 # float32 whatever the caller's autocast (cvdeep.precision)
-nms, soft_nms, softargmax, l2_match = (float32_op(op) for op in (nms, soft_nms, softargmax, l2_match))
+nms, soft_nms, softargmax, l2_match, sample_levels = (
+    float32_op(op) for op in (nms, soft_nms, softargmax, l2_match, sample_levels))
 deform_conv2d = float32_op(_deform_conv2d)
 extract_patches = float32_op(_extract_patches)
 sample_descriptors = float32_op(_sample_descriptors)
@@ -88,4 +115,4 @@ soft_detection_score = float32_op(_soft_detection_score)
 
 
 __all__ = ["backend", "build_info", "deform_conv2d", "extract_patches", "l2_match", "nms", "sample_descriptors",
-           "soft_detection_score", "soft_nms", "softargmax"]
+           "sample_levels", "selu_", "soft_detection_score", "soft_nms", "softargmax"]

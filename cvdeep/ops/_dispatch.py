@@ -71,19 +71,30 @@ def backend() -> str:
     return "cpu+cuda" if info["cuda"] else "cpu"
 
 
+def _needs_grad(value: Any) -> bool:
+    """A tensor requiring gradients, or a list or tuple holding one (at any depth)."""
+    if isinstance(value, torch.Tensor):
+        return value.requires_grad
+    return isinstance(value, (list, tuple)) and any(_needs_grad(item) for item in value)
+
+
 def kernel_or_reference(
     name: str,
     reference_op: Callable[P, R],
     kernel: Callable[..., R],
     tensors: tuple[str, ...],
     inference_only: bool = False,
+    accepts: Callable[..., bool] | None = None,
 ) -> Callable[P, R]:
     """The public op ``name``: ``kernel`` when ``_use_kernel`` accepts the arguments named in
     ``tensors``, else ``reference_op``, whose signature and documentation it takes.
 
     ``kernel`` receives every argument of the reference by name, defaults filled in.
     ``inference_only``: a kernel without an autograd formula, so a call that needs
-    gradients (grad mode on and a tensor argument requiring them) runs the reference.
+    gradients (grad mode on and a tensor argument, or one in a list or tuple, requiring them)
+    runs the reference.
+    ``accepts``: for a kernel that covers only some inputs (a device, a dtype), called with the
+    arguments; the others run the reference without a warning (it is the intended path for them).
     """
     signature = inspect.signature(reference_op)
 
@@ -91,9 +102,9 @@ def kernel_or_reference(
         bound = signature.bind(*args, **kwargs)
         bound.apply_defaults()
         arguments = bound.arguments
-        if inference_only and torch.is_grad_enabled() and any(
-            isinstance(value, torch.Tensor) and value.requires_grad for value in arguments.values()
-        ):
+        if inference_only and torch.is_grad_enabled() and any(_needs_grad(value) for value in arguments.values()):
+            return reference_op(*args, **kwargs)
+        if accepts is not None and not accepts(**arguments):
             return reference_op(*args, **kwargs)
         if _use_kernel(*(arguments[tensor] for tensor in tensors)):
             return kernel(**arguments)

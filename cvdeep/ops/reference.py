@@ -5,6 +5,8 @@ the fallback when the extension is not built. Clarity over speed.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 
@@ -200,3 +202,56 @@ def l2_match(
     indices[reject, 0] = -1
     distances[reject, 0] = float("inf")
     return indices, distances
+
+
+def selu_(x: torch.Tensor) -> torch.Tensor:
+    """SELU (Klambauer et al., "Self-Normalizing Neural Networks", NeurIPS 2017) of ``x`` in place,
+    any shape -> ``x``: ``scale * x`` where positive, ``scale * alpha * (exp(x) - 1)`` elsewhere, with
+    ``torch.nn.functional.selu``'s constants. The compiled CPU kernel evaluates exp by a polynomial
+    (a few ulp from torch's) and runs on float32 tensors that need no gradient."""
+    return F.selu(x, inplace=True)
+
+
+Positions = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+"""Where each output row (or column) of a bilinear resize reads: lower index, upper index (both
+long), weight of the upper one (float), one entry per output position."""
+
+
+def _resized_rows(table: torch.Tensor, width: int, rows: Positions, columns: Positions, ys: torch.Tensor,
+                  xs: torch.Tensor) -> torch.Tensor:
+    """Values (P, C) of the bilinear resize of a map given as rows ``table`` (h * w, C) of a ``width``-wide
+    map, at integer output pixels ``(ys, xs)``: along rows, then along columns."""
+    (top, bottom, wy), (left, right, wx) = rows, columns
+    y0, y1, wy = top[ys] * width, bottom[ys] * width, wy[ys].to(table.dtype)[:, None]
+    x0, x1, wx = left[xs], right[xs], wx[xs].to(table.dtype)[:, None]
+    gather = table.index_select  # not table[index]: on CPU the gather of whole rows is ~10x faster
+    at_left = torch.lerp(gather(0, y0 + x0), gather(0, y1 + x0), wy)
+    at_right = torch.lerp(gather(0, y0 + x1), gather(0, y1 + x1), wy)
+    return torch.lerp(at_left, at_right, wx)
+
+
+def sample_levels(fine: torch.Tensor, fine_index: torch.Tensor,
+                  coarse: Sequence[tuple[torch.Tensor, int, Positions, Positions]], corners: torch.Tensor,
+                  weights: torch.Tensor, width: int) -> torch.Tensor:
+    """Weighted sums (P, C) of L2-normalised feature vectors read from a multi-level map, without building it.
+
+    The map (as ALIKED's) is, at every pixel of an ``H x width`` grid, the L2 normalisation of the
+    concatenation of a full-resolution part and coarse levels resized bilinearly to the grid. Each
+    output row ``p`` is ``sum_k weights[k, p] * v(corners[k, p]) / max(|v|, 1e-12)`` where ``v(i)``
+    is that concatenation at pixel index ``i = y * width + x``: the bilinear sample of the map for
+    ``K = 4`` corners, one normalised vector for ``K = 1``.
+
+    ``fine`` (N, C0): rows of the full-resolution part, ``fine_index`` (K, P) long: its row for each
+    corner. ``coarse``: per level ``(table (h * w, C_l), w, row positions, column positions)``, the
+    positions of the resize to the grid (``cvdeep.nets.bands.resize_positions``). ``corners`` (K, P)
+    long, ``weights`` (K, P) float. Returns ``C0 + sum C_l`` columns, in that order.
+    """
+    count = corners.shape[1]
+    flat = corners.reshape(-1)
+    ys, xs = flat // width, flat % width
+    parts = [fine.index_select(0, fine_index.reshape(-1))]
+    parts += [_resized_rows(table, level_width, rows, columns, ys, xs)
+              for table, level_width, rows, columns in coarse]
+    square = sum(torch.linalg.vector_norm(part, dim=1, keepdim=True).square_() for part in parts)
+    scale = weights.reshape(-1, 1).to(fine.dtype) / square.sqrt_().clamp_min_(1e-12)  # F.normalize's eps
+    return torch.cat([part.mul_(scale).reshape(len(corners), count, part.shape[1]).sum(0) for part in parts], dim=1)
