@@ -167,12 +167,14 @@ def describe_accepted(spec: dataclasses.Field) -> str:
 # --- the common vocabulary -----------------------------------------------------------------
 
 
-def precision_param() -> Any:
+def precision_param(default: str = "fp32") -> Any:
     """The ``precision`` of every detector and descriptor (``cvdeep.precision``), read by the Feature2D
-    layer around the network's calls, never by the network."""
-    return param("fp32", "arithmetic of the network: 'fp32'; 'bf16': convolutions and matrix products in "
+    layer around the network's calls, never by the network; a model whose bf16 accuracy was measured
+    to hold declares ``precision_param("auto")``."""
+    return param(default, "arithmetic of the network: 'fp32'; 'bf16': convolutions and matrix products in "
                  "bfloat16 where the CPU (AVX512-BF16, AMX-BF16) or GPU has it natively, else fp32 with a "
-                 "warning; maps, NMS, refinement and descriptors stay float32", choices=PRECISIONS)
+                 "warning; 'auto': bf16 where native, else fp32 silently; maps, NMS, refinement and "
+                 "descriptors stay float32", choices=PRECISIONS)
 
 
 @dataclass

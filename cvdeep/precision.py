@@ -1,8 +1,11 @@
 """Inference precision: where the network's arithmetic may run in bfloat16.
 
-Every detector's and descriptor's ``precision`` parameter (``"fp32"`` by default, or ``"bf16"``)
+Every detector's and descriptor's ``precision`` parameter (``"fp32"``, ``"bf16"`` or ``"auto"``)
 is applied by the Feature2D layer, in one place, around ``Extractor.extract``, ``extract_batch``
 and ``describe_keypoints`` (``network_precision``): it knows nothing of the network inside.
+``"auto"`` is bf16 where the device runs it natively and fp32 elsewhere, without a warning: the
+default of the models whose bf16 accuracy was measured to hold (ALIKED, XFeat; docs/RESULTS.md);
+the others default to ``"fp32"``.
 
 ``"bf16"`` runs the operations that autocast lowers (convolutions, linear layers, matrix
 products: where the time goes) in bfloat16 with ``torch.autocast``, and turns each of their
@@ -32,7 +35,7 @@ from typing import Any
 import torch
 from torch.overrides import TorchFunctionMode
 
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "auto")
 """The accepted values of the ``precision`` parameter."""
 
 _CPU_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16", "bf16"})  # x86 (Linux names) and ARM's FEAT_BF16
@@ -74,12 +77,15 @@ def bf16_native(device: torch.device | str) -> bool:
 
 def effective_precision(precision: str, device: torch.device | str) -> str:
     """What runs for ``precision`` on ``device``: ``"bf16"`` only where ``bf16_native``, else ``"fp32"``
-    (warning once per process and device type that bf16 was asked for and is not run)."""
-    if precision != "bf16":
+    (for ``"bf16"``, warning once per process and device type that bf16 was asked for and is not run;
+    ``"auto"`` falls back silently)."""
+    if precision not in ("bf16", "auto"):
         return "fp32"
     device = torch.device(device)
     if bf16_native(device):
         return "bf16"
+    if precision == "auto":
+        return "fp32"
     if device.type not in _warned:
         _warned.add(device.type)
         what = "this CPU has no native BF16 (AVX512-BF16, AMX-BF16 or ARM BF16)" if device.type == "cpu" else \
