@@ -4,7 +4,9 @@ For each image size, cv2.SIFT and cvdeep's XFeat, ALIKED-n16 and DISK (at each `
 are timed in one interleaved run (``bench_extractors.time_interleaved``: the same two photos, the
 same thread count, process CPU time with ``--clock cpu``), and each model's peak RSS is measured
 in a fresh process per cell (``bench_memory.run_child``: one ``detectAndCompute`` on the memory
-benchmark's photo). LightGlue (cvdeep vs kornia, ``bench_lightglue.bench``) runs at each keypoint
+benchmark's photo), all before this process runs anything large: Linux carries a parent's peak RSS
+into a child it starts, so a child started after a large extraction here would report that instead.
+LightGlue (cvdeep vs kornia, ``bench_lightglue.bench``) runs at each keypoint
 count. A Markdown table goes to stdout; ``--out`` writes the numbers (JSON) and a log-log plot.
 
     PYTHONPATH=. python bench/bench_scaling.py [--threads 1] [--clock cpu] [--rounds 3]
@@ -94,12 +96,18 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
     clock = time.perf_counter if args.clock == "wall" else time.process_time
+    results: dict = {"threads": args.threads, "clock": args.clock, "torch": torch.__version__, "sizes": args.sizes,
+                     "time_ms": {}, "peak_mb": {}, "lightglue_features": args.lightglue, "lightglue_ms": {}}
+    names = ["cv2.SIFT", *(method.name for method in methods())]
+    for size in args.sizes:  # first: see the module docstring
+        cells = {name: run_child("sift" if name == "cv2.SIFT" else MEMORY_MODELS[name], size, None, None,
+                                 args.threads, None) for name in names}
+        results["peak_mb"][size] = {name: float(cell["peak_mb"]) for name, cell in cells.items()  # type: ignore[arg-type]
+                                    if "peak_mb" in cell and "error" not in cell}
     runs: dict[str, Run] = {"cv2.SIFT": _sift()}
     for method in methods():
         for precision in args.precision:
             runs[f"{method.name} {precision}"] = method.cvdeep(precision)
-    results: dict = {"threads": args.threads, "clock": args.clock, "torch": torch.__version__, "sizes": args.sizes,
-                     "time_ms": {}, "peak_mb": {}, "lightglue_features": args.lightglue, "lightglue_ms": {}}
     print(f"torch {torch.__version__}, OpenCV {cv2.__version__}, {args.threads} thread(s), {args.clock} clock, "
           f"median of {args.rounds} rounds")
     print("\n| size | method | ms | / cv2.SIFT | peak RSS MiB |\n| --- | --- | ---: | ---: | ---: |", flush=True)
@@ -107,24 +115,16 @@ def main() -> None:
         width, height = (int(v) for v in size.lower().split("x"))
         timed = time_interleaved(runs, load_images(args.shared, (width, height)), args.rounds, 1, clock)
         results["time_ms"][size] = {name: timed[name][0] for name in runs}
-        peaks: dict[str, float] = {}
-        for name in runs:
-            family = "sift" if name == "cv2.SIFT" else MEMORY_MODELS[name.rsplit(" ", 1)[0]]
-            if name.endswith(" bf16"):
-                continue  # one peak per model: bf16 changes no buffer size
-            cell = run_child(family, size, None, None, args.threads, None)
-            if "peak_mb" in cell and "error" not in cell:
-                peaks[name.removesuffix(" fp32")] = float(cell["peak_mb"])  # type: ignore[arg-type]
-        results["peak_mb"][size] = peaks
+        peaks = results["peak_mb"][size]  # per model, in its default precision
         sift_ms = results["time_ms"][size]["cv2.SIFT"]
         for name, ms in results["time_ms"][size].items():
-            peak = peaks.get(name.removesuffix(" fp32"))
+            peak = peaks.get(name) if name == "cv2.SIFT" else peaks.get(name.rsplit(" ", 1)[0])
             print(f"| {size} | {name} | {ms:.1f} | {ms / sift_ms:.2f}x | {'' if peak is None else f'{peak:.0f}'} |",
                   flush=True)
     print(f"\n| LightGlue ({args.lightglue}) keypoints | cvdeep ms | kornia ms | kornia / cvdeep | inputs, matches |"
           "\n| ---: | ---: | ---: | ---: | --- |", flush=True)
     for count in args.keypoints:
-        ours, theirs, summary = bench_lightglue(args.lightglue, count, args.rounds, args.shared / "data")
+        ours, theirs, summary = bench_lightglue(args.lightglue, count, args.rounds, args.shared / "data", clock)
         results["lightglue_ms"][str(count)] = {"cvdeep": ours, "kornia": theirs}
         print(f"| {count} | {ours:.1f} | {theirs:.1f} | {theirs / ours:.2f} | {summary} |", flush=True)
     if args.out:

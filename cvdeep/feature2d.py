@@ -25,7 +25,7 @@ from .declaration import Config, InputConvention, ModelFamily, describe_accepted
 from .errors import Error
 from .keypoints import KeypointArrays, from_cv_keypoints, to_cv_keypoints
 from .models import build_model, get_model, preferred_model
-from .nets.bands import extraction_allocation
+from .nets.bands import LARGE_IMAGE_PIXELS, extraction_allocation
 from .nets.base import Extractor, Features, on_valid_pixels
 from .precision import effective_precision, network_precision
 
@@ -441,7 +441,8 @@ class Feature2D:
         """Turn an allocation failure of torch, NumPy or OpenCV into ``cvdeep.Error`` saying what to do;
         the work runs under ``nets.bands.extraction_allocation`` (how glibc serves its buffers)."""
         try:
-            with extraction_allocation(shape[0] * shape[1]):
+            large = getattr(self.family.network, "large_image_pixels", LARGE_IMAGE_PIXELS)  # patch nets: the default
+            with extraction_allocation(shape[0] * shape[1], large):
                 yield
         except (RuntimeError, MemoryError, cv2.error) as exc:
             text = " ".join(str(exc).split())

@@ -55,7 +55,9 @@ def _malloc_trim() -> Callable[[], None]:
 
 _M_TRIM_THRESHOLD = -1  # mallopt parameter numbers (malloc.h)
 _M_MMAP_THRESHOLD = -3
-_LARGE_IMAGE_PIXELS = 4 << 20
+LARGE_IMAGE_PIXELS = 4 << 20
+"""Images above this many pixels extract memory-first (``extraction_allocation``) unless a network
+sets its own ``large_image_pixels``."""
 _LARGE_IMAGE_THRESHOLD = 1 << 20
 _STEADY_THRESHOLD = 32 << 20  # glibc's DEFAULT_MMAP_THRESHOLD_MAX on 64-bit, where the dynamic threshold settles
 _KEPT_HEAP_BYTES = 1 << 30  # below this much free memory at its top, glibc keeps the heap as it is
@@ -63,16 +65,17 @@ _trim_bands = False  # whether release_freed_memory trims: only while a large im
 
 
 @contextmanager
-def extraction_allocation(pixels: int) -> Iterator[None]:
+def extraction_allocation(pixels: int, large: int = LARGE_IMAGE_PIXELS) -> Iterator[None]:
     """How glibc serves the buffers of one extraction of an image of ``pixels`` pixels.
 
-    Up to 4 MP (most calls, repeated frame after frame) the heap keeps what it has: buffers up to
+    Up to ``large`` pixels (4 MP unless the network sets its ``large_image_pixels``; most calls,
+    repeated frame after frame) the heap keeps what it has: buffers up to
     32 MB come from it (the mmap threshold fixed where the dynamic one settles) and freed pages are
     not returned (trim threshold 1 GB, no trim after bands), so the next call reuses them. Returning
     them made every call fault its pages in again: ALIKED-N16 at 640 x 480 spent 358 ms instead of
     257 (one thread). The steady RSS is then the peak of the largest such call.
 
-    Above 4 MP glibc serves every buffer above 1 MB by mmap and each band's freed pages go back
+    Above, glibc serves every buffer above 1 MB by mmap and each band's freed pages go back
     (``release_freed_memory``): the dynamic threshold otherwise rises to 32 MB, and the freed band
     buffers of 1-32 MB stay on a fragmented heap: DISK on a 12 MP photo peaked at 4.3 GB with
     OpenMP's default pool and at 2.0 GB with this (measured; ``MALLOC_ARENA_MAX=1`` did not help).
@@ -83,15 +86,15 @@ def extraction_allocation(pixels: int) -> Iterator[None]:
     if mallopt is None:
         yield
         return
-    large = pixels > _LARGE_IMAGE_PIXELS
-    mallopt(_M_MMAP_THRESHOLD, _LARGE_IMAGE_THRESHOLD if large else _STEADY_THRESHOLD)
+    memory_first = pixels > large
+    mallopt(_M_MMAP_THRESHOLD, _LARGE_IMAGE_THRESHOLD if memory_first else _STEADY_THRESHOLD)
     mallopt(_M_TRIM_THRESHOLD, _KEPT_HEAP_BYTES)
-    _trim_bands = large
+    _trim_bands = memory_first
     try:
         yield
     finally:
         _trim_bands = False
-        if large:
+        if memory_first:
             mallopt(_M_MMAP_THRESHOLD, _STEADY_THRESHOLD)
 
 

@@ -14,7 +14,7 @@ from torch import nn
 
 from .. import ops
 from ..declaration import DetectorConfig
-from .bands import BAND_PIXELS
+from .bands import BAND_PIXELS, LARGE_IMAGE_PIXELS
 
 Features = dict[str, torch.Tensor]
 
@@ -40,6 +40,7 @@ class Extractor(PretrainedNetwork):
     descriptor_size: int = 0  # 0 for detectors that do not describe
     keypoint_size: float = 0.0  # KeyPoint.size (diameter, px) when extract() returns no "sizes"
     band_pixels: int = BAND_PIXELS  # pixels per row band of the full-resolution stages (cvdeep.nets.bands)
+    large_image_pixels: int = LARGE_IMAGE_PIXELS  # above this, memory-first allocation (bands.extraction_allocation)
 
     def extract(self, image: torch.Tensor, valid: torch.Tensor, config: Any = None) -> Features:
         """Detect and describe on one (1, C, H, W) image in [0, 1] with the family's config

@@ -3,9 +3,11 @@
 TR trains a D2-Net-style network (one dense map both describes and detects) with
 transformation-predictive, negative-free learning; the paper's "Ours(VGG)" row is D2-Net's VGG16
 trained that way, compared with D2-Net's own loss. cvdeep repeats that comparison on a network a
-2-core CPU can train: ``TRNet``, trained once with TR (``tr-cvdeep``) and once with D2-Net's
-soft-detection-weighted triplet loss (``d2-cvdeep``) on the same photos, steps and seed
-(``cvdeep train tr --loss tr|d2``, ``cvdeep.train.tr``).
+2-core CPU can train: ``TRNet``, trained with TR and with D2-Net's soft-detection-weighted
+triplet loss on the same photos, steps and seed (``cvdeep train tr --loss tr|d2``,
+``cvdeep.train.tr``). Two files ship: ``d2-cvdeep`` (D2-Net's loss from scratch) and ``tr-cvdeep``
+(TR's loss for 2000 steps from ``d2-cvdeep``: from scratch TR reached MMA@3 21.4, from this start
+46.9; docs/RESULTS.md).
 
 Network (gray input, stride 4, 128-D): a VGG-style encoder of 3x3 convolutions, each followed
 by BatchNorm and ReLU except the last,
@@ -175,10 +177,11 @@ FAMILIES = (
                 "descriptors, D2-Net's hard detection), trained by cvdeep with each loss.",
         variants=(
             _trained("tr-cvdeep", "TRNet trained by cvdeep with TR's transformation-predictive loss (EMA target, "
-                                  "predictor, soft labels, curriculum; no negatives) on unlabeled photos",
-                     "a3d2fd9e31e0b8d6b6dd906881f4f4ed2669792c011993f59f446038f0acb6b5"),
-            _trained("d2-cvdeep", "TRNet trained by cvdeep with D2-Net's soft-detection-weighted triplet loss on the "
-                                  "same photos, steps and seed as tr-cvdeep",
+                                  "predictor, soft labels, curriculum; no negatives) on unlabeled photos, starting "
+                                  "from d2-cvdeep",
+                     "282540994dd4b09fa887acdae3713cc75e189491411325cfbf7d26d7acf27b40"),
+            _trained("d2-cvdeep", "TRNet trained by cvdeep from scratch with D2-Net's soft-detection-weighted "
+                                  "triplet loss on unlabeled photos",
                      "2b9158462f9cb44cdb3d10fe1eaad092fb7dbcb31bb0959464978f23d6accb72"),
         ),
     ),
