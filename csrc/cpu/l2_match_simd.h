@@ -12,9 +12,7 @@ namespace cvdeep {
 namespace l2 {
 namespace CVDEEP_SIMD_NS {
 
-typedef float vfloat __attribute__((vector_size(CVDEEP_LANES * 4)));
-typedef int32_t vint __attribute__((vector_size(CVDEEP_LANES * 4)));
-constexpr int kLanes = CVDEEP_LANES;
+#include "simd_types.h"
 constexpr int kNR = 2 * kLanes;  // columns of d2 per packed panel (two registers)
 constexpr int kMR = CVDEEP_MR;   // rows of d1 per register tile
 

@@ -10,9 +10,7 @@ namespace cvdeep {
 namespace selu {
 namespace CVDEEP_SIMD_NS {
 
-typedef float vfloat __attribute__((vector_size(CVDEEP_LANES * 4)));
-typedef int32_t vint __attribute__((vector_size(CVDEEP_LANES * 4)));
-constexpr int kLanes = CVDEEP_LANES;
+#include "simd_types.h"
 
 // SELU (Klambauer et al. 2017): scale * x for x > 0, scale * alpha * (exp(x) - 1) otherwise.
 // exp(x) - 1 = 2^n (exp(r) - 1) + (2^n - 1) with x = n ln2 + r, |r| <= ln2 / 2 (Cody-Waite
