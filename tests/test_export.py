@@ -95,7 +95,7 @@ def small_pair(pair: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndar
 @pytest.fixture(scope="module")
 def aliked_pair(small_pair: tuple[np.ndarray, np.ndarray]) -> dict[str, np.ndarray]:
     """cvdeep ALIKED-N16 features (512) of both views and LightGlue's reference matches (full depth)."""
-    extractor = cvdeep.ALIKED(512, model="aliked-n16", device="cpu")
+    extractor = cvdeep.ALIKED(512, model="aliked-n16", device="cpu", precision="fp32")
     (xy0, _, d0), (xy1, _, d1) = (torch_features(extractor, image) for image in small_pair)
     s0, s1 = (np.array(image.shape[1::-1], np.float32) for image in small_pair)
     full_depth = cvdeep.LightGlue("aliked", depth_confidence=-1, width_confidence=-1)
@@ -163,7 +163,7 @@ def onnxruntime_features(path: Path, image: np.ndarray, channels: int, gray: str
 @pytest.mark.parametrize("name", ["xfeat", "disk", "aliked-n16"])
 def test_detector_files_match_torch_in_onnxruntime_and_cv2_dnn(files, crop, odd_crop, name):
     family = {"xfeat": "XFeat", "disk": "DISK", "aliked-n16": "ALIKED"}[name]
-    detector = getattr(cvdeep, family)(1024, model=name, device="cpu")
+    detector = getattr(cvdeep, family)(1024, model=name, device="cpu", precision="fp32")  # the files are fp32
     convention = detector.family.input
     for image in (crop, odd_crop):
         ref = torch_features(detector, image)
@@ -194,7 +194,7 @@ def test_aliked_variants(tmp_path, odd_crop):
     small = np.ascontiguousarray(odd_crop[:120, :160])
     for name in ("aliked-t16", "aliked-n16rot", "aliked-n32"):
         path = to_onnx(name, tmp_path / f"{name}.onnx", nfeatures=200, input_size=(160, 120))
-        detector = cvdeep.ALIKED(200, model=name, device="cpu")
+        detector = cvdeep.ALIKED(200, model=name, device="cpu", precision="fp32")
         assert_agrees(*onnxruntime_features(path, small, 3), *torch_features(detector, small), what=name)
 
 
@@ -219,7 +219,7 @@ def test_superpoint_both_layouts(tmp_path, crop):
 
 
 def test_fp16_and_opsets(tmp_path, crop):
-    detector = cvdeep.XFeat(1024, device="cpu")
+    detector = cvdeep.XFeat(1024, device="cpu", precision="fp32")
     ref = torch_features(detector, crop)
     for opset in (13,):
         path = to_onnx("xfeat", tmp_path / f"xfeat-{opset}.onnx", opset=opset, nfeatures=1024)
@@ -251,7 +251,7 @@ def test_lightglue_matches_torch(files, aliked_pair, small_pair, tmp_path):
         matcher.match_features(f["xy0"], f["d0"][:, :64], f["s0"], f["xy1"], f["d1"], f["s1"])
     # LighterGlue (XFeat): 96 channels, one head, 6 layers
     light = to_onnx("lighterglue-xfeat", tmp_path / "lighterglue.onnx")
-    xfeat = cvdeep.XFeat(512, device="cpu")
+    xfeat = cvdeep.XFeat(512, device="cpu", precision="fp32")
     (xy0, _, d0), (xy1, _, d1) = (torch_features(xfeat, image) for image in small_pair)
     pairs, _ = cvdeep.LightGlue("xfeat", width_confidence=-1).match_features(xy0, d0, f["s0"], xy1, d1, f["s1"])
     got, _ = cvdeep.ONNXLightGlue(light).match_features(xy0, d0, f["s0"], xy1, d1, f["s1"])
@@ -264,7 +264,7 @@ def test_lightglue_matches_torch(files, aliked_pair, small_pair, tmp_path):
 
 @pytest.mark.skipif(not HAS_CV2_CLASSES, reason="this cv2 has no ALIKED/DISK/LightGlueMatcher (OpenCV < 5)")
 def test_opencv5_classes_read_the_files(files, crop, aliked_pair, tmp_path):
-    aliked = cvdeep.ALIKED(1024, model="aliked-n16", device="cpu")
+    aliked = cvdeep.ALIKED(1024, model="aliked-n16", device="cpu", precision="fp32")
     disk = cvdeep.DISK(1024, device="cpu")
     f = aliked_pair
     out = run_without_torch(f"""
@@ -300,8 +300,8 @@ def test_opencv5_classes_read_the_files(files, crop, aliked_pair, tmp_path):
 
 
 def test_onnx_feature2d_without_torch(files, crop, odd_crop, tmp_path):
-    xfeat = cvdeep.XFeat(1024, device="cpu")
-    aliked = cvdeep.ALIKED(1024, model="aliked-n16", device="cpu")
+    xfeat = cvdeep.XFeat(1024, device="cpu", precision="fp32")
+    aliked = cvdeep.ALIKED(1024, model="aliked-n16", device="cpu", precision="fp32")
     mask = np.zeros(crop.shape[:2], np.uint8)
     mask[40:200, 60:260] = 255
     kps = xfeat.detect(odd_crop)[:200]
@@ -388,10 +388,11 @@ def test_baked_parameters_and_metadata(tmp_path, crop):
     with pytest.raises(cvdeep.Error, match="320x240"):
         feature.detect(crop[:200])
     # a Feature2D exports with its own parameters, a cvdeep.LightGlue with its filter threshold
-    xfeat = to_onnx(cvdeep.XFeat(300, 0.1, device="cpu"), tmp_path / "xfeat.onnx")
+    xfeat = to_onnx(cvdeep.XFeat(300, 0.1, device="cpu", precision="fp32"), tmp_path / "xfeat.onnx")
     config = json.loads({p.key: p.value for p in onnx.load(str(xfeat)).metadata_props}["cvdeep.config"])
     assert (config["nfeatures"], config["detection_threshold"]) == (300, 0.1)
-    assert len(cvdeep.ONNXFeature2D(xfeat).detect(crop)) == len(cvdeep.XFeat(300, 0.1, device="cpu").detect(crop))
+    torch_xfeat = cvdeep.XFeat(300, 0.1, device="cpu", precision="fp32")
+    assert len(cvdeep.ONNXFeature2D(xfeat).detect(crop)) == len(torch_xfeat.detect(crop))
 
 
 @pytest.mark.parametrize("call, message", [

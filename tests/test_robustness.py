@@ -420,7 +420,7 @@ def test_no_keypoint_in_the_padding_or_the_border(family, params, shape, border,
     height, width = shape
     image = cv2.resize(photo, (width, height), interpolation=cv2.INTER_AREA)
     tensor, valid = _padded_input(detector, image)
-    with torch.inference_mode():
+    with torch.inference_mode(), detector._precision(tensor.device):  # the Feature2D's arithmetic (bf16 for "auto")
         raw = detector._load().extract(tensor, valid, detector.config)["keypoints"].float().numpy()
     final = cv2.KeyPoint_convert(detector.detect(image)).reshape(-1, 2)
     assert len(raw) > 0 and len(final) == len(raw)
@@ -533,7 +533,7 @@ def test_a_colour_image_is_converted_as_the_authors_do(model, feature, photo):
             theirs = network.describe(expected, xy, sizes, angles).numpy()
         np.testing.assert_allclose(detector.compute(image, keypoints)[1], theirs, atol=1e-5)
         return
-    with torch.inference_mode():
+    with torch.inference_mode(), detector._precision(expected.device):  # the Feature2D's arithmetic
         theirs = network.extract(expected, valid, detector.config)
     ours = cv2.KeyPoint_convert(detector.detect(image)).reshape(-1, 2)
     assert len(ours) > 10
@@ -552,7 +552,7 @@ def test_xfeat_on_a_colour_image_matches_kornia(photo, shared):
     image = photo[:256, :352]
     with torch.inference_mode():
         found = reference.detectAndCompute(_rgb(image))[0]
-    keypoints, descriptors = cvdeep.XFeat_create(device="cpu").detectAndCompute(image, None)
+    keypoints, descriptors = cvdeep.XFeat_create(device="cpu", precision="fp32").detectAndCompute(image, None)
     ours = torch.from_numpy(cv2.KeyPoint_convert(keypoints))
     distance, index = torch.cdist(found["keypoints"].float(), ours).min(dim=1)
     assert (distance < 0.1).float().mean() >= 0.99

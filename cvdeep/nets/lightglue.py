@@ -91,11 +91,12 @@ class CrossBlock(nn.Module):
         # heap, instead of 64 MB mapped anew for each intermediate).
         scale = qk0.shape[-1] ** -0.25
         qk0, qk1 = qk0 * scale, qk1 * scale
-        m0, m1 = torch.empty_like(v0), torch.empty_like(v1)
+        heads0, heads1 = [], []
         for head in range(self.num_heads):
             sim = qk0[:, head] @ qk1[:, head].transpose(-1, -2)
-            torch.matmul(sim.softmax(-1), v1[:, head], out=m0[:, head])
-            torch.matmul(sim.transpose(-1, -2).softmax(-1), v0[:, head], out=m1[:, head])
+            heads0.append(sim.softmax(-1) @ v1[:, head])
+            heads1.append(sim.transpose(-1, -2).softmax(-1) @ v0[:, head])
+        m0, m1 = torch.stack(heads0, 1), torch.stack(heads1, 1)
         m0, m1 = self.to_out(m0.transpose(1, 2).flatten(-2)), self.to_out(m1.transpose(1, 2).flatten(-2))
         return x0 + self.ffn(torch.cat((x0, m0), -1)), x1 + self.ffn(torch.cat((x1, m1), -1))
 
