@@ -33,6 +33,7 @@ BAND_PIXELS = 1 << 19
 """Input pixels per band (without its halo) unless a network sets its own: 512 K pixels, about
 128 rows of a 4000-pixel-wide photo; each float channel of a band then takes 2 MB."""
 
+
 @functools.cache
 def _libc_function(name: str) -> Any:
     """A glibc function by name, or None elsewhere (macOS, Windows, musl)."""
@@ -51,6 +52,15 @@ def _malloc_trim() -> Callable[[], None]:
         return lambda: None
     trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
     return lambda: None if trim(0) else None
+
+
+@functools.cache
+def _mallopt() -> Callable[[int, int], int] | None:
+    """glibc's ``mallopt``, or None elsewhere."""
+    mallopt = _libc_function("mallopt")
+    if mallopt is not None:
+        mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return mallopt
 
 
 _M_TRIM_THRESHOLD = -1  # mallopt parameter numbers (malloc.h)
@@ -99,15 +109,6 @@ def extraction_allocation(pixels: int, large: int = LARGE_IMAGE_PIXELS) -> Itera
 
 
 _trim = _malloc_trim()
-
-
-@functools.cache
-def _mallopt() -> Callable[[int, int], int] | None:
-    """glibc's ``mallopt``, or None elsewhere."""
-    mallopt = _libc_function("mallopt")
-    if mallopt is not None:
-        mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return mallopt
 
 
 def release_freed_memory() -> None:

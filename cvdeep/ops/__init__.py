@@ -80,7 +80,6 @@ softargmax = kernel_or_reference("softargmax", reference.softargmax, _softargmax
 l2_match = kernel_or_reference("l2_match", reference.l2_match, _l2_match_kernel, ("d1", "d2"))  # fused: no N x M matrix
 
 
-
 def _selu_kernel(x: torch.Tensor) -> torch.Tensor:
     return torch.ops.cvdeep.selu_(x)
 
@@ -89,7 +88,6 @@ def _selu_kernel(x: torch.Tensor) -> torch.Tensor:
 selu_ = kernel_or_reference("selu_", reference.selu_, _selu_kernel, ("x",), inference_only=True,
                             accepts=lambda x: x.device.type == "cpu" and x.dtype == torch.float32 and (
                                 x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)))
-
 
 
 def _sample_levels_kernel(fine: torch.Tensor, fine_index: torch.Tensor, coarse: Any, corners: torch.Tensor,
