@@ -134,6 +134,15 @@ def test_tr_batch_loss_is_zero_for_a_perfect_prediction_and_grows_with_error():
     assert float(worse) > 1e-4
     nothing, _ = dense.tr_batch_loss(target, target, scores, identity, 64, 1.0, 1.0, min_correspondences=257)
     assert nothing is None
+    # A pair whose detection scores vanish at every correspondence is left out (a real run met one at step 484).
+    dead = scores.clone()
+    dead[0] = 0.0
+    kept, _ = dense.tr_batch_loss(noisy, target, dead, identity, 64, lam=1.0, alpha=1.0)
+    second_only, _ = dense.tr_batch_loss(noisy[[1, 3]], target[[1, 3]], scores[[1, 3]], identity[1:], 64, 1.0, 1.0)
+    assert kept is not None and second_only is not None
+    torch.testing.assert_close(kept, second_only)
+    dead[1] = 0.0
+    assert dense.tr_batch_loss(noisy, target, dead, identity, 64, lam=1.0, alpha=1.0)[0] is None
 
 
 def test_collapse_and_matching_indicators():

@@ -404,7 +404,9 @@ def tr_batch_loss(
     min_correspondences: int = 1,
 ) -> tuple[torch.Tensor | None, dict[str, float]]:
     """The symmetric TR loss of a batch (see the module docstring), or None when no pair has
-    ``min_correspondences`` correspondences.
+    ``min_correspondences`` correspondences with detection scores that are not all zero there (a pair
+    whose scores vanish at every correspondence, e.g. a textureless crop with dead features, has no
+    weighting and is left out, as one with too few correspondences).
 
     ``predictions``: online q(g_o(f_o(x))) (2B, D, h, w) of views A then B; ``projections``: target
     g_t(f_t(x)) (2B, D, h, w), no gradient; ``scores``: soft detection scores (2B, h, w) of the
@@ -427,6 +429,8 @@ def tr_batch_loss(
         proj_b = sample_at(projections[count + index], pixels)
         score_a = scores[index][ys, xs]
         score_b = sample_at(scores[count + index][None], pixels)[:, 0]
+        if not (score_a * score_b).sum().detach() > 0:
+            continue
         labels = soft_labels(proj_a, proj_b, lam, alpha)
         loss = 0.5 * (tr_loss(pred_a, proj_b, score_a, score_b, labels, soft_form="target")
                       + tr_loss(pred_b, proj_a, score_b, score_a, labels, soft_form="target"))
