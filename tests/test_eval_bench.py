@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import cv2
@@ -111,14 +112,18 @@ def test_a_pair_without_keypoints_scores_zero_without_failing() -> None:
     assert result["corner_error"] == float("inf") and result["repeatability"] == 0.0
 
 
-def test_lightglue_pipeline_is_one_flag(oxford_root: Path) -> None:
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_lightglue_pipeline_is_one_flag(oxford_root: Path, precision: str) -> None:
     """XFeat + LighterGlue through the same runner: on ubc (JPEG only, identity homographies) most
-    matches are right (0.90 at 3 px when written) and the matcher is recorded with the results."""
+    matches are right (0.90 at 3 px when written, in either precision) and the matcher and its
+    precision are recorded with the results."""
     config = BenchConfig(dataset="oxford", root=str(oxford_root), features=["xfeat"], matcher="lightglue",
-                         sequences=["ubc"], max_keypoints=500)
-    results = run(config, show_progress=False)
+                         sequences=["ubc"], max_keypoints=500, lightglue_precision=precision)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # bf16 on a CPU without it: fp32, with a notice
+        results = run(config, show_progress=False)
     summary = results["results"][0]["summary"]["all"]
-    assert results["config"]["matcher"] == "lightglue"
+    assert results["config"]["matcher"] == "lightglue" and results["config"]["lightglue_precision"] == precision
     assert summary["matches_per_pair"] > 100 and summary["mma"][2] > 0.8
 
 

@@ -3,6 +3,7 @@ pairs (adaptive depth and width on and off), the cv2-style matcher and its input
 from __future__ import annotations
 
 import sys
+import warnings
 from functools import cache
 from pathlib import Path
 
@@ -109,7 +110,9 @@ def test_matches_equal_kornia_lightglue(data_dir: Path, features: str, adaptive:
         expected, expected_confidences = _sorted(expected, expected_confidences)
         assert len(expected) > 5, f"{features} {name}: the reference found too few matches to compare"
         np.testing.assert_array_equal(ours, expected, err_msg=f"{features} {name}")
-        np.testing.assert_allclose(confidences, expected_confidences, rtol=0, atol=1e-4)
+        # Same matches; confidences within 5e-4: the cross attention runs fused per direction (the reference's CUDA
+        # path) where kornia's CPU path shares one similarity matrix, so sums round in another order over 9 layers.
+        np.testing.assert_allclose(confidences, expected_confidences, rtol=0, atol=5e-4)
         assert matcher.last_layers == stop
         layers.append(stop)
     n_layers = matcher._network.n_layers
@@ -164,18 +167,41 @@ def test_lighterglue_uses_published_config(shared: Path) -> None:
 
 # --- geometry on real data (independent of any reference implementation) -------------------------
 
-def test_aliked_lightglue_matches_follow_the_ground_truth(data_dir: Path) -> None:
-    first, second = _pair(data_dir, "aliked", "graf_1_3")
-    pairs, confidences = cvdeep.LightGlue("aliked").match_features(*first, *second)
+def _graf_errors(data_dir: Path, first, second, pairs: np.ndarray) -> np.ndarray:
+    """Pixel error of each match of graf 1-3 under its ground-truth homography."""
     homography = np.array((data_dir / "oxford_affine/images/graf/H1to3p").read_text().split(), float).reshape(3, 3)
     original_width = cv2.imread(str(data_dir / PAIRS["graf_1_3"][0]), cv2.IMREAD_UNCHANGED).shape[1]
     scale = np.diag([first[2][0] / original_width] * 2 + [1.0])  # both images were downscaled alike
     homography = scale @ homography @ np.linalg.inv(scale)
     projected = cv2.perspectiveTransform(first[0][pairs[:, 0]].reshape(-1, 1, 2).astype(np.float64), homography)
-    errors = np.linalg.norm(projected.reshape(-1, 2) - second[0][pairs[:, 1]], axis=1)
+    return np.linalg.norm(projected.reshape(-1, 2) - second[0][pairs[:, 1]], axis=1)
+
+
+def test_aliked_lightglue_matches_follow_the_ground_truth(data_dir: Path) -> None:
+    first, second = _pair(data_dir, "aliked", "graf_1_3")
+    pairs, confidences = cvdeep.LightGlue("aliked").match_features(*first, *second)
     assert len(pairs) > 100
-    assert np.mean(errors < 3.0) > 0.8
+    assert np.mean(_graf_errors(data_dir, first, second, pairs) < 3.0) > 0.8
     assert np.all((confidences > 0.1) & (confidences <= 1.0))
+
+
+def test_bf16_lightglue_keeps_the_geometry_and_most_fp32_matches(data_dir: Path) -> None:
+    """precision='bf16': the transformer's products in bfloat16, the read-outs in float32; where the CPU
+    lacks native bf16 it runs (and says it runs) float32, so the matches are the fp32 ones exactly."""
+    first, second = _pair(data_dir, "aliked", "graf_1_3")
+    reference, _ = cvdeep.LightGlue("aliked").match_features(*first, *second)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the fp32 fallback's notice on a CPU without bf16
+        matcher = cvdeep.LightGlue("aliked", precision="bf16")
+        pairs, confidences = matcher.match_features(*first, *second)
+    assert matcher.getPrecision() == "bf16"
+    if matcher.effectivePrecision() == "fp32":
+        assert np.array_equal(pairs, reference)
+        return
+    assert len(pairs) > 100 and np.mean(_graf_errors(data_dir, first, second, pairs) < 3.0) > 0.8
+    assert np.all((confidences > 0.1) & (confidences <= 1.0))
+    shared_matches = set(map(tuple, pairs.tolist())) & set(map(tuple, reference.tolist()))
+    assert len(shared_matches) >= 0.8 * len(reference)
 
 
 # --- the cv2-style matcher -------------------------------------------------------------------
@@ -231,11 +257,11 @@ def test_wrong_descriptors_are_refused(aliked_matcher, descriptors, message: str
 
 
 def test_a_pair_too_large_for_memory_is_refused_before_running(aliked_matcher) -> None:
-    """27,000 DISK keypoints a side took LightGlue past 19 GB; a pair above ``MAX_PAIR_BYTES`` (64 B per
-    keypoint pair, measured 897 MiB for 4096 x 4096) is refused up front, saying what to do."""
+    """27,000 DISK keypoints a side took LightGlue past 19 GB; a pair above ``MAX_PAIR_BYTES`` (32 B per
+    keypoint pair, measured 367 MiB for 4096 x 4096) is refused up front, saying what to do."""
     from cvdeep.matching import lightglue
 
-    count = int((lightglue.MAX_PAIR_BYTES / 64) ** 0.5) + 16
+    count = int((lightglue.MAX_PAIR_BYTES / lightglue._BYTES_PER_PAIR) ** 0.5) + 16
     points = np.random.default_rng(1).uniform(0, 230, (count, 2)).astype(np.float32)
     with pytest.raises(cvdeep.Error, match=r"would need about 4\.\d GiB .* nfeatures"):
         aliked_matcher.match_features(points, _unit_rows(count, 128), (320, 240), points, _unit_rows(count, 128),
@@ -266,6 +292,8 @@ def test_bad_pair_info_and_parameters_are_refused(aliked_matcher) -> None:
         cvdeep.LightGlue("aliked", depth_confidence=1.5)
     with pytest.raises(cvdeep.Error, match="filter_threshold"):
         cvdeep.LightGlue("aliked", filter_threshold=-1)
+    with pytest.raises(cvdeep.Error, match="precision: got 'fp16'; accepted: 'fp32', 'bf16', 'auto'"):
+        cvdeep.LightGlue("aliked", precision="fp16")
 
 
 # --- inputs as cv2 gives them, and pickling ----------------------------------------------------
@@ -293,7 +321,7 @@ def test_lightglue_pickles_by_parameters(shared: Path) -> None:
     import copy
     import pickle
 
-    matcher = cvdeep.LightGlue("xfeat", filter_threshold=0.2, width_confidence=-1)
+    matcher = cvdeep.LightGlue("xfeat", filter_threshold=0.2, width_confidence=-1, precision="auto")
     rng = np.random.default_rng(3)
     points = rng.uniform(0, 300, (60, 2)).astype(np.float32)
     descriptors = _unit_rows(60, 64)
@@ -302,6 +330,6 @@ def test_lightglue_pickles_by_parameters(shared: Path) -> None:
     assert len(data) < 20_000  # parameters only: the 10 MB network is rebuilt on the other side
     for other in (pickle.loads(data), copy.deepcopy(matcher)):
         assert other._network is None and other.model == "lighterglue-xfeat"
-        assert (other.getFilterThreshold(), other.getWidthConfidence()) == (0.2, -1)
+        assert (other.getFilterThreshold(), other.getWidthConfidence(), other.getPrecision()) == (0.2, -1, "auto")
         pairs, confidences = other.match_features(points, descriptors, (320, 320), points, descriptors, (320, 320))
         assert np.array_equal(pairs, expected[0]) and np.allclose(confidences, expected[1])

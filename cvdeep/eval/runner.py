@@ -28,6 +28,7 @@ from ..errors import Error
 from ..feature_names import DetectThenDescribe, create_feature
 from ..keypoints import keypoint_responses
 from ..matching.pairs import LOWE_RATIO, MATCHERS, Feature, ImageFeatures, PairMatcher, detect_features
+from ..precision import PRECISIONS
 from . import metrics
 from .datasets import LOADERS, SEQUENCE_KINDS, Sequence, load_dataset
 
@@ -49,6 +50,7 @@ class BenchConfig:
     device: str = "auto"
     sequences: list[str] | None = None
     all_hpatches: bool = False
+    lightglue_precision: str = "fp32"
     thresholds: list[int] = field(default_factory=lambda: list(metrics.MMA_THRESHOLDS))
 
 
@@ -200,7 +202,8 @@ def run(config: BenchConfig, show_progress: bool = True) -> dict[str, Any]:
     # weights for fails before any image is described.
     features = [build_feature(name, config.max_keypoints, config.device) for name in config.features]
     matchers = [PairMatcher(config.matcher, feature, config.ratio, brute_force=PROTOCOL_BRUTE_FORCE,
-                            device=config.device, name=name) for name, feature in zip(config.features, features)]
+                            device=config.device, name=name, lightglue_precision=config.lightglue_precision)
+                for name, feature in zip(config.features, features)]
     total = len(config.features) * sum(len(s) for s in sequences)
     started = time.strftime("%Y-%m-%dT%H:%M:%S")
     with tqdm(total=total, unit="pair", disable=not show_progress, file=sys.stderr) as progress:
@@ -332,6 +335,8 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
                              "lightglue: LightGlue with aliked, disk or xfeat features")
     parser.add_argument("--ratio", type=float, default=LOWE_RATIO,
                         help=f"ratio of the 'ratio' matcher (default {LOWE_RATIO})")
+    parser.add_argument("--lightglue-precision", choices=PRECISIONS, default="fp32",
+                        help="arithmetic of the 'lightglue' matcher (cvdeep.LightGlue's precision; default fp32)")
     parser.add_argument("--max-keypoints", type=int, default=2048,
                         help="keep at most this many strongest keypoints per image; <= 0: each method's default")
     add_selection_arguments(parser, "device of cvdeep features and of LightGlue: auto, cpu, cuda, cuda:N")
@@ -348,7 +353,7 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     config = BenchConfig(dataset=args.dataset, root=None if args.root is None else str(args.root),
                          features=args.features, matcher=args.matcher, ratio=args.ratio,
                          max_keypoints=args.max_keypoints, device=args.device, sequences=args.sequences,
-                         all_hpatches=args.all_hpatches)
+                         all_hpatches=args.all_hpatches, lightglue_precision=args.lightglue_precision)
     results = run(config, show_progress=not args.quiet)
     written = write_outputs(results, args.out, plot=not args.no_plot)
     print(markdown_table(results))

@@ -145,13 +145,13 @@ class PairMatcher:
     (its ``defaultNorm()`` for brute force; its family picks LightGlue's weights, and a
     feature LightGlue has no weights for is refused with ``cvdeep.Error``). ``brute_force``
     builds the brute-force matcher (``cvdeep.BFMatcher`` by default, ``cv2.BFMatcher`` gives
-    the same matches); ``device`` is LightGlue's (its default when None). ``name`` is how
-    error messages call the feature (default: its class name).
+    the same matches); ``device`` and ``lightglue_precision`` are LightGlue's (its default device
+    when None). ``name`` is how error messages call the feature (default: its class name).
     """
 
     def __init__(self, method: str, feature: Feature, ratio: float = LOWE_RATIO,
                  brute_force: BruteForceFactory = BFMatcher, device: str | torch.device | None = None,
-                 name: str | None = None) -> None:
+                 name: str | None = None, lightglue_precision: str = "fp32") -> None:
         if method not in MATCHERS:
             raise Error(f"unknown matcher {method!r}; accepted: {', '.join(MATCHERS)}")
         if not 0.0 < ratio <= 1.0:
@@ -167,7 +167,8 @@ class PairMatcher:
                 accepted = ", ".join(sorted(pairings))
                 raise Error(f"matcher 'lightglue': LightGlue has weights for the features {accepted}; "
                             f"got {name or type(feature).__name__!r}")
-            self.lightglue = LightGlue(model) if device is None else LightGlue(model, device=device)
+            self.lightglue = LightGlue(model, device="cpu" if device is None else device,
+                                       precision=lightglue_precision)
 
     def __call__(self, first: ImageFeatures, second: ImageFeatures) -> np.ndarray:
         if self.lightglue is not None:

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..declaration import Config, ModelFamily, Variant
+from ..precision import full_precision
 from ..weights import WeightSpec
 from .base import PretrainedNetwork
 
@@ -86,17 +87,11 @@ class CrossBlock(nn.Module):
     def forward(self, x0: torch.Tensor, x1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         qk0, qk1 = self._heads(self.to_qk(x0)), self._heads(self.to_qk(x1))
         v0, v1 = self._heads(self.to_v(x0)), self._heads(self.to_v(x1))
-        # One similarity matrix serves both directions, as published (two fused attentions would compute it twice),
-        # one head at a time: a (M, N) matrix rather than heads x M x N (at 2048 points 16 MB, reused from the
-        # heap, instead of 64 MB mapped anew for each intermediate).
-        scale = qk0.shape[-1] ** -0.25
-        qk0, qk1 = qk0 * scale, qk1 * scale
-        heads0, heads1 = [], []
-        for head in range(self.num_heads):
-            sim = qk0[:, head] @ qk1[:, head].transpose(-1, -2)
-            heads0.append(sim.softmax(-1) @ v1[:, head])
-            heads1.append(sim.transpose(-1, -2).softmax(-1) @ v0[:, head])
-        m0, m1 = torch.stack(heads0, 1), torch.stack(heads1, 1)
+        # One fused attention per direction, as the reference does on CUDA: the published CPU path shares one
+        # (M, N) similarity between both softmaxes, but materialising it (and a transposed copy) per head costs
+        # more than computing q.k twice inside the fused kernel, which never stores an (M, N) matrix.
+        m0 = F.scaled_dot_product_attention(qk0, qk1, v1)
+        m1 = F.scaled_dot_product_attention(qk1, qk0, v0)
         m0, m1 = self.to_out(m0.transpose(1, 2).flatten(-2)), self.to_out(m1.transpose(1, 2).flatten(-2))
         return x0 + self.ffn(torch.cat((x0, m0), -1)), x1 + self.ffn(torch.cat((x1, m1), -1))
 
@@ -236,8 +231,11 @@ class LightGlue(PretrainedNetwork):
             return {"matches": torch.empty(0, 2, dtype=torch.long, device=device),
                     "scores": torch.empty(0, device=device), "layers": 0}
         desc0, desc1 = self.input_proj(descriptors0[None]), self.input_proj(descriptors1[None])
-        cos0, sin0 = self.posenc(normalize_keypoints(keypoints0, size0)[None])
-        cos1, sin1 = self.posenc(normalize_keypoints(keypoints1, size1)[None])
+        # Under a bf16 caller (cvdeep.LightGlue(precision='bf16')) only the transformer layers drop to bf16: the
+        # rotary angles and every read-out (confidences, matchability, the assignment) stay float32.
+        with full_precision():
+            cos0, sin0 = self.posenc(normalize_keypoints(keypoints0, size0)[None])
+            cos1, sin1 = self.posenc(normalize_keypoints(keypoints1, size1)[None])
         index0, index1 = torch.arange(m, device=device), torch.arange(n, device=device)
         early_exit, prune = self.depth_confidence > 0, self.width_confidence > 0
         min_points = self._pruning_min_points(device)
@@ -249,22 +247,25 @@ class LightGlue(PretrainedNetwork):
             if layer == self.n_layers - 1:
                 break
             confidence0 = confidence1 = None
-            if early_exit:
-                confidence0, confidence1 = self.token_confidence[layer](desc0), self.token_confidence[layer](desc1)
-                if self._settled(confidence0, confidence1, layer, m + n):
-                    break
-            if prune and desc0.shape[1] > min_points:
-                keep0 = self._keep(layer, desc0, confidence0)
-                index0, desc0 = index0[keep0], desc0[:, keep0]
-                cos0, sin0 = cos0[:, :, keep0], sin0[:, :, keep0]
-            if prune and desc1.shape[1] > min_points:
-                keep1 = self._keep(layer, desc1, confidence1)
-                index1, desc1 = index1[keep1], desc1[:, keep1]
-                cos1, sin1 = cos1[:, :, keep1], sin1[:, :, keep1]
+            with full_precision():
+                if early_exit:
+                    confidence0 = self.token_confidence[layer](desc0)
+                    confidence1 = self.token_confidence[layer](desc1)
+                    if self._settled(confidence0, confidence1, layer, m + n):
+                        break
+                if prune and desc0.shape[1] > min_points:
+                    keep0 = self._keep(layer, desc0, confidence0)
+                    index0, desc0 = index0[keep0], desc0[:, keep0]
+                    cos0, sin0 = cos0[:, :, keep0], sin0[:, :, keep0]
+                if prune and desc1.shape[1] > min_points:
+                    keep1 = self._keep(layer, desc1, confidence1)
+                    index1, desc1 = index1[keep1], desc1[:, keep1]
+                    cos1, sin1 = cos1[:, :, keep1], sin1[:, :, keep1]
         if desc0.shape[1] == 0 or desc1.shape[1] == 0:
             return {"matches": torch.empty(0, 2, dtype=torch.long, device=device),
                     "scores": torch.empty(0, device=device), "layers": layer + 1}
-        pairs, scores = mutual_matches(self.log_assignment[layer](desc0, desc1), self.filter_threshold)
+        with full_precision():
+            pairs, scores = mutual_matches(self.log_assignment[layer](desc0, desc1), self.filter_threshold)
         matches = torch.stack((index0[pairs[:, 0]], index1[pairs[:, 1]]), -1)
         return {"matches": matches, "scores": scores, "layers": layer + 1}
 
