@@ -76,9 +76,10 @@ class LightGlue:
     (minimum match probability) default to the published values of each model; pass -1 to switch
     adaptive depth or width off. ``weights`` overrides the registered weight file with a local path.
     ``precision`` (``cvdeep.precision``): ``"fp32"`` (default, the published arithmetic); ``"bf16"``
-    runs the transformer layers' matrix products in bfloat16 where the device has it natively (about
-    1.5x faster on an AVX512-BF16 CPU; positions, confidences and the assignment stay float32; the
-    matches differ slightly, accuracy measured in docs/RESULTS.md); ``"auto"``: bf16 where native.
+    runs the transformer layers' matrix products in bfloat16 where the device has it natively (1.1-1.3x
+    faster than fp32 on an AVX512-BF16 CPU; positions, confidences and the assignment stay float32;
+    a few matches differ, MMA unchanged on the shared pairs: docs/RESULTS.md); ``"auto"``: bf16 where
+    native, else fp32 silently.
 
     Instances pickle and deep-copy by their parameters; the network is rebuilt on first use on
     the other side (``multiprocessing``, ``joblib``).
