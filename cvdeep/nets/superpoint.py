@@ -224,7 +224,7 @@ FAMILIES = (
                 "SuperPoint trained by cvdeep with the paper's recipe (Synthetic Shapes, homographic adaptation of "
                 "unlabeled photos, joint training); the SuperPointOpen layout (docs/models/superpoint-cvdeep.md)",
                 WeightSpec(name="superpoint-cvdeep", filename="superpoint-cvdeep.pt", license=TRAINED_LICENSE,
-                           sha256="182939db98ae53d0ce06ac7ff6396c61fa6f0fb9311b45fd555b2008a9cc8ea7",
+                           sha256="f05974d605b505b5731af902ccefbed20b0071046e66014a30106cf1af60c594",
                            source="trained by cvdeep: docs/models/superpoint-cvdeep.md", packaged=True,
                            noncommercial=True),
                 network=SuperPointOpen,
