@@ -21,6 +21,7 @@ pybind11::dict build_info() {
 #endif
   info["cpu_isa"] = cvdeep::isa_name(cvdeep::active_isa());
   info["cpu_flags"] = cvdeep::cpu_flags();
+  info["bf16_attention"] = cvdeep::cpu_has_avx512_bf16();
   info["compiler"] = __VERSION__;
   return info;
 }

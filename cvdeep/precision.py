@@ -4,7 +4,7 @@ Every detector's and descriptor's ``precision`` parameter (``"fp32"``, ``"bf16"`
 is applied by the Feature2D layer, in one place, around ``Extractor.extract``, ``extract_batch``
 and ``describe_keypoints`` (``network_precision``): it knows nothing of the network inside.
 ``"auto"`` is bf16 where the device runs it natively and fp32 elsewhere, without a warning: the
-default of the models whose bf16 accuracy was measured to hold (ALIKED, XFeat; docs/RESULTS.md);
+default of the models whose bf16 accuracy was measured to hold (ALIKED, XFeat, DISK; docs/RESULTS.md);
 the others default to ``"fp32"``.
 
 ``"bf16"`` runs the operations that autocast lowers (convolutions, linear layers, matrix

@@ -265,7 +265,7 @@ def test_lightglue_matches_torch(files, aliked_pair, small_pair, tmp_path):
 @pytest.mark.skipif(not HAS_CV2_CLASSES, reason="this cv2 has no ALIKED/DISK/LightGlueMatcher (OpenCV < 5)")
 def test_opencv5_classes_read_the_files(files, crop, aliked_pair, tmp_path):
     aliked = cvdeep.ALIKED(1024, model="aliked-n16", device="cpu", precision="fp32")
-    disk = cvdeep.DISK(1024, device="cpu")
+    disk = cvdeep.DISK(1024, device="cpu", precision="fp32")  # the files are fp32
     f = aliked_pair
     out = run_without_torch(f"""
         import cv2, numpy as np
@@ -377,7 +377,7 @@ def test_baked_parameters_and_metadata(tmp_path, crop):
     meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
     assert meta["cvdeep.layout"] == "opencv-disk" and meta["cvdeep.input_size"] == "320x240"
     assert json.loads(meta["cvdeep.config"])["nfeatures"] == 300
-    detector = cvdeep.DISK(300, 1.0, border=8, device="cpu")
+    detector = cvdeep.DISK(300, 1.0, border=8, device="cpu", precision="fp32")
     feature = cvdeep.ONNXFeature2D(path)
     xy, scores, desc = torch_features(detector, crop)
     keypoints, got = feature.detectAndCompute(crop, None)

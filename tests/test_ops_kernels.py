@@ -316,3 +316,139 @@ def test_sample_levels_rejects_indices_outside_the_maps() -> None:
         torch.ops.cvdeep.sample_levels(fine, bad, tables, widths, positions, index, weights, 16)
     with pytest.raises(RuntimeError, match="shaped as corners"):
         torch.ops.cvdeep.sample_levels(fine, index, tables, widths, positions, index, weights[:, :3], 16)
+
+
+# --- DISK's gating: affine_prelu, row_moments, upsample2_rows ---
+
+
+def _gate(channels: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A per-channel scale, shift and PReLU slope (some slopes negative or above 1, as learned ones may be)."""
+    return torch.rand(channels) * 3 + 0.1, torch.randn(channels), torch.randn(channels)
+
+
+@pytest.mark.parametrize("pixels,channels", [(1000, 64), (333, 16), (77, 80), (50, 5), (1, 1), (0, 32)])
+def test_affine_prelu_matches_the_reference_on_every_vector_path(isa: str, pixels: int, channels: int) -> None:
+    """Channel counts that fill vectors, leave a tail, or fit none; NaN stays NaN, +-inf keep their sign."""
+    torch.manual_seed(pixels + channels)
+    x = torch.randn(pixels, channels) * 5
+    if x.numel() > 3:
+        x.view(-1)[:3] = torch.tensor([float("nan"), float("inf"), float("-inf")])
+    scale, shift, slope = _gate(channels)
+    got = torch.ops.cvdeep.affine_prelu(x, scale, shift, slope)
+    want = reference.affine_prelu(x, scale, shift, slope)
+    assert got.shape == x.shape and got.is_contiguous()
+    torch.testing.assert_close(got, want, rtol=2e-7, atol=2e-6, equal_nan=True)
+
+
+def test_affine_prelu_op_runs_the_kernel_only_where_it_applies() -> None:
+    """cvdeep.ops.affine_prelu: the kernel on a contiguous float32 CPU map (channels innermost); a
+    strided view, float64 or a gradient run the reference (same numbers, no warning)."""
+    torch.manual_seed(21)
+    scale, shift, slope = _gate(8)
+    x = torch.randn(1, 8, 9, 7).contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1)
+    torch.testing.assert_close(ops.affine_prelu(x, scale, shift, slope), reference.affine_prelu(x, scale, shift, slope))
+    strided = torch.randn(1, 8, 9, 7).permute(0, 2, 3, 1)
+    torch.testing.assert_close(ops.affine_prelu(strided, scale, shift, slope),
+                               reference.affine_prelu(strided, scale, shift, slope))
+    double = torch.randn(4, 8, dtype=torch.float64)
+    torch.testing.assert_close(ops.affine_prelu(double, scale.double(), shift.double(), slope.double()),
+                               reference.affine_prelu(double, scale.double(), shift.double(), slope.double()))
+    leaf = torch.randn(4, 8, requires_grad=True)
+    ops.affine_prelu(leaf, scale, shift, slope).sum().backward()
+    assert leaf.grad is not None
+    with pytest.raises(RuntimeError, match="shape"):
+        torch.ops.cvdeep.affine_prelu(torch.randn(4, 8), scale[:7], shift, slope)
+
+
+@pytest.mark.parametrize("rows,width,channels", [(7, 640, 64), (3, 33, 16), (5, 9, 5), (1, 1, 1)])
+def test_row_moments_match_the_reference_on_every_vector_path(isa: str, rows: int, width: int, channels: int) -> None:
+    """Sums of x - shift and of its square per row in double: a map of large mean and small spread
+    keeps its variance (the shift removes the cancellation)."""
+    torch.manual_seed(rows * width)
+    x = torch.randn(rows, width, channels) * 0.01 + 1000.0
+    shift = x[0].mean(dim=0)
+    got = torch.ops.cvdeep.row_moments(x, shift)
+    want = reference.row_moments(x, shift)
+    assert got.dtype == torch.float64 and got.shape == (rows, 2, channels)
+    torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
+    if rows * width > 100:
+        d = (x.double() - x.double().mean(dim=(0, 1))).square().mean(dim=(0, 1))
+        count = rows * width
+        variance = got[:, 1].sum(0) / count - (got[:, 0].sum(0) / count) ** 2
+        torch.testing.assert_close(variance, d, rtol=1e-3, atol=0)
+
+
+@pytest.mark.parametrize("height,width,channels", [(30, 40, 64), (7, 5, 16), (1, 1, 3), (2, 9, 20)])
+def test_upsample2_rows_match_interpolate_on_every_vector_path(isa: str, height: int, width: int,
+                                                              channels: int) -> None:
+    """Every band of rows of the x2 bilinear upsampling (first and last rows included), plain and
+    gated, against F.interpolate of the whole map to float rounding."""
+    torch.manual_seed(height * width + channels)
+    x = torch.randn(1, channels, height, width).contiguous(memory_format=torch.channels_last)
+    whole = torch.nn.functional.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+    scale, shift, slope = _gate(channels)
+    gated = reference.affine_prelu(whole.permute(0, 2, 3, 1), scale, shift, slope).permute(0, 3, 1, 2)
+    for start, stop in [(0, 2 * height), (0, 1), (2 * height - 1, 2 * height), (1, min(4, 2 * height)), (3, 3)]:
+        if start > stop or stop > 2 * height:
+            continue
+        got = ops.upsample2_rows(x, start, stop)
+        assert got.is_contiguous(memory_format=torch.channels_last) and got.stride(0) == got[0].numel()
+        torch.testing.assert_close(got, whole[..., start:stop, :], rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(ops.upsample2_rows(x, start, stop, scale, shift, slope), gated[..., start:stop, :],
+                                   rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(reference.upsample2_rows(x, 1, 5), whole[..., 1:5, :], rtol=0, atol=0)
+    with pytest.raises(RuntimeError, match="outside"):
+        torch.ops.cvdeep.upsample2_rows(x[0].permute(1, 2, 0), 0, 2 * height + 1)
+
+
+# --- attention (bf16, AVX512-BF16) ---
+
+needs_bf16_attention = pytest.mark.skipif(not ops.build_info().get("bf16_attention"),
+                                          reason="this CPU has no AVX512-BF16")
+
+
+@needs_bf16_attention
+@pytest.mark.parametrize("heads,queries,keys,dim", [(4, 300, 517, 64), (1, 64, 64, 96), (2, 7, 1, 16), (1, 1, 70, 128),
+                                                    (3, 129, 33, 32)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_bf16_attention_is_as_close_to_float32_as_torchs_bf16(heads: int, queries: int, keys: int, dim: int,
+                                                             dtype: torch.dtype) -> None:
+    """Against float32 SDPA on the same (bf16-rounded) inputs: within the error torch's own bf16 SDPA
+    makes, whatever the key count (padding to whole vectors masked) and head size."""
+    torch.manual_seed(queries + keys + dim)
+    q, k, v = (torch.randn(1, heads, n, dim).bfloat16() * 2 for n in (queries, keys, keys))
+    exact = torch.nn.functional.scaled_dot_product_attention(q.float(), k.float(), v.float())
+    torchs = torch.nn.functional.scaled_dot_product_attention(q, k, v).float()
+    got = torch.ops.cvdeep.attention_bf16(q.to(dtype), k.to(dtype), v.to(dtype))
+    assert got.dtype == torch.float32 and got.shape == exact.shape
+    bound = max(float((torchs - exact).abs().max()), 1e-3)
+    assert float((got - exact).abs().max()) <= 1.5 * bound
+    assert float((got - exact).abs().mean()) <= float((torchs - exact).abs().mean()) * 1.5 + 1e-5
+
+
+@needs_bf16_attention
+def test_attention_op_runs_the_kernel_only_where_bf16_was_asked() -> None:
+    """cvdeep.ops.attention: torch's SDPA in float32 (bit for bit), cvdeep's kernel under bf16 autocast
+    (float32 results) or for bf16 inputs (bf16 results), torch's for an unsupported head size or a
+    gradient."""
+    from cvdeep.precision import network_precision
+
+    torch.manual_seed(31)
+    q, k, v = (torch.randn(1, 4, n, 64) for n in (40, 50, 50))
+    exact = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+    assert torch.equal(ops.attention(q, k, v), exact)
+    with network_precision("bf16", "cpu"):
+        fast = ops.attention(q, k, v)
+    assert fast.dtype == torch.float32 and not torch.equal(fast, exact)
+    torch.testing.assert_close(fast, exact, atol=3e-2, rtol=0)
+    assert ops.attention(q.bfloat16(), k.bfloat16(), v.bfloat16()).dtype == torch.bfloat16
+    odd = [t[..., :8] for t in (q, k, v)]
+    with network_precision("bf16", "cpu"):
+        torch.testing.assert_close(ops.attention(*odd), torch.nn.functional.scaled_dot_product_attention(
+            *(t.bfloat16() for t in odd)).float())
+    leaf = q.clone().requires_grad_(True)
+    with network_precision("bf16", "cpu"):
+        ops.attention(leaf, k, v).sum().backward()
+    assert leaf.grad is not None
+    with pytest.raises(RuntimeError, match="multiple of 16"):
+        torch.ops.cvdeep.attention_bf16(*(t.contiguous() for t in odd))

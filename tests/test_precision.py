@@ -12,7 +12,7 @@ cosines with 1st percentile >= 0.99 and median >= 0.999: a cosine of 0.99 is an 
 degrees, while a descriptor's nearest wrong neighbour is typically at cosine < 0.8, so matches
 keep; 90% leaves room for another CPU's oneDNN kernels (another accumulation order) while
 failing at once if bf16 reached the NMS or the refinement (quantised scores: many ties).
-They are also the documented tolerance of ALIKED's and XFeat's default, ``precision="auto"``
+They are also the documented tolerance of ALIKED's, XFeat's and DISK's default, ``precision="auto"``
 (bf16 on a CPU with native BF16): their fidelity tests against the published code pin fp32.
 """
 from __future__ import annotations
@@ -51,7 +51,7 @@ def fresh_warnings(monkeypatch):
 
 def test_every_detector_and_descriptor_has_the_parameter_last_in_the_common_vocabulary():
     assert DetectorConfig.names()[-1] == "precision" and DescriptorConfig.names() == ("precision",)
-    measured_to_hold = {"ALIKED", "XFeat"}  # bf16 accuracy measured on the 55 shared pairs (docs/RESULTS.md)
+    measured_to_hold = {"ALIKED", "XFeat", "DISK"}  # bf16 accuracy measured on the 55 shared pairs (docs/RESULTS.md)
     for name, cls in public_classes().items():
         expected = "auto" if cls.family.public_name in measured_to_hold else "fp32"
         assert cls.family.config.defaults()["precision"] == expected, name
@@ -156,7 +156,7 @@ def _nearest(points: np.ndarray, to: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.skipif(NO_BF16, reason=NO_BF16_REASON)
-@pytest.mark.parametrize("name", ["ALIKED", "XFeat"])
+@pytest.mark.parametrize("name", ["ALIKED", "XFeat", "DISK"])
 def test_bf16_keypoints_and_descriptors_stay_those_of_fp32(graf, name):
     """See the module docstring for the thresholds."""
     create = getattr(cvdeep, f"{name}_create")

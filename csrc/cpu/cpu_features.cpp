@@ -26,6 +26,18 @@ Isa active_isa() {
   return static_cast<int>(request) < static_cast<int>(detected) ? request : detected;
 }
 
+bool cpu_has_avx512_bf16() {
+#if defined(__x86_64__)
+  static const bool supported = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512bf16") != 0;
+  }();
+  return supported && active_isa() == Isa::avx512;
+#else
+  return false;
+#endif
+}
+
 const char* isa_name(Isa isa) {
   switch (isa) {
     case Isa::avx512: return "avx512";
@@ -49,6 +61,7 @@ std::string cpu_flags() {
   CVDEEP_APPEND_FLAG("avx512dq")
   CVDEEP_APPEND_FLAG("avx512bw")
   CVDEEP_APPEND_FLAG("avx512vl")
+  CVDEEP_APPEND_FLAG("avx512bf16")
 #undef CVDEEP_APPEND_FLAG
 #endif
   return flags;

@@ -224,15 +224,6 @@ def run_banded(stage: Stage, source: torch.Tensor | RowSource, *, halo: int, ali
     return maps
 
 
-def upsample2_rows(x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
-    """Rows ``[start, stop)`` of ``F.interpolate(x, scale_factor=2, mode="bilinear")`` (align_corners
-    False), bit for bit: the same call on the input rows they read plus one on each side, cropped."""
-    height = x.shape[-2]
-    lo, hi = max(0, start // 2 - 1), min(height, (stop - 1) // 2 + 2)
-    up = F.interpolate(x[..., lo:hi, :], scale_factor=2, mode="bilinear", align_corners=False)
-    return up[..., start - 2 * lo : stop - 2 * lo, :]
-
-
 def source_positions(
     size_in: int, size_out: int, start: int, stop: int, align_corners: bool, device: torch.device | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

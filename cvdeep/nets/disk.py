@@ -25,9 +25,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import ops
-from ..declaration import DetectorConfig, InputConvention, ModelFamily, Variant, param
+from ..declaration import DetectorConfig, InputConvention, ModelFamily, Variant, param, precision_param
 from ..weights import WeightSpec
-from .bands import RowSource, band_height, no_rows, release_freed_memory, row_source, run_banded, upsample2_rows
+from .bands import RowSource, band_height, no_rows, release_freed_memory, row_source, run_banded
 from .base import Extractor, Features, mask_scores, soft_nms_keypoints
 
 _KERNEL = 5
@@ -104,37 +104,41 @@ class Gate:
     slopes: torch.Tensor
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """The gated map, channels-last like ``x``, in one pass (``cvdeep.ops.affine_prelu``)."""
         rows = x.permute(0, 2, 3, 1)  # (1, R, W, C): a view of a channels-last map, channels innermost
-        out = torch.addcmul(self.shift, rows, self.scale)
-        torch.where(out > 0, out, out * self.slopes, out=out)
-        return out.permute(0, 3, 1, 2)
+        return ops.affine_prelu(rows, self.scale, self.shift, self.slopes).permute(0, 3, 1, 2)
 
 
 def _upsampled2(x: torch.Tensor) -> RowSource:
-    """The ``RowSource`` of ``x`` upsampled x2 (bilinear, see ``upsample2_rows``)."""
-    return lambda lo, hi: upsample2_rows(x, lo, hi)
-
-
-def _row_sums(x: torch.Tensor) -> torch.Tensor:
-    """Per-row float64 sums (R, C) of a (1, C, R, W) map (channels innermost for a channels-last map)."""
-    return x.permute(0, 2, 3, 1)[0].sum(dim=1, dtype=torch.float64)
+    """The ``RowSource`` of ``x`` upsampled x2 (bilinear, see ``cvdeep.ops.upsample2_rows``)."""
+    return lambda lo, hi: ops.upsample2_rows(x, lo, hi)
 
 
 def measure_gate(source: RowSource, size: tuple[int, int], channels: slice, norm: nn.InstanceNorm2d, prelu: nn.PReLU,
                  pixels: int) -> Gate:
-    """The InstanceNorm statistics of a map given band by band (``source``), as two passes of
-    per-row float64 sums (the mean, then the centred squares), and the PReLU slopes of its
-    ``channels`` of the concatenated input. The sums run row by row, so the numbers do not
+    """The InstanceNorm statistics of a map given band by band (``source``, each band computed
+    once), and the PReLU slopes of its ``channels`` of the concatenated input.
+
+    Per row, the sums of ``x - c`` and ``(x - c)^2`` in float64 (``cvdeep.ops.row_moments``), ``c``
+    the mean of the map's first row: near the mean, so ``variance = E[d^2] - E[d]^2`` does not
+    cancel. The sums run row by row from a shift every banding shares, so the numbers do not
     depend on the bands."""
     height, width = size
     rows = band_height(width, pixels)
-    bands = [(top, min(height, top + rows)) for top in range(0, height, rows)]
+    moments, shift = [], None
+    for top in range(0, height, rows):
+        band = source(top, min(height, top + rows)).permute(0, 2, 3, 1)[0]  # (R, W, C), channels innermost
+        if shift is None:
+            shift = band[0].mean(dim=0)
+        moments.append(ops.row_moments(band, shift))
+    assert shift is not None  # height >= _MIN_SIZE
     count = height * width
-    mean = torch.cat([_row_sums(source(a, b)) for a, b in bands]).sum(dim=0) / count
-    centre = mean.to(torch.float32).view(1, -1, 1, 1)
-    squares = torch.cat([_row_sums((source(a, b) - centre).square_()) for a, b in bands]).sum(dim=0)
-    scale = torch.rsqrt(squares / count + norm.eps)
-    return Gate(scale.to(torch.float32), (-mean * scale).to(torch.float32), prelu.weight[channels])
+    sums = torch.cat(moments).sum(dim=0)  # (2, C)
+    offset = sums[0] / count  # the mean minus the shift
+    variance = sums[1] / count - offset.square()
+    scale = torch.rsqrt(variance + norm.eps)
+    mean = shift.double() + offset
+    return Gate(scale.to(torch.float32), (-mean * scale).to(torch.float32), prelu.weight[channels].detach())
 
 
 def _pad_to_minimum(tensor: torch.Tensor) -> torch.Tensor:
@@ -152,21 +156,24 @@ class HeadInput:
     """The input of DISK's last 5x5 convolution, available band by band.
 
     It is the gated concatenation of the 1/2-resolution output of the third up block upsampled
-    x2 (64 channels, ``up``) and of the first convolution of the image (16 channels, ``skip``),
-    both ``RowSource``s: at most the 1/2-resolution map and the image are stored, and
-    ``rows(lo, hi)`` builds the two gated halves of any rows, so the full-resolution 80-channel
-    map (3.8 GB at 12 MP) never exists.
+    x2 (64 channels; ``up`` holds the 1/2-resolution map) and of the first convolution of the
+    image (16 channels, ``skip``, a ``RowSource``): at most the 1/2-resolution map and the image
+    are stored, and ``rows(lo, hi)`` builds the two gated halves of any rows, so the
+    full-resolution 80-channel map (3.8 GB at 12 MP) never exists.
     """
 
     size: tuple[int, int]
-    up: RowSource
+    up: torch.Tensor
     skip: RowSource
     up_gate: Gate
     skip_gate: Gate
 
     def rows(self, lo: int, hi: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The gated halves (1, 64, hi - lo, W) and (1, 16, hi - lo, W) of rows [lo, hi)."""
-        return self.up_gate(self.up(lo, hi)), self.skip_gate(self.skip(lo, hi))
+        """The gated halves (1, 64, hi - lo, W) and (1, 16, hi - lo, W) of rows [lo, hi); the first
+        upsampled and gated in one pass (``cvdeep.ops.upsample2_rows``)."""
+        gate = self.up_gate
+        return (ops.upsample2_rows(self.up, lo, hi, gate.scale, gate.shift, gate.slopes),
+                self.skip_gate(self.skip(lo, hi)))
 
 
 @dataclass
@@ -176,9 +183,13 @@ class DISKConfig(DetectorConfig):
 
     A 12 MP photo has ~80 000 such maxima. Extraction memory does not depend on the count
     (2.3 GB peak at 12 MP), but a matcher's does (LightGlue's attention is quadratic in it):
-    matching pipelines should cap it as LightGlue's own examples do, ``nfeatures=2048``."""
+    matching pipelines should cap it as LightGlue's own examples do, ``nfeatures=2048``.
+
+    ``precision="auto"``: bf16 where the device has it natively (measured on the 55 shared pairs:
+    MMA and homography accuracy at 3 and 5 px as fp32's; docs/RESULTS.md)."""
 
     detection_threshold: float = param(0.0, "minimum heatmap logit")
+    precision: str = precision_param("auto")
 
 
 class DISK(Extractor):
@@ -195,7 +206,10 @@ class DISK(Extractor):
     descriptor_size = 128
     keypoint_size = float(_KERNEL)  # no scale is estimated; the NMS window of the published setting
     kept_bytes = 64 << 20  # a map recomputed band by band is computed once instead when it is at most this large
-    band_pixels = 1 << 17  # full-resolution bands hold ~170 channels of float (the gated input, the heatmap taps)
+    # full-resolution bands: a 64-channel float band with its halo rows stays well under glibc's 32 MB mmap
+    # threshold up to 2700-pixel rows, so it is served from the kept heap (a band above it is mapped and
+    # faulted in afresh on every call: DISK at 640x480 spent twice its time so with 1 << 17)
+    band_pixels = 1 << 16
 
     def __init__(self) -> None:
         super().__init__()
@@ -220,11 +234,10 @@ class DISK(Extractor):
 
     def _gated_conv(self, conv: GatedConv, sources: list[tuple[RowSource, int]], size: tuple[int, int]) -> torch.Tensor:
         """``conv`` (InstanceNorm, PReLU, 5x5) of the concatenation of ``sources`` (each a RowSource
-        and its channel count): the module itself when that input takes at most ``kept_bytes``,
-        else band by band with the InstanceNorm statistics measured first (``measure_gate``)."""
+        and its channel count), band by band with the InstanceNorm statistics measured first
+        (``measure_gate``): every map stays channels-last (the module's InstanceNorm would make
+        its input contiguous, and the convolution's output with it)."""
         norm, prelu, layer = cast(nn.InstanceNorm2d, conv[0]), cast(nn.PReLU, conv[1]), conv[3]
-        if size[0] * size[1] * sum(channels for _, channels in sources) * 4 <= self.kept_bytes:
-            return conv(torch.cat([source(0, size[0]) for source, _ in sources], dim=1))
         gates, start = [], 0
         for source, channels in sources:
             gates.append(measure_gate(source, size, slice(start, start + channels), norm, prelu, self.band_pixels))
@@ -276,10 +289,9 @@ class DISK(Extractor):
             del level, upsampled
         norm, prelu = cast(nn.InstanceNorm2d, up[-1].conv[0]), cast(nn.PReLU, up[-1].conv[1])
         split = bottom.shape[1]
-        upsampled = self._kept(_upsampled2(bottom), size, split)
-        up_gate = measure_gate(upsampled, size, slice(0, split), norm, prelu, self.band_pixels)
+        up_gate = measure_gate(_upsampled2(bottom), size, slice(0, split), norm, prelu, self.band_pixels)
         skip_gate = measure_gate(skip, size, slice(split, split + first.out_channels), norm, prelu, self.band_pixels)
-        return HeadInput(size, upsampled, skip, up_gate, skip_gate)
+        return HeadInput(size, bottom, skip, up_gate, skip_gate)
 
     def _heatmap_rows(self, halves: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         """The heatmap channel of the last convolution on gated rows, (1, 1, R, W).

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import ops
 from ..declaration import Config, ModelFamily, Variant
 from ..precision import full_precision
 from ..weights import WeightSpec
@@ -65,7 +66,7 @@ class SelfBlock(nn.Module):
         # The official layout interleaves q, k, v per channel: (heads, head_dim, 3).
         qkv = self.Wqkv(x).unflatten(-1, (self.num_heads, -1, 3)).permute(4, 0, 2, 1, 3)
         q, k, v = rotate(qkv[0], cos, sin), rotate(qkv[1], cos, sin), qkv[2].contiguous()
-        context = F.scaled_dot_product_attention(q, k, v)
+        context = ops.attention(q, k, v)
         message = self.out_proj(context.transpose(1, 2).flatten(-2))
         return x + self.ffn(torch.cat((x, message), -1))
 
@@ -89,9 +90,10 @@ class CrossBlock(nn.Module):
         v0, v1 = self._heads(self.to_v(x0)), self._heads(self.to_v(x1))
         # One fused attention per direction, as the reference does on CUDA: the published CPU path shares one
         # (M, N) similarity between both softmaxes, but materialising it (and a transposed copy) per head costs
-        # more than computing q.k twice inside the fused kernel, which never stores an (M, N) matrix.
-        m0 = F.scaled_dot_product_attention(qk0, qk1, v1)
-        m1 = F.scaled_dot_product_attention(qk1, qk0, v0)
+        # more than computing q.k twice inside the fused kernel, which never stores an (M, N) matrix
+        # (torch's SDPA; cvdeep's own bf16 kernel under precision="bf16", see cvdeep.ops.attention).
+        m0 = ops.attention(qk0, qk1, v1)
+        m1 = ops.attention(qk1, qk0, v0)
         m0, m1 = self.to_out(m0.transpose(1, 2).flatten(-2)), self.to_out(m1.transpose(1, 2).flatten(-2))
         return x0 + self.ffn(torch.cat((x0, m0), -1)), x1 + self.ffn(torch.cat((x1, m1), -1))
 

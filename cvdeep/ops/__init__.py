@@ -6,9 +6,11 @@ reference in ``reference.py``; falling back warns once per process. Setting
 ``CVDEEP_DISABLE_EXT=1`` forces the references (no warning: it was asked for), which is
 how tests compare the two paths. ``backend()`` says which path is live.
 
-Every op runs in float32 whatever autocast the caller has on (``precision="bf16"`` runs the
-networks under autocast; see ``cvdeep.precision``): the kernels of ``deform_conv2d`` and
+Every op but ``attention`` runs in float32 whatever autocast the caller has on (``precision="bf16"``
+runs the networks under autocast; see ``cvdeep.precision``): the kernels of ``deform_conv2d`` and
 ``softargmax`` take float and double only, and the references compute as the kernels do.
+``attention`` stands in for ``F.scaled_dot_product_attention`` and so follows the caller's autocast:
+its kernel is the bf16 arithmetic that autocast asks for.
 """
 from __future__ import annotations
 
@@ -90,6 +92,66 @@ selu_ = kernel_or_reference("selu_", reference.selu_, _selu_kernel, ("x",), infe
                                 x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)))
 
 
+def _affine_prelu_kernel(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor,
+                         slope: torch.Tensor) -> torch.Tensor:
+    return torch.ops.cvdeep.affine_prelu(x, scale, shift, slope)
+
+
+# DISK's gating: a CPU kernel for contiguous float32 maps (channels innermost) that need no gradient
+affine_prelu = kernel_or_reference(
+    "affine_prelu", reference.affine_prelu, _affine_prelu_kernel, ("x",), inference_only=True,
+    accepts=lambda x, scale, shift, slope: x.device.type == "cpu" and x.is_contiguous() and all(
+        t.dtype == torch.float32 for t in (x, scale, shift, slope)))
+
+
+def _row_moments_kernel(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    return torch.ops.cvdeep.row_moments(x, shift)
+
+
+# InstanceNorm statistics band by band (DISK): a CPU kernel for contiguous float32 bands
+row_moments = kernel_or_reference(
+    "row_moments", reference.row_moments, _row_moments_kernel, ("x",), inference_only=True,
+    accepts=lambda x, shift: x.device.type == "cpu" and x.dim() == 3 and x.is_contiguous() and
+    x.dtype == shift.dtype == torch.float32)
+
+
+def _upsample2_rows_kernel(x: torch.Tensor, start: int, stop: int, scale: torch.Tensor | None,
+                           shift: torch.Tensor | None, slope: torch.Tensor | None) -> torch.Tensor:
+    rows = torch.ops.cvdeep.upsample2_rows(x[0].permute(1, 2, 0), int(start), int(stop), scale, shift, slope)
+    return rows[None].permute(0, 3, 1, 2)  # (1, C, R, 2w), channels-last with the usual batch stride
+
+
+# DISK's up blocks: a CPU kernel for one channels-last float32 map that needs no gradient
+upsample2_rows = kernel_or_reference(
+    "upsample2_rows", reference.upsample2_rows, _upsample2_rows_kernel, ("x",), inference_only=True,
+    accepts=lambda x, scale, **_: x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4 and
+    x.shape[0] == 1 and x.is_contiguous(memory_format=torch.channels_last) and (
+        scale is None or scale.dtype == torch.float32))
+
+
+def _attention_kernel(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    # float32 inputs are rounded to bf16 inside the kernel, as autocast would round them for SDPA
+    heads = [t.reshape(-1, 1, *t.shape[-2:]).contiguous() for t in (q, k, v)]
+    out = torch.ops.cvdeep.attention_bf16(*heads).reshape(q.shape)
+    return out if q.dtype == torch.float32 else out.to(q.dtype)
+
+
+def _computes_in_bf16(q: torch.Tensor) -> bool:
+    """bf16 inputs, or float32 ones under the CPU's bf16 autocast (what SDPA would compute in)."""
+    if q.dtype == torch.bfloat16:
+        return True
+    return q.dtype == torch.float32 and torch.is_autocast_enabled("cpu") and \
+        torch.get_autocast_dtype("cpu") == torch.bfloat16
+
+
+# LightGlue's attention in precision="bf16": a CPU kernel where the CPU has AVX512-BF16
+attention = kernel_or_reference(
+    "attention", reference.attention, _attention_kernel, ("q", "k", "v"), inference_only=True,
+    accepts=lambda q, k, v: q.device.type == "cpu" and bool(build_info().get("bf16_attention")) and
+    _computes_in_bf16(q) and k.dtype == v.dtype == q.dtype and q.shape[-1] % 16 == 0 and 0 < q.shape[-1] <= 128
+    and k.shape[-2] > 0 and q.shape[:-2] == k.shape[:-2] == v.shape[:-2] and k.shape == v.shape)
+
+
 def _sample_levels_kernel(fine: torch.Tensor, fine_index: torch.Tensor, coarse: Any, corners: torch.Tensor,
                           weights: torch.Tensor, width: int) -> torch.Tensor:
     tables = [level[0] for level in coarse]
@@ -104,13 +166,15 @@ sample_levels = kernel_or_reference(
     accepts=lambda fine, weights, **_: fine.device.type == "cpu" and fine.dtype == weights.dtype == torch.float32)
 
 # float32 whatever the caller's autocast (cvdeep.precision)
-nms, soft_nms, softargmax, l2_match, sample_levels = (
-    float32_op(op) for op in (nms, soft_nms, softargmax, l2_match, sample_levels))
+nms, soft_nms, softargmax, l2_match, sample_levels, affine_prelu, row_moments, upsample2_rows = (
+    float32_op(op) for op in (nms, soft_nms, softargmax, l2_match, sample_levels, affine_prelu, row_moments,
+                              upsample2_rows))
 deform_conv2d = float32_op(_deform_conv2d)
 extract_patches = float32_op(_extract_patches)
 sample_descriptors = float32_op(_sample_descriptors)
 soft_detection_score = float32_op(_soft_detection_score)
 
 
-__all__ = ["backend", "build_info", "deform_conv2d", "extract_patches", "l2_match", "nms", "sample_descriptors",
-           "sample_levels", "selu_", "soft_detection_score", "soft_nms", "softargmax"]
+__all__ = ["affine_prelu", "attention", "backend", "build_info", "deform_conv2d", "extract_patches", "l2_match",
+           "nms", "row_moments", "sample_descriptors", "sample_levels", "selu_", "soft_detection_score", "soft_nms",
+           "softargmax", "upsample2_rows"]

@@ -212,6 +212,53 @@ def selu_(x: torch.Tensor) -> torch.Tensor:
     return F.selu(x, inplace=True)
 
 
+def affine_prelu(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, slope: torch.Tensor) -> torch.Tensor:
+    """``PReLU(x * scale + shift)`` per channel, channels innermost: x (..., C); scale, shift and
+    slope (C,) -> a new (..., C) tensor. An InstanceNorm written as its per-channel affine form
+    (``scale = 1 / std``, ``shift = -mean / std``) followed by a PReLU (He et al., ICCV 2015): DISK's
+    gating. The compiled CPU kernel does it in one pass on contiguous float32 input."""
+    y = torch.addcmul(shift, x, scale)
+    return torch.where(y > 0, y, y * slope)
+
+
+def row_moments(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """Per row, the sums of ``x - shift`` and of its square over the row's pixels: x (R, W, C)
+    (channels innermost), shift (C,) -> (R, 2, C) float64. Sums of whole rows, so the statistics
+    of a map measured over bands of rows do not depend on the bands; a shift near the mean keeps
+    ``variance = E[d^2] - E[d]^2`` free of cancellation. The compiled CPU kernel does it in one pass
+    on contiguous float32 input, accumulating in double."""
+    d = (x - shift).double()
+    return torch.stack([d.sum(dim=1), d.square().sum(dim=1)], dim=1)
+
+
+def upsample2_rows(x: torch.Tensor, start: int, stop: int, scale: torch.Tensor | None = None,
+                   shift: torch.Tensor | None = None, slope: torch.Tensor | None = None) -> torch.Tensor:
+    """Rows ``[start, stop)`` of ``F.interpolate(x, scale_factor=2, mode="bilinear")`` (align_corners
+    False): x (1, C, h, w) -> (1, C, stop - start, 2w), reading only the source rows they need (a
+    band of an upsampled map without the whole map); with ``scale``, ``shift`` and ``slope`` (C,)
+    each, gated as they are written (``affine_prelu``). Here the same call on those rows plus one on
+    each side, cropped: bit for bit ``F.interpolate``'s. The compiled CPU kernel (channels-last
+    float32) blends rows, then columns: equal to float rounding, the same whatever the bands."""
+    height = x.shape[-2]
+    lo, hi = max(0, start // 2 - 1), min(height, (stop - 1) // 2 + 2)
+    up = F.interpolate(x[..., lo:hi, :], scale_factor=2, mode="bilinear", align_corners=False)
+    up = up[..., start - 2 * lo : stop - 2 * lo, :]
+    if scale is None or shift is None or slope is None:
+        return up
+    return affine_prelu(up.permute(0, 2, 3, 1), scale, shift, slope).permute(0, 3, 1, 2)
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Scaled dot-product attention (Vaswani et al., NeurIPS 2017), ``softmax(q k^T / sqrt(D)) v``
+    without a mask: q (..., Nq, D), k and v (..., Nk, D) -> (..., Nq, D), torch's
+    ``F.scaled_dot_product_attention`` under the caller's autocast. On a CPU with AVX512-BF16, when
+    the caller computes in bf16 (bf16 inputs, or float32 ones under bf16 autocast: ``precision="bf16"``)
+    the compiled kernel runs instead: bf16 dot products into float32, the softmax in float32 with
+    its numerators rounded to bf16 for the second product (as torch's bf16 path does), about twice
+    torch's speed; float32 results for float32 inputs. Head dimensions: multiples of 16 up to 128."""
+    return F.scaled_dot_product_attention(q, k, v)
+
+
 Positions = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 """Where each output row (or column) of a bilinear resize reads: lower index, upper index (both
 long), weight of the upper one (float), one entry per output position."""

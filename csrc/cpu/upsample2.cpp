@@ -1,0 +1,119 @@
+// Output rows [start, stop) of a x2 bilinear upsampling (align_corners=False) of a channels-last
+// float32 map, computed from the source rows they read, optionally gated (per-channel affine map
+// and PReLU) as they are written: DISK's full-resolution up block, where torch writes the
+// upsampled band, reads it back to gate it and writes it again (memory-bound, 25 MB a band).
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+#include <torch/types.h>
+
+#include "cpu_features.h"
+
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512dq,avx512vl,avx512bw,fma,avx2")
+#define CVDEEP_SIMD_NS avx512
+#define CVDEEP_LANES 16
+#include "upsample2_simd.h"
+#undef CVDEEP_SIMD_NS
+#undef CVDEEP_LANES
+#pragma GCC pop_options
+
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+#define CVDEEP_SIMD_NS avx2
+#define CVDEEP_LANES 8
+#include "upsample2_simd.h"
+#undef CVDEEP_SIMD_NS
+#undef CVDEEP_LANES
+#pragma GCC pop_options
+
+#define CVDEEP_SIMD_NS generic
+#define CVDEEP_LANES 4
+#include "upsample2_simd.h"
+#undef CVDEEP_SIMD_NS
+#undef CVDEEP_LANES
+
+namespace cvdeep {
+namespace {
+
+// x: (h, w, C) float32, contiguous (a channels-last map permuted to channels innermost); scale,
+// shift, slope: (C,) float32 each, or all undefined for no gate.
+// Returns (stop - start, 2w, C): rows [start, stop) of the (2h, 2w) upsampled map, gated.
+at::Tensor upsample2_rows_cpu(const at::Tensor& x, int64_t start, int64_t stop, const c10::optional<at::Tensor>& scale,
+                              const c10::optional<at::Tensor>& shift, const c10::optional<at::Tensor>& slope) {
+  TORCH_CHECK(x.scalar_type() == at::kFloat && x.dim() == 3 && x.is_contiguous(),
+              "upsample2_rows: x must be a contiguous float32 (height, width, channels) tensor");
+  const int64_t height = x.size(0), width = x.size(1), channels = x.size(2);
+  TORCH_CHECK(0 <= start && start <= stop && stop <= 2 * height, "upsample2_rows: rows [", start, ", ", stop,
+              ") outside the ", 2 * height, " output rows");
+  const bool gated = scale.has_value();
+  TORCH_CHECK(gated == shift.has_value() && gated == slope.has_value(),
+              "upsample2_rows: scale, shift and slope come together");
+  at::Tensor a, b, s;
+  if (gated) {
+    for (const at::Tensor* t : {&*scale, &*shift, &*slope}) {
+      TORCH_CHECK(t->scalar_type() == at::kFloat && t->dim() == 1 && t->size(0) == channels,
+                  "upsample2_rows: scale, shift and slope must be float32 of shape (", channels, ")");
+    }
+    a = scale->contiguous();
+    b = shift->contiguous();
+    s = slope->contiguous();
+  }
+  const float* gate_scale = gated ? a.data_ptr<float>() : nullptr;
+  const float* gate_shift = gated ? b.data_ptr<float>() : nullptr;
+  const float* gate_slope = gated ? s.data_ptr<float>() : nullptr;
+  at::Tensor out = at::empty({stop - start, 2 * width, channels}, x.options());
+  if (out.numel() == 0) return out;
+  const float* in = x.data_ptr<float>();
+  float* dst = out.data_ptr<float>();
+  const int64_t row_floats = width * channels;
+  const Isa isa = active_isa();
+  at::parallel_for(start, stop, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> blended(static_cast<size_t>(row_floats));
+    for (int64_t o = begin; o < end; ++o) {
+      // source row (o + 0.5) / 2 - 0.5, clamped at 0: rows o/2 - 1 and o/2 (3/4) for even o,
+      // o/2 and o/2 + 1 (1/4) for odd o; the first row reads row 0 alone, the last the last
+      const int64_t half = o / 2;
+      int64_t lower = o % 2 == 0 ? half - 1 : half;
+      float t = o % 2 == 0 ? 0.75f : 0.25f;
+      if (lower < 0) {
+        lower = 0;
+        t = 0.0f;
+      }
+      const int64_t upper = std::min(lower + 1, height - 1);
+      const float* top = in + lower * row_floats;
+      const float* bottom = in + upper * row_floats;
+      float* target = dst + (o - start) * 2 * row_floats;
+      switch (isa) {
+#if defined(__x86_64__) || defined(__i386__)
+        case Isa::avx512:
+          upsample2::avx512::row(top, bottom, t, width, channels, blended.data(), target, gate_scale, gate_shift,
+                                 gate_slope);
+          break;
+        case Isa::avx2:
+          upsample2::avx2::row(top, bottom, t, width, channels, blended.data(), target, gate_scale, gate_shift,
+                               gate_slope);
+          break;
+#endif
+        default:
+          upsample2::generic::row(top, bottom, t, width, channels, blended.data(), target, gate_scale, gate_shift,
+                                  gate_slope);
+      }
+    }
+  });
+  return out;
+}
+
+}  // namespace
+}  // namespace cvdeep
+
+TORCH_LIBRARY_FRAGMENT(cvdeep, m) {
+  m.def("upsample2_rows(Tensor x, int start, int stop, Tensor? scale=None, Tensor? shift=None, Tensor? slope=None)"
+        " -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(cvdeep, CPU, m) { m.impl("upsample2_rows", &cvdeep::upsample2_rows_cpu); }
