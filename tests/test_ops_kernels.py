@@ -360,6 +360,35 @@ def test_affine_prelu_op_runs_the_kernel_only_where_it_applies() -> None:
         torch.ops.cvdeep.affine_prelu(torch.randn(4, 8), scale[:7], shift, slope)
 
 
+@pytest.mark.parametrize("kernel", [True, False])
+def test_affine_prelu_writes_into_a_channel_slice_of_a_wider_map(kernel: bool) -> None:
+    """``out=``: two gated parts side by side in one channels-last map, as a concatenation would
+    give them; the channels around the slice untouched. A destination without equal pixel steps
+    runs the reference."""
+    torch.manual_seed(22)
+    parts = [torch.randn(1, channels, 6, 5).contiguous(memory_format=torch.channels_last) for channels in (16, 5)]
+    gates = [_gate(part.shape[1]) for part in parts]
+    joined = torch.full((1, 23, 6, 5), 7.0).contiguous(memory_format=torch.channels_last)
+    first = 1
+    for part, gate in zip(parts, gates):
+        rows = part.permute(0, 2, 3, 1)
+        target = joined[:, first : first + part.shape[1]].permute(0, 2, 3, 1)
+        if kernel:
+            torch.ops.cvdeep.affine_prelu_into(rows, *gate, target)
+        else:
+            ops.affine_prelu(rows, *gate, out=target)
+        first += part.shape[1]
+    want = torch.cat([reference.affine_prelu(part.permute(0, 2, 3, 1), *gate).permute(0, 3, 1, 2)
+                      for part, gate in zip(parts, gates)], dim=1)
+    torch.testing.assert_close(joined[:, 1:22], want, rtol=2e-7, atol=2e-6)
+    assert torch.equal(joined[:, 0], torch.full((1, 6, 5), 7.0)) and torch.equal(joined[:, 22], joined[:, 0])
+    transposed = torch.empty(1, 5, 6, 16).transpose(1, 2)  # pixels not at equal steps
+    ops.affine_prelu(parts[0].permute(0, 2, 3, 1), *gates[0], out=transposed)
+    torch.testing.assert_close(transposed, reference.affine_prelu(parts[0].permute(0, 2, 3, 1), *gates[0]))
+    with pytest.raises(RuntimeError, match="equal pixel steps"):
+        torch.ops.cvdeep.affine_prelu_into(parts[0].permute(0, 2, 3, 1), *gates[0], transposed)
+
+
 @pytest.mark.parametrize("rows,width,channels", [(7, 640, 64), (3, 33, 16), (5, 9, 5), (1, 1, 1)])
 def test_row_moments_match_the_reference_on_every_vector_path(isa: str, rows: int, width: int, channels: int) -> None:
     """Sums of x - shift and of its square per row in double: a map of large mean and small spread
@@ -397,6 +426,11 @@ def test_upsample2_rows_match_interpolate_on_every_vector_path(isa: str, height:
         torch.testing.assert_close(ops.upsample2_rows(x, start, stop, scale, shift, slope), gated[..., start:stop, :],
                                    rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(reference.upsample2_rows(x, 1, 5), whole[..., 1:5, :], rtol=0, atol=0)
+    shift = whole[0, :, 0].mean(dim=1)
+    for start, stop in [(0, 2 * height), (1, min(4, 2 * height))]:
+        moments = ops.upsample2_moments(x, start, stop, shift)
+        torch.testing.assert_close(moments, reference.row_moments(whole[0, :, start:stop].permute(1, 2, 0), shift),
+                                   rtol=1e-5, atol=1e-5)
     with pytest.raises(RuntimeError, match="outside"):
         torch.ops.cvdeep.upsample2_rows(x[0].permute(1, 2, 0), 0, 2 * height + 1)
 

@@ -19,13 +19,14 @@ static inline vfloat gate(vfloat x, vfloat scale, vfloat shift, vfloat slope) {
   return y > vfloat{} ? y : y * slope;
 }
 
-// `pixels` rows of `channels` floats each (channels innermost), from `in` to `out`.
-static void run(const float* in, float* out, int64_t pixels, int64_t channels, const float* scale,
+// `pixels` rows of `channels` floats each (channels innermost), from `in` to `out`, whose pixels
+// lie `out_stride` floats apart (channels, or more when `out` is a channel slice of a wider map).
+static void run(const float* in, float* out, int64_t out_stride, int64_t pixels, int64_t channels, const float* scale,
                 const float* shift, const float* slope) {
   const int64_t full = channels - channels % kLanes;
   for (int64_t p = 0; p < pixels; ++p) {
     const float* row = in + p * channels;
-    float* dst = out + p * channels;
+    float* dst = out + p * out_stride;
     int64_t c = 0;
     for (; c < full; c += kLanes) {
       vfloat x, a, b, s;

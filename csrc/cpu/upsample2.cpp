@@ -18,6 +18,7 @@
 #define CVDEEP_SIMD_NS avx512
 #define CVDEEP_LANES 16
 #include "upsample2_simd.h"
+#include "row_moments_simd.h"
 #undef CVDEEP_SIMD_NS
 #undef CVDEEP_LANES
 #pragma GCC pop_options
@@ -27,6 +28,7 @@
 #define CVDEEP_SIMD_NS avx2
 #define CVDEEP_LANES 8
 #include "upsample2_simd.h"
+#include "row_moments_simd.h"
 #undef CVDEEP_SIMD_NS
 #undef CVDEEP_LANES
 #pragma GCC pop_options
@@ -34,22 +36,54 @@
 #define CVDEEP_SIMD_NS generic
 #define CVDEEP_LANES 4
 #include "upsample2_simd.h"
+#include "row_moments_simd.h"
 #undef CVDEEP_SIMD_NS
 #undef CVDEEP_LANES
 
 namespace cvdeep {
 namespace {
 
+void check_source(const at::Tensor& x, int64_t start, int64_t stop, const char* op) {
+  TORCH_CHECK(x.scalar_type() == at::kFloat && x.dim() == 3 && x.is_contiguous(), op,
+              ": x must be a contiguous float32 (height, width, channels) tensor");
+  TORCH_CHECK(0 <= start && start <= stop && stop <= 2 * x.size(0), op, ": rows [", start, ", ", stop,
+              ") outside the ", 2 * x.size(0), " output rows");
+}
+
+// Calls emit(o, row) for each output row o in [start, stop) of the x2 upsampling of x (h, w, C),
+// `row` (2w x C floats) computed by `compute(top, bottom, t, blended, row)` into row_of(o, scratch).
+template <typename RowOf, typename Compute, typename Emit>
+void for_each_row(const at::Tensor& x, int64_t start, int64_t stop, RowOf row_of, Compute compute, Emit emit) {
+  const int64_t height = x.size(0), row_floats = x.size(1) * x.size(2);
+  const float* in = x.data_ptr<float>();
+  at::parallel_for(start, stop, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> blended(static_cast<size_t>(row_floats));
+    std::vector<float> scratch;
+    for (int64_t o = begin; o < end; ++o) {
+      // source row (o + 0.5) / 2 - 0.5, clamped at 0: rows o/2 - 1 and o/2 (3/4) for even o,
+      // o/2 and o/2 + 1 (1/4) for odd o; the first row reads row 0 alone, the last the last
+      const int64_t half = o / 2;
+      int64_t lower = o % 2 == 0 ? half - 1 : half;
+      float t = o % 2 == 0 ? 0.75f : 0.25f;
+      if (lower < 0) {
+        lower = 0;
+        t = 0.0f;
+      }
+      const int64_t upper = std::min(lower + 1, height - 1);
+      float* row = row_of(o, scratch);
+      compute(in + lower * row_floats, in + upper * row_floats, t, blended.data(), row);
+      emit(o, row);
+    }
+  });
+}
+
 // x: (h, w, C) float32, contiguous (a channels-last map permuted to channels innermost); scale,
 // shift, slope: (C,) float32 each, or all undefined for no gate.
 // Returns (stop - start, 2w, C): rows [start, stop) of the (2h, 2w) upsampled map, gated.
 at::Tensor upsample2_rows_cpu(const at::Tensor& x, int64_t start, int64_t stop, const c10::optional<at::Tensor>& scale,
                               const c10::optional<at::Tensor>& shift, const c10::optional<at::Tensor>& slope) {
-  TORCH_CHECK(x.scalar_type() == at::kFloat && x.dim() == 3 && x.is_contiguous(),
-              "upsample2_rows: x must be a contiguous float32 (height, width, channels) tensor");
-  const int64_t height = x.size(0), width = x.size(1), channels = x.size(2);
-  TORCH_CHECK(0 <= start && start <= stop && stop <= 2 * height, "upsample2_rows: rows [", start, ", ", stop,
-              ") outside the ", 2 * height, " output rows");
+  check_source(x, start, stop, "upsample2_rows");
+  const int64_t width = x.size(1), channels = x.size(2);
   const bool gated = scale.has_value();
   TORCH_CHECK(gated == shift.has_value() && gated == slope.has_value(),
               "upsample2_rows: scale, shift and slope come together");
@@ -63,48 +97,69 @@ at::Tensor upsample2_rows_cpu(const at::Tensor& x, int64_t start, int64_t stop, 
     b = shift->contiguous();
     s = slope->contiguous();
   }
-  const float* gate_scale = gated ? a.data_ptr<float>() : nullptr;
-  const float* gate_shift = gated ? b.data_ptr<float>() : nullptr;
-  const float* gate_slope = gated ? s.data_ptr<float>() : nullptr;
+  const float* gs = gated ? a.data_ptr<float>() : nullptr;
+  const float* go = gated ? b.data_ptr<float>() : nullptr;
+  const float* gp = gated ? s.data_ptr<float>() : nullptr;
   at::Tensor out = at::empty({stop - start, 2 * width, channels}, x.options());
   if (out.numel() == 0) return out;
-  const float* in = x.data_ptr<float>();
   float* dst = out.data_ptr<float>();
-  const int64_t row_floats = width * channels;
   const Isa isa = active_isa();
-  at::parallel_for(start, stop, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> blended(static_cast<size_t>(row_floats));
-    for (int64_t o = begin; o < end; ++o) {
-      // source row (o + 0.5) / 2 - 0.5, clamped at 0: rows o/2 - 1 and o/2 (3/4) for even o,
-      // o/2 and o/2 + 1 (1/4) for odd o; the first row reads row 0 alone, the last the last
-      const int64_t half = o / 2;
-      int64_t lower = o % 2 == 0 ? half - 1 : half;
-      float t = o % 2 == 0 ? 0.75f : 0.25f;
-      if (lower < 0) {
-        lower = 0;
-        t = 0.0f;
-      }
-      const int64_t upper = std::min(lower + 1, height - 1);
-      const float* top = in + lower * row_floats;
-      const float* bottom = in + upper * row_floats;
-      float* target = dst + (o - start) * 2 * row_floats;
-      switch (isa) {
+  const auto compute = [&](const float* top, const float* bottom, float t, float* blended, float* row) {
+    switch (isa) {
 #if defined(__x86_64__) || defined(__i386__)
-        case Isa::avx512:
-          upsample2::avx512::row(top, bottom, t, width, channels, blended.data(), target, gate_scale, gate_shift,
-                                 gate_slope);
-          break;
-        case Isa::avx2:
-          upsample2::avx2::row(top, bottom, t, width, channels, blended.data(), target, gate_scale, gate_shift,
-                               gate_slope);
-          break;
+      case Isa::avx512: upsample2::avx512::row(top, bottom, t, width, channels, blended, row, gs, go, gp); break;
+      case Isa::avx2: upsample2::avx2::row(top, bottom, t, width, channels, blended, row, gs, go, gp); break;
 #endif
-        default:
-          upsample2::generic::row(top, bottom, t, width, channels, blended.data(), target, gate_scale, gate_shift,
-                                  gate_slope);
-      }
+      default: upsample2::generic::row(top, bottom, t, width, channels, blended, row, gs, go, gp);
     }
-  });
+  };
+  for_each_row(
+      x, start, stop, [&](int64_t o, std::vector<float>&) { return dst + (o - start) * 2 * width * channels; },
+      compute, [](int64_t, float*) {});
+  return out;
+}
+
+// The same rows, never stored: per row, the sums of (value - shift[c]) and its square in double
+// (as row_moments of upsample2_rows), for an InstanceNorm's statistics. Returns (stop - start, 2, C).
+at::Tensor upsample2_moments_cpu(const at::Tensor& x, int64_t start, int64_t stop, const at::Tensor& shift) {
+  check_source(x, start, stop, "upsample2_moments");
+  const int64_t width = x.size(1), channels = x.size(2);
+  TORCH_CHECK(shift.scalar_type() == at::kFloat && shift.dim() == 1 && shift.size(0) == channels,
+              "upsample2_moments: shift must be float32 of shape (", channels, ")");
+  const at::Tensor centre = shift.contiguous();
+  const float* c = centre.data_ptr<float>();
+  at::Tensor out = at::empty({stop - start, 2, channels}, x.options().dtype(at::kDouble));
+  if (out.numel() == 0) return out;
+  double* dst = out.data_ptr<double>();
+  const Isa isa = active_isa();
+  const auto compute = [&](const float* top, const float* bottom, float t, float* blended, float* row) {
+    switch (isa) {
+#if defined(__x86_64__) || defined(__i386__)
+      case Isa::avx512:
+        upsample2::avx512::row(top, bottom, t, width, channels, blended, row, nullptr, nullptr, nullptr);
+        break;
+      case Isa::avx2:
+        upsample2::avx2::row(top, bottom, t, width, channels, blended, row, nullptr, nullptr, nullptr);
+        break;
+#endif
+      default: upsample2::generic::row(top, bottom, t, width, channels, blended, row, nullptr, nullptr, nullptr);
+    }
+  };
+  const auto emit = [&](int64_t o, float* row) {
+    double* sums = dst + (o - start) * 2 * channels;
+    switch (isa) {
+#if defined(__x86_64__) || defined(__i386__)
+      case Isa::avx512: row_moments::avx512::run(row, 2 * width, channels, c, sums, sums + channels); break;
+      case Isa::avx2: row_moments::avx2::run(row, 2 * width, channels, c, sums, sums + channels); break;
+#endif
+      default: row_moments::generic::run(row, 2 * width, channels, c, sums, sums + channels);
+    }
+  };
+  const auto scratch_row = [&](int64_t, std::vector<float>& scratch) {
+    scratch.resize(static_cast<size_t>(2 * width * channels));  // one row, reused: stays in cache
+    return scratch.data();
+  };
+  for_each_row(x, start, stop, scratch_row, compute, emit);
   return out;
 }
 
@@ -114,6 +169,10 @@ at::Tensor upsample2_rows_cpu(const at::Tensor& x, int64_t start, int64_t stop, 
 TORCH_LIBRARY_FRAGMENT(cvdeep, m) {
   m.def("upsample2_rows(Tensor x, int start, int stop, Tensor? scale=None, Tensor? shift=None, Tensor? slope=None)"
         " -> Tensor");
+  m.def("upsample2_moments(Tensor x, int start, int stop, Tensor shift) -> Tensor");
 }
 
-TORCH_LIBRARY_IMPL(cvdeep, CPU, m) { m.impl("upsample2_rows", &cvdeep::upsample2_rows_cpu); }
+TORCH_LIBRARY_IMPL(cvdeep, CPU, m) {
+  m.impl("upsample2_rows", &cvdeep::upsample2_rows_cpu);
+  m.impl("upsample2_moments", &cvdeep::upsample2_moments_cpu);
+}

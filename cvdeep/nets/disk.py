@@ -17,6 +17,7 @@ pixels: pixel ``(i, j)`` -> ``(x=j, y=i)``.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -103,10 +104,12 @@ class Gate:
     shift: torch.Tensor
     slopes: torch.Tensor
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """The gated map, channels-last like ``x``, in one pass (``cvdeep.ops.affine_prelu``)."""
+    def __call__(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """The gated map, channels-last like ``x``, in one pass (``cvdeep.ops.affine_prelu``); into
+        ``out`` (x's shape, e.g. channels of a wider channels-last map) when given."""
         rows = x.permute(0, 2, 3, 1)  # (1, R, W, C): a view of a channels-last map, channels innermost
-        return ops.affine_prelu(rows, self.scale, self.shift, self.slopes).permute(0, 3, 1, 2)
+        into = None if out is None else out.permute(0, 2, 3, 1)
+        return ops.affine_prelu(rows, self.scale, self.shift, self.slopes, out=into).permute(0, 3, 1, 2)
 
 
 def _upsampled2(x: torch.Tensor) -> RowSource:
@@ -114,10 +117,20 @@ def _upsampled2(x: torch.Tensor) -> RowSource:
     return lambda lo, hi: ops.upsample2_rows(x, lo, hi)
 
 
+Moments = Callable[[int, int, torch.Tensor], torch.Tensor]
+"""``moments(lo, hi, shift)``: ``cvdeep.ops.row_moments`` of rows ``[lo, hi)`` of a map, (hi - lo, 2, C)."""
+
+
+def _moments_of(source: RowSource) -> Moments:
+    """The row moments of a map given band by band."""
+    return lambda lo, hi, shift: ops.row_moments(source(lo, hi).permute(0, 2, 3, 1)[0], shift)
+
+
 def measure_gate(source: RowSource, size: tuple[int, int], channels: slice, norm: nn.InstanceNorm2d, prelu: nn.PReLU,
-                 pixels: int) -> Gate:
-    """The InstanceNorm statistics of a map given band by band (``source``, each band computed
-    once), and the PReLU slopes of its ``channels`` of the concatenated input.
+                 pixels: int, moments: Moments | None = None) -> Gate:
+    """The InstanceNorm statistics of a map given band by band (``source``, or ``moments`` of its
+    rows where the map need not be stored at all), and the PReLU slopes of its ``channels`` of the
+    concatenated input.
 
     Per row, the sums of ``x - c`` and ``(x - c)^2`` in float64 (``cvdeep.ops.row_moments``), ``c``
     the mean of the map's first row: near the mean, so ``variance = E[d^2] - E[d]^2`` does not
@@ -125,15 +138,10 @@ def measure_gate(source: RowSource, size: tuple[int, int], channels: slice, norm
     depend on the bands."""
     height, width = size
     rows = band_height(width, pixels)
-    moments, shift = [], None
-    for top in range(0, height, rows):
-        band = source(top, min(height, top + rows)).permute(0, 2, 3, 1)[0]  # (R, W, C), channels innermost
-        if shift is None:
-            shift = band[0].mean(dim=0)
-        moments.append(ops.row_moments(band, shift))
-    assert shift is not None  # height >= _MIN_SIZE
+    shift = source(0, 1).permute(0, 2, 3, 1)[0, 0].mean(dim=0)
+    measure = moments or _moments_of(source)
     count = height * width
-    sums = torch.cat(moments).sum(dim=0)  # (2, C)
+    sums = torch.cat([measure(top, min(height, top + rows), shift) for top in range(0, height, rows)]).sum(dim=0)
     offset = sums[0] / count  # the mean minus the shift
     variance = sums[1] / count - offset.square()
     scale = torch.rsqrt(variance + norm.eps)
@@ -206,10 +214,11 @@ class DISK(Extractor):
     descriptor_size = 128
     keypoint_size = float(_KERNEL)  # no scale is estimated; the NMS window of the published setting
     kept_bytes = 64 << 20  # a map recomputed band by band is computed once instead when it is at most this large
-    # full-resolution bands: a 64-channel float band with its halo rows stays well under glibc's 32 MB mmap
-    # threshold up to 2700-pixel rows, so it is served from the kept heap (a band above it is mapped and
-    # faulted in afresh on every call: DISK at 640x480 spent twice its time so with 1 << 17)
-    band_pixels = 1 << 16
+    # full-resolution bands: a 64-channel float band with its halo rows stays under glibc's 32 MB mmap
+    # threshold up to 4000-pixel rows, so it is served from the kept heap (a band above it is mapped and
+    # faulted in afresh on every call: DISK at 640x480 spent twice its time so with 1 << 17), and the
+    # 1/2-resolution maps of a 640x480 image fit one band
+    band_pixels = 3 << 15
 
     def __init__(self) -> None:
         super().__init__()
@@ -244,7 +253,18 @@ class DISK(Extractor):
             start += channels
 
         def band(_: object, lo: int, hi: int) -> tuple[torch.Tensor]:
-            return (layer(torch.cat([gate(source(lo, hi)) for gate, (source, _) in zip(gates, sources)], dim=1)),)
+            parts = [source(lo, hi) for source, _ in sources]
+            if len(parts) == 1:
+                return (layer(gates[0](parts[0])),)
+            # the gated parts written side by side into one channels-last input (no concatenation copy)
+            rows, width = parts[0].shape[-2:]
+            joined = torch.empty((1, start, rows, width), dtype=parts[0].dtype, device=parts[0].device,
+                                 memory_format=torch.channels_last)
+            first = 0
+            for gate, part in zip(gates, parts):
+                gate(part, out=joined[:, first : first + part.shape[1]])
+                first += part.shape[1]
+            return (layer(joined),)
 
         return run_banded(band, no_rows, halo=_HALO, pixels=self.band_pixels, size=size)[0]
 
@@ -289,7 +309,8 @@ class DISK(Extractor):
             del level, upsampled
         norm, prelu = cast(nn.InstanceNorm2d, up[-1].conv[0]), cast(nn.PReLU, up[-1].conv[1])
         split = bottom.shape[1]
-        up_gate = measure_gate(_upsampled2(bottom), size, slice(0, split), norm, prelu, self.band_pixels)
+        up_gate = measure_gate(_upsampled2(bottom), size, slice(0, split), norm, prelu, self.band_pixels,
+                               moments=lambda lo, hi, shift: ops.upsample2_moments(bottom, lo, hi, shift))
         skip_gate = measure_gate(skip, size, slice(split, split + first.out_channels), norm, prelu, self.band_pixels)
         return HeadInput(size, bottom, skip, up_gate, skip_gate)
 

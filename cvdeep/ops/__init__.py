@@ -92,16 +92,26 @@ selu_ = kernel_or_reference("selu_", reference.selu_, _selu_kernel, ("x",), infe
                                 x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)))
 
 
-def _affine_prelu_kernel(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor,
-                         slope: torch.Tensor) -> torch.Tensor:
-    return torch.ops.cvdeep.affine_prelu(x, scale, shift, slope)
+def _affine_prelu_kernel(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, slope: torch.Tensor,
+                         out: torch.Tensor | None) -> torch.Tensor:
+    if out is None:
+        return torch.ops.cvdeep.affine_prelu(x, scale, shift, slope)
+    return torch.ops.cvdeep.affine_prelu_into(x, scale, shift, slope, out)
+
+
+def _pixels_at_equal_steps(out: torch.Tensor) -> bool:
+    """Channels innermost and pixels at one stride (a channel slice of a channels-last map, permuted)."""
+    strides, sizes = out.stride(), out.shape
+    return strides[-1] == 1 and all(sizes[d] == 1 or strides[d] == strides[d + 1] * sizes[d + 1]
+                                    for d in range(out.dim() - 2))
 
 
 # DISK's gating: a CPU kernel for contiguous float32 maps (channels innermost) that need no gradient
 affine_prelu = kernel_or_reference(
     "affine_prelu", reference.affine_prelu, _affine_prelu_kernel, ("x",), inference_only=True,
-    accepts=lambda x, scale, shift, slope: x.device.type == "cpu" and x.is_contiguous() and all(
-        t.dtype == torch.float32 for t in (x, scale, shift, slope)))
+    accepts=lambda x, scale, shift, slope, out: x.device.type == "cpu" and x.is_contiguous() and all(
+        t.dtype == torch.float32 for t in (x, scale, shift, slope)) and (
+        out is None or (out.dtype == torch.float32 and out.shape == x.shape and _pixels_at_equal_steps(out))))
 
 
 def _row_moments_kernel(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
@@ -152,6 +162,16 @@ attention = kernel_or_reference(
     and k.shape[-2] > 0 and q.shape[:-2] == k.shape[:-2] == v.shape[:-2] and k.shape == v.shape)
 
 
+def _upsample2_moments_kernel(x: torch.Tensor, start: int, stop: int, shift: torch.Tensor) -> torch.Tensor:
+    return torch.ops.cvdeep.upsample2_moments(x[0].permute(1, 2, 0), int(start), int(stop), shift)
+
+
+upsample2_moments = kernel_or_reference(
+    "upsample2_moments", reference.upsample2_moments, _upsample2_moments_kernel, ("x",), inference_only=True,
+    accepts=lambda x, shift, **_: x.device.type == "cpu" and x.dtype == shift.dtype == torch.float32 and
+    x.dim() == 4 and x.shape[0] == 1 and x.is_contiguous(memory_format=torch.channels_last))
+
+
 def _sample_levels_kernel(fine: torch.Tensor, fine_index: torch.Tensor, coarse: Any, corners: torch.Tensor,
                           weights: torch.Tensor, width: int) -> torch.Tensor:
     tables = [level[0] for level in coarse]
@@ -166,9 +186,9 @@ sample_levels = kernel_or_reference(
     accepts=lambda fine, weights, **_: fine.device.type == "cpu" and fine.dtype == weights.dtype == torch.float32)
 
 # float32 whatever the caller's autocast (cvdeep.precision)
-nms, soft_nms, softargmax, l2_match, sample_levels, affine_prelu, row_moments, upsample2_rows = (
+nms, soft_nms, softargmax, l2_match, sample_levels, affine_prelu, row_moments, upsample2_rows, upsample2_moments = (
     float32_op(op) for op in (nms, soft_nms, softargmax, l2_match, sample_levels, affine_prelu, row_moments,
-                              upsample2_rows))
+                              upsample2_rows, upsample2_moments))
 deform_conv2d = float32_op(_deform_conv2d)
 extract_patches = float32_op(_extract_patches)
 sample_descriptors = float32_op(_sample_descriptors)
@@ -177,4 +197,4 @@ soft_detection_score = float32_op(_soft_detection_score)
 
 __all__ = ["affine_prelu", "attention", "backend", "build_info", "deform_conv2d", "extract_patches", "l2_match",
            "nms", "row_moments", "sample_descriptors", "sample_levels", "selu_", "soft_detection_score", "soft_nms",
-           "softargmax", "upsample2_rows"]
+           "softargmax", "upsample2_moments", "upsample2_rows"]

@@ -212,13 +212,17 @@ def selu_(x: torch.Tensor) -> torch.Tensor:
     return F.selu(x, inplace=True)
 
 
-def affine_prelu(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, slope: torch.Tensor) -> torch.Tensor:
+def affine_prelu(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, slope: torch.Tensor,
+                 out: torch.Tensor | None = None) -> torch.Tensor:
     """``PReLU(x * scale + shift)`` per channel, channels innermost: x (..., C); scale, shift and
-    slope (C,) -> a new (..., C) tensor. An InstanceNorm written as its per-channel affine form
-    (``scale = 1 / std``, ``shift = -mean / std``) followed by a PReLU (He et al., ICCV 2015): DISK's
-    gating. The compiled CPU kernel does it in one pass on contiguous float32 input."""
+    slope (C,) -> (..., C), a new tensor or written into ``out`` (x's shape; e.g. a channel slice of
+    a wider channels-last map, so that gated parts are concatenated without a copy). An InstanceNorm
+    written as its per-channel affine form (``scale = 1 / std``, ``shift = -mean / std``) followed by
+    a PReLU (He et al., ICCV 2015): DISK's gating. The compiled CPU kernel does it in one pass on
+    contiguous float32 input."""
     y = torch.addcmul(shift, x, scale)
-    return torch.where(y > 0, y, y * slope)
+    gated = torch.where(y > 0, y, y * slope)
+    return gated if out is None else out.copy_(gated)
 
 
 def row_moments(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
@@ -257,6 +261,13 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor
     its numerators rounded to bf16 for the second product (as torch's bf16 path does), about twice
     torch's speed; float32 results for float32 inputs. Head dimensions: multiples of 16 up to 128."""
     return F.scaled_dot_product_attention(q, k, v)
+
+
+def upsample2_moments(x: torch.Tensor, start: int, stop: int, shift: torch.Tensor) -> torch.Tensor:
+    """``row_moments`` of rows ``[start, stop)`` of the x2 upsampling of x (1, C, h, w) (``upsample2_rows``):
+    (stop - start, 2, C) float64, the statistics of a band of an upsampled map. The compiled CPU
+    kernel never stores the band: each row is upsampled into a buffer that stays in cache."""
+    return row_moments(upsample2_rows(x, start, stop).permute(0, 2, 3, 1)[0], shift)
 
 
 Positions = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
