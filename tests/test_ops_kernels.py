@@ -410,8 +410,9 @@ def test_row_moments_match_the_reference_on_every_vector_path(isa: str, rows: in
 @pytest.mark.parametrize("height,width,channels", [(30, 40, 64), (7, 5, 16), (1, 1, 3), (2, 9, 20)])
 def test_upsample2_rows_match_interpolate_on_every_vector_path(isa: str, height: int, width: int,
                                                               channels: int) -> None:
-    """Every band of rows of the x2 bilinear upsampling (first and last rows included), plain and
-    gated, against F.interpolate of the whole map to float rounding."""
+    """Every band of rows of the x2 bilinear upsampling (first and last rows included), plain, gated
+    and gated into channels of a wider map, and its row moments, against F.interpolate of the whole
+    map to float rounding."""
     torch.manual_seed(height * width + channels)
     x = torch.randn(1, channels, height, width).contiguous(memory_format=torch.channels_last)
     whole = torch.nn.functional.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
@@ -426,6 +427,10 @@ def test_upsample2_rows_match_interpolate_on_every_vector_path(isa: str, height:
         torch.testing.assert_close(ops.upsample2_rows(x, start, stop, scale, shift, slope), gated[..., start:stop, :],
                                    rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(reference.upsample2_rows(x, 1, 5), whole[..., 1:5, :], rtol=0, atol=0)
+    joined = torch.zeros(1, channels + 3, 2 * height, 2 * width).contiguous(memory_format=torch.channels_last)
+    ops.upsample2_rows(x, 0, 2 * height, scale, shift, slope, out=joined[:, 2 : 2 + channels])
+    torch.testing.assert_close(joined[:, 2 : 2 + channels], gated, rtol=1e-5, atol=1e-5)
+    assert not joined[:, :2].any() and not joined[:, -1].any()
     shift = whole[0, :, 0].mean(dim=1)
     for start, stop in [(0, 2 * height), (1, min(4, 2 * height))]:
         moments = ops.upsample2_moments(x, start, stop, shift)

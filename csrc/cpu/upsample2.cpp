@@ -80,8 +80,11 @@ void for_each_row(const at::Tensor& x, int64_t start, int64_t stop, RowOf row_of
 // x: (h, w, C) float32, contiguous (a channels-last map permuted to channels innermost); scale,
 // shift, slope: (C,) float32 each, or all undefined for no gate.
 // Returns (stop - start, 2w, C): rows [start, stop) of the (2h, 2w) upsampled map, gated.
-at::Tensor upsample2_rows_cpu(const at::Tensor& x, int64_t start, int64_t stop, const c10::optional<at::Tensor>& scale,
-                              const c10::optional<at::Tensor>& shift, const c10::optional<at::Tensor>& slope) {
+// With `into` ((stop - start, 2w, C), channels innermost at equal pixel steps: a channel slice of a
+// wider channels-last map), the rows are written there and it is returned.
+at::Tensor upsample2_rows_impl(const at::Tensor& x, int64_t start, int64_t stop, const c10::optional<at::Tensor>& scale,
+                               const c10::optional<at::Tensor>& shift, const c10::optional<at::Tensor>& slope,
+                               const c10::optional<at::Tensor>& into) {
   check_source(x, start, stop, "upsample2_rows");
   const int64_t width = x.size(1), channels = x.size(2);
   const bool gated = scale.has_value();
@@ -100,22 +103,45 @@ at::Tensor upsample2_rows_cpu(const at::Tensor& x, int64_t start, int64_t stop, 
   const float* gs = gated ? a.data_ptr<float>() : nullptr;
   const float* go = gated ? b.data_ptr<float>() : nullptr;
   const float* gp = gated ? s.data_ptr<float>() : nullptr;
-  at::Tensor out = at::empty({stop - start, 2 * width, channels}, x.options());
+  at::Tensor out = into.has_value() ? *into : at::empty({stop - start, 2 * width, channels}, x.options());
+  int64_t stride = channels;
+  if (into.has_value()) {
+    TORCH_CHECK(out.scalar_type() == at::kFloat && out.dim() == 3 && out.size(0) == stop - start &&
+                    out.size(1) == 2 * width && out.size(2) == channels,
+                "upsample2_rows: out must be float32 of shape (", stop - start, ", ", 2 * width, ", ", channels, ")");
+    stride = out.stride(1);
+    TORCH_CHECK(out.stride(2) == 1 && stride >= channels && out.stride(0) == stride * 2 * width,
+                "upsample2_rows: out must hold its channels innermost at equal pixel steps");
+  }
   if (out.numel() == 0) return out;
   float* dst = out.data_ptr<float>();
   const Isa isa = active_isa();
   const auto compute = [&](const float* top, const float* bottom, float t, float* blended, float* row) {
     switch (isa) {
 #if defined(__x86_64__) || defined(__i386__)
-      case Isa::avx512: upsample2::avx512::row(top, bottom, t, width, channels, blended, row, gs, go, gp); break;
-      case Isa::avx2: upsample2::avx2::row(top, bottom, t, width, channels, blended, row, gs, go, gp); break;
+      case Isa::avx512:
+        upsample2::avx512::row(top, bottom, t, width, channels, blended, row, stride, gs, go, gp);
+        break;
+      case Isa::avx2: upsample2::avx2::row(top, bottom, t, width, channels, blended, row, stride, gs, go, gp); break;
 #endif
-      default: upsample2::generic::row(top, bottom, t, width, channels, blended, row, gs, go, gp);
+      default: upsample2::generic::row(top, bottom, t, width, channels, blended, row, stride, gs, go, gp);
     }
   };
   for_each_row(
-      x, start, stop, [&](int64_t o, std::vector<float>&) { return dst + (o - start) * 2 * width * channels; },
+      x, start, stop, [&](int64_t o, std::vector<float>&) { return dst + (o - start) * 2 * width * stride; },
       compute, [](int64_t, float*) {});
+  return out;
+}
+
+at::Tensor upsample2_rows_cpu(const at::Tensor& x, int64_t start, int64_t stop, const c10::optional<at::Tensor>& scale,
+                              const c10::optional<at::Tensor>& shift, const c10::optional<at::Tensor>& slope) {
+  return upsample2_rows_impl(x, start, stop, scale, shift, slope, c10::nullopt);
+}
+
+at::Tensor& upsample2_rows_into_cpu(const at::Tensor& x, int64_t start, int64_t stop,
+                                    const c10::optional<at::Tensor>& scale, const c10::optional<at::Tensor>& shift,
+                                    const c10::optional<at::Tensor>& slope, at::Tensor& out) {
+  upsample2_rows_impl(x, start, stop, scale, shift, slope, out);
   return out;
 }
 
@@ -136,13 +162,14 @@ at::Tensor upsample2_moments_cpu(const at::Tensor& x, int64_t start, int64_t sto
     switch (isa) {
 #if defined(__x86_64__) || defined(__i386__)
       case Isa::avx512:
-        upsample2::avx512::row(top, bottom, t, width, channels, blended, row, nullptr, nullptr, nullptr);
+        upsample2::avx512::row(top, bottom, t, width, channels, blended, row, channels, nullptr, nullptr, nullptr);
         break;
       case Isa::avx2:
-        upsample2::avx2::row(top, bottom, t, width, channels, blended, row, nullptr, nullptr, nullptr);
+        upsample2::avx2::row(top, bottom, t, width, channels, blended, row, channels, nullptr, nullptr, nullptr);
         break;
 #endif
-      default: upsample2::generic::row(top, bottom, t, width, channels, blended, row, nullptr, nullptr, nullptr);
+      default:
+        upsample2::generic::row(top, bottom, t, width, channels, blended, row, channels, nullptr, nullptr, nullptr);
     }
   };
   const auto emit = [&](int64_t o, float* row) {
@@ -169,10 +196,13 @@ at::Tensor upsample2_moments_cpu(const at::Tensor& x, int64_t start, int64_t sto
 TORCH_LIBRARY_FRAGMENT(cvdeep, m) {
   m.def("upsample2_rows(Tensor x, int start, int stop, Tensor? scale=None, Tensor? shift=None, Tensor? slope=None)"
         " -> Tensor");
+  m.def("upsample2_rows_into(Tensor x, int start, int stop, Tensor? scale, Tensor? shift, Tensor? slope,"
+        " Tensor(a!) out) -> Tensor(a!)");
   m.def("upsample2_moments(Tensor x, int start, int stop, Tensor shift) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(cvdeep, CPU, m) {
   m.impl("upsample2_rows", &cvdeep::upsample2_rows_cpu);
+  m.impl("upsample2_rows_into", &cvdeep::upsample2_rows_into_cpu);
   m.impl("upsample2_moments", &cvdeep::upsample2_moments_cpu);
 }

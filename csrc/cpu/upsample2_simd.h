@@ -52,15 +52,16 @@ static inline void blend_gate(const float* a, const float* b, float wa, float wb
 // Output column 2j reads columns j - 1 and j (weights 1/4, 3/4; column 0 reads column 0 alone),
 // column 2j + 1 reads j and j + 1 (3/4, 1/4; the last reads the last alone): align_corners=False.
 // The output values are gated (blend_gate) unless `scale` is null.
+// Output pixels lie `stride` floats apart (channels, or more in a channel slice of a wider map).
 static void row(const float* top, const float* bottom, float t, int64_t width, int64_t channels, float* blended,
-                float* out, const float* scale, const float* shift, const float* slope) {
+                float* out, int64_t stride, const float* scale, const float* shift, const float* slope) {
   blend(top, bottom, 1.0f - t, t, blended, width * channels);
   for (int64_t j = 0; j < width; ++j) {
     const float* here = blended + j * channels;
     const float* left = j > 0 ? here - channels : here;
     const float* right = j + 1 < width ? here + channels : here;
-    float* even = out + (2 * j) * channels;
-    float* odd = even + channels;
+    float* even = out + (2 * j) * stride;
+    float* odd = even + stride;
     if (scale == nullptr) {
       blend(left, here, 0.25f, 0.75f, even, channels);
       blend(here, right, 0.75f, 0.25f, odd, channels);

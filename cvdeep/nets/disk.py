@@ -17,7 +17,6 @@ pixels: pixel ``(i, j)`` -> ``(x=j, y=i)``.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -112,25 +111,44 @@ class Gate:
         return ops.affine_prelu(rows, self.scale, self.shift, self.slopes, out=into).permute(0, 3, 1, 2)
 
 
-def _upsampled2(x: torch.Tensor) -> RowSource:
-    """The ``RowSource`` of ``x`` upsampled x2 (bilinear, see ``cvdeep.ops.upsample2_rows``)."""
-    return lambda lo, hi: ops.upsample2_rows(x, lo, hi)
+@dataclass
+class Part:
+    """One input of a gated convolution (a part of the concatenation it reads), available by rows:
+    a map given band by band (``rows``, a ``RowSource``), or the x2 bilinear upsampling of a stored
+    map (``upsampled``), which cvdeep's kernels measure, upsample and gate row by row without ever
+    storing the upsampled map (``cvdeep.ops.upsample2_moments``, ``upsample2_rows``)."""
+
+    channels: int
+    rows: RowSource | None = None
+    upsampled: torch.Tensor | None = None
+
+    def first_row(self) -> torch.Tensor:
+        """Row 0 of the map, (1, C, 1, W)."""
+        if self.upsampled is not None:
+            return ops.upsample2_rows(self.upsampled, 0, 1)
+        assert self.rows is not None
+        return self.rows(0, 1)
+
+    def moments(self, lo: int, hi: int, shift: torch.Tensor) -> torch.Tensor:
+        """``cvdeep.ops.row_moments`` of rows [lo, hi): (hi - lo, 2, C) float64."""
+        if self.upsampled is not None:
+            return ops.upsample2_moments(self.upsampled, lo, hi, shift)
+        assert self.rows is not None
+        return ops.row_moments(self.rows(lo, hi).permute(0, 2, 3, 1)[0], shift)
+
+    def gated(self, gate: Gate, lo: int, hi: int, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Rows [lo, hi) gated, (1, C, hi - lo, W) channels-last, or written into ``out`` (that shape,
+        e.g. channels of a wider channels-last map)."""
+        if self.upsampled is not None:
+            return ops.upsample2_rows(self.upsampled, lo, hi, gate.scale, gate.shift, gate.slopes, out=out)
+        assert self.rows is not None
+        return gate(self.rows(lo, hi), out=out)
 
 
-Moments = Callable[[int, int, torch.Tensor], torch.Tensor]
-"""``moments(lo, hi, shift)``: ``cvdeep.ops.row_moments`` of rows ``[lo, hi)`` of a map, (hi - lo, 2, C)."""
-
-
-def _moments_of(source: RowSource) -> Moments:
-    """The row moments of a map given band by band."""
-    return lambda lo, hi, shift: ops.row_moments(source(lo, hi).permute(0, 2, 3, 1)[0], shift)
-
-
-def measure_gate(source: RowSource, size: tuple[int, int], channels: slice, norm: nn.InstanceNorm2d, prelu: nn.PReLU,
-                 pixels: int, moments: Moments | None = None) -> Gate:
-    """The InstanceNorm statistics of a map given band by band (``source``, or ``moments`` of its
-    rows where the map need not be stored at all), and the PReLU slopes of its ``channels`` of the
-    concatenated input.
+def measure_gate(part: Part, size: tuple[int, int], channels: slice, norm: nn.InstanceNorm2d, prelu: nn.PReLU,
+                 pixels: int) -> Gate:
+    """The InstanceNorm statistics of a map given by rows (``part``), and the PReLU slopes of its
+    ``channels`` of the concatenated input.
 
     Per row, the sums of ``x - c`` and ``(x - c)^2`` in float64 (``cvdeep.ops.row_moments``), ``c``
     the mean of the map's first row: near the mean, so ``variance = E[d^2] - E[d]^2`` does not
@@ -138,10 +156,9 @@ def measure_gate(source: RowSource, size: tuple[int, int], channels: slice, norm
     depend on the bands."""
     height, width = size
     rows = band_height(width, pixels)
-    shift = source(0, 1).permute(0, 2, 3, 1)[0, 0].mean(dim=0)
-    measure = moments or _moments_of(source)
+    shift = part.first_row().permute(0, 2, 3, 1)[0, 0].mean(dim=0)
     count = height * width
-    sums = torch.cat([measure(top, min(height, top + rows), shift) for top in range(0, height, rows)]).sum(dim=0)
+    sums = torch.cat([part.moments(top, min(height, top + rows), shift) for top in range(0, height, rows)]).sum(dim=0)
     offset = sums[0] / count  # the mean minus the shift
     variance = sums[1] / count - offset.square()
     scale = torch.rsqrt(variance + norm.eps)
@@ -164,24 +181,21 @@ class HeadInput:
     """The input of DISK's last 5x5 convolution, available band by band.
 
     It is the gated concatenation of the 1/2-resolution output of the third up block upsampled
-    x2 (64 channels; ``up`` holds the 1/2-resolution map) and of the first convolution of the
-    image (16 channels, ``skip``, a ``RowSource``): at most the 1/2-resolution map and the image
-    are stored, and ``rows(lo, hi)`` builds the two gated halves of any rows, so the
-    full-resolution 80-channel map (3.8 GB at 12 MP) never exists.
+    x2 (64 channels, ``up``: the 1/2-resolution map is stored) and of the first convolution of the
+    image (16 channels, ``skip``, recomputed by rows unless small): at most the 1/2-resolution
+    map and the image are stored, and ``rows(lo, hi)`` builds the two gated halves of any rows,
+    so the full-resolution 80-channel map (3.8 GB at 12 MP) never exists.
     """
 
     size: tuple[int, int]
-    up: torch.Tensor
-    skip: RowSource
+    up: Part
+    skip: Part
     up_gate: Gate
     skip_gate: Gate
 
     def rows(self, lo: int, hi: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The gated halves (1, 64, hi - lo, W) and (1, 16, hi - lo, W) of rows [lo, hi); the first
-        upsampled and gated in one pass (``cvdeep.ops.upsample2_rows``)."""
-        gate = self.up_gate
-        return (ops.upsample2_rows(self.up, lo, hi, gate.scale, gate.shift, gate.slopes),
-                self.skip_gate(self.skip(lo, hi)))
+        """The gated halves (1, 64, hi - lo, W) and (1, 16, hi - lo, W) of rows [lo, hi)."""
+        return self.up.gated(self.up_gate, lo, hi), self.skip.gated(self.skip_gate, lo, hi)
 
 
 @dataclass
@@ -241,29 +255,26 @@ class DISK(Extractor):
         whole = source(0, size[0])
         return lambda lo, hi: whole[..., lo:hi, :]
 
-    def _gated_conv(self, conv: GatedConv, sources: list[tuple[RowSource, int]], size: tuple[int, int]) -> torch.Tensor:
-        """``conv`` (InstanceNorm, PReLU, 5x5) of the concatenation of ``sources`` (each a RowSource
-        and its channel count), band by band with the InstanceNorm statistics measured first
-        (``measure_gate``): every map stays channels-last (the module's InstanceNorm would make
-        its input contiguous, and the convolution's output with it)."""
+    def _gated_conv(self, conv: GatedConv, parts: list[Part], size: tuple[int, int]) -> torch.Tensor:
+        """``conv`` (InstanceNorm, PReLU, 5x5) of the concatenation of ``parts``, band by band with
+        the InstanceNorm statistics measured first (``measure_gate``); the gated parts are written
+        side by side into one channels-last input (no concatenation copy). Every map stays
+        channels-last (the module's InstanceNorm would make its input contiguous, and the
+        convolution's output with it)."""
         norm, prelu, layer = cast(nn.InstanceNorm2d, conv[0]), cast(nn.PReLU, conv[1]), conv[3]
         gates, start = [], 0
-        for source, channels in sources:
-            gates.append(measure_gate(source, size, slice(start, start + channels), norm, prelu, self.band_pixels))
-            start += channels
+        for part in parts:
+            gates.append(measure_gate(part, size, slice(start, start + part.channels), norm, prelu, self.band_pixels))
+            start += part.channels
 
         def band(_: object, lo: int, hi: int) -> tuple[torch.Tensor]:
-            parts = [source(lo, hi) for source, _ in sources]
             if len(parts) == 1:
-                return (layer(gates[0](parts[0])),)
-            # the gated parts written side by side into one channels-last input (no concatenation copy)
-            rows, width = parts[0].shape[-2:]
-            joined = torch.empty((1, start, rows, width), dtype=parts[0].dtype, device=parts[0].device,
-                                 memory_format=torch.channels_last)
+                return (layer(parts[0].gated(gates[0], lo, hi)),)
+            joined = torch.empty((1, start, hi - lo, size[1]), memory_format=torch.channels_last)
             first = 0
             for gate, part in zip(gates, parts):
-                gate(part, out=joined[:, first : first + part.shape[1]])
-                first += part.shape[1]
+                part.gated(gate, lo, hi, out=joined[:, first : first + part.channels])
+                first += part.channels
             return (layer(joined),)
 
         return run_banded(band, no_rows, halo=_HALO, pixels=self.band_pixels, size=size)[0]
@@ -296,23 +307,23 @@ class DISK(Extractor):
             if index > 1:
                 pooled = F.avg_pool2d(skips[-1], 2)
             source = pooled
-            skips.append(self._gated_conv(down[index], [(row_source(source), source.shape[1])],
+            skips.append(self._gated_conv(down[index], [Part(source.shape[1], rows=row_source(source))],
                                           (source.shape[-2], source.shape[-1])))
         del pooled, source
         bottom = skips.pop()
         for block in up[:-1]:
             level = skips.pop()
             level_size = (level.shape[-2], level.shape[-1])
-            upsampled = self._kept(_upsampled2(bottom), level_size, bottom.shape[1])
-            bottom = self._gated_conv(block.conv, [(upsampled, bottom.shape[1]), (row_source(level), level.shape[1])],
-                                      level_size)
-            del level, upsampled
+            bottom = self._gated_conv(block.conv, [Part(bottom.shape[1], upsampled=bottom),
+                                                   Part(level.shape[1], rows=row_source(level))], level_size)
+            del level
         norm, prelu = cast(nn.InstanceNorm2d, up[-1].conv[0]), cast(nn.PReLU, up[-1].conv[1])
         split = bottom.shape[1]
-        up_gate = measure_gate(_upsampled2(bottom), size, slice(0, split), norm, prelu, self.band_pixels,
-                               moments=lambda lo, hi, shift: ops.upsample2_moments(bottom, lo, hi, shift))
-        skip_gate = measure_gate(skip, size, slice(split, split + first.out_channels), norm, prelu, self.band_pixels)
-        return HeadInput(size, bottom, skip, up_gate, skip_gate)
+        up_part, skip_part = Part(split, upsampled=bottom), Part(first.out_channels, rows=skip)
+        up_gate = measure_gate(up_part, size, slice(0, split), norm, prelu, self.band_pixels)
+        skip_gate = measure_gate(skip_part, size, slice(split, split + first.out_channels), norm, prelu,
+                                 self.band_pixels)
+        return HeadInput(size, up_part, skip_part, up_gate, skip_gate)
 
     def _heatmap_rows(self, halves: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         """The heatmap channel of the last convolution on gated rows, (1, 1, R, W).

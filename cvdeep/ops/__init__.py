@@ -126,17 +126,25 @@ row_moments = kernel_or_reference(
 
 
 def _upsample2_rows_kernel(x: torch.Tensor, start: int, stop: int, scale: torch.Tensor | None,
-                           shift: torch.Tensor | None, slope: torch.Tensor | None) -> torch.Tensor:
-    rows = torch.ops.cvdeep.upsample2_rows(x[0].permute(1, 2, 0), int(start), int(stop), scale, shift, slope)
+                           shift: torch.Tensor | None, slope: torch.Tensor | None,
+                           out: torch.Tensor | None) -> torch.Tensor:
+    source = x[0].permute(1, 2, 0)  # (h, w, C)
+    if out is not None:
+        into = out[0].permute(1, 2, 0)
+        torch.ops.cvdeep.upsample2_rows_into(source, int(start), int(stop), scale, shift, slope, into)
+        return out
+    rows = torch.ops.cvdeep.upsample2_rows(source, int(start), int(stop), scale, shift, slope)
     return rows[None].permute(0, 3, 1, 2)  # (1, C, R, 2w), channels-last with the usual batch stride
 
 
 # DISK's up blocks: a CPU kernel for one channels-last float32 map that needs no gradient
 upsample2_rows = kernel_or_reference(
     "upsample2_rows", reference.upsample2_rows, _upsample2_rows_kernel, ("x",), inference_only=True,
-    accepts=lambda x, scale, **_: x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4 and
+    accepts=lambda x, scale, out, **_: x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4 and
     x.shape[0] == 1 and x.is_contiguous(memory_format=torch.channels_last) and (
-        scale is None or scale.dtype == torch.float32))
+        scale is None or scale.dtype == torch.float32) and (
+        out is None or (out.dtype == torch.float32 and out.dim() == 4 and
+                        _pixels_at_equal_steps(out[0].permute(1, 2, 0)))))
 
 
 def _attention_kernel(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

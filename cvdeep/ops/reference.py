@@ -236,20 +236,22 @@ def row_moments(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
 
 
 def upsample2_rows(x: torch.Tensor, start: int, stop: int, scale: torch.Tensor | None = None,
-                   shift: torch.Tensor | None = None, slope: torch.Tensor | None = None) -> torch.Tensor:
+                   shift: torch.Tensor | None = None, slope: torch.Tensor | None = None,
+                   out: torch.Tensor | None = None) -> torch.Tensor:
     """Rows ``[start, stop)`` of ``F.interpolate(x, scale_factor=2, mode="bilinear")`` (align_corners
     False): x (1, C, h, w) -> (1, C, stop - start, 2w), reading only the source rows they need (a
     band of an upsampled map without the whole map); with ``scale``, ``shift`` and ``slope`` (C,)
     each, gated as they are written (``affine_prelu``). Here the same call on those rows plus one on
-    each side, cropped: bit for bit ``F.interpolate``'s. The compiled CPU kernel (channels-last
-    float32) blends rows, then columns: equal to float rounding, the same whatever the bands."""
+    each side, cropped: bit for bit ``F.interpolate``'s. Written into ``out`` when given (that shape;
+    e.g. channels of a wider channels-last map). The compiled CPU kernel (channels-last float32)
+    blends rows, then columns: equal to float rounding, the same whatever the bands."""
     height = x.shape[-2]
     lo, hi = max(0, start // 2 - 1), min(height, (stop - 1) // 2 + 2)
     up = F.interpolate(x[..., lo:hi, :], scale_factor=2, mode="bilinear", align_corners=False)
     up = up[..., start - 2 * lo : stop - 2 * lo, :]
-    if scale is None or shift is None or slope is None:
-        return up
-    return affine_prelu(up.permute(0, 2, 3, 1), scale, shift, slope).permute(0, 3, 1, 2)
+    if scale is not None and shift is not None and slope is not None:
+        up = affine_prelu(up.permute(0, 2, 3, 1), scale, shift, slope).permute(0, 3, 1, 2)
+    return up if out is None else out.copy_(up)
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
