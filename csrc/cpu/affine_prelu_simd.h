@@ -1,6 +1,6 @@
 // Per-channel affine map followed by a per-channel PReLU, compiled once per instruction set.
 //
-// No include guard on purpose: affine_prelu.cpp includes this file several times, each time
+// No include guard on purpose: affine_prelu.cpp includes this file once per instruction set (simd_instances.h), each time
 // under a different `#pragma GCC target` and with these macros defined:
 //   CVDEEP_SIMD_NS   namespace of this instance (avx512, avx2, generic)
 //   CVDEEP_LANES     floats per vector register (16, 8, 4)

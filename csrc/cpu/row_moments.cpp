@@ -10,29 +10,8 @@
 
 #include "cpu_features.h"
 
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx512dq,avx512vl,avx512bw,fma,avx2")
-#define CVDEEP_SIMD_NS avx512
-#define CVDEEP_LANES 16
-#include "row_moments_simd.h"
-#undef CVDEEP_SIMD_NS
-#undef CVDEEP_LANES
-#pragma GCC pop_options
-
-#pragma GCC push_options
-#pragma GCC target("avx2,fma")
-#define CVDEEP_SIMD_NS avx2
-#define CVDEEP_LANES 8
-#include "row_moments_simd.h"
-#undef CVDEEP_SIMD_NS
-#undef CVDEEP_LANES
-#pragma GCC pop_options
-
-#define CVDEEP_SIMD_NS generic
-#define CVDEEP_LANES 4
-#include "row_moments_simd.h"
-#undef CVDEEP_SIMD_NS
-#undef CVDEEP_LANES
+#define CVDEEP_SIMD_BODY "row_moments_simd.h"
+#include "simd_instances.h"
 
 namespace cvdeep {
 namespace {

@@ -1,6 +1,6 @@
 // Rows of a x2 bilinear upsampling of a channels-last map, compiled once per instruction set.
 //
-// No include guard on purpose: upsample2.cpp includes this file several times, each time under
+// No include guard on purpose: upsample2.cpp includes this file once per instruction set (simd_instances.h), each time under
 // a different `#pragma GCC target` and with these macros defined:
 //   CVDEEP_SIMD_NS   namespace of this instance (avx512, avx2, generic)
 //   CVDEEP_LANES     floats per vector register (16, 8, 4)
