@@ -218,11 +218,14 @@ class DISK(Extractor):
     """DISK: dense 128-D descriptors and a detection heatmap at full resolution.
 
     Inference evaluates the U-Net level by level over row bands (``cvdeep.nets.bands``): each
-    InstanceNorm's statistics are measured first (two passes over the map, band by band), then
-    the gated convolution runs band by band with a 2-row halo. Nothing at full resolution is
-    stored but the image and the heatmap; the largest stored map is the third up block's output
-    (64 channels at 1/2 resolution). Peak memory is bounded by the image size times a small
-    constant instead of the 129 + 80 channels of the last layer.
+    InstanceNorm's statistics are measured first (one pass over the map, band by band; an
+    upsampled map is measured row by row without being stored), then the gated convolution runs
+    band by band with a 2-row halo, its input built by cvdeep's kernels (``cvdeep.ops``:
+    ``row_moments``, ``affine_prelu``, ``upsample2_rows``, ``upsample2_moments``; torch references
+    elsewhere, e.g. on CUDA). Nothing at full resolution is stored but the image and the heatmap;
+    the largest stored map is the third up block's output (64 channels at 1/2 resolution). Peak
+    memory is bounded by the image size times a small constant instead of the 129 + 80 channels
+    of the last layer.
     """
 
     descriptor_size = 128
@@ -270,7 +273,8 @@ class DISK(Extractor):
         def band(_: object, lo: int, hi: int) -> tuple[torch.Tensor]:
             if len(parts) == 1:
                 return (layer(parts[0].gated(gates[0], lo, hi)),)
-            joined = torch.empty((1, start, hi - lo, size[1]), memory_format=torch.channels_last)
+            joined = torch.empty((1, start, hi - lo, size[1]), dtype=layer.weight.dtype, device=layer.weight.device,
+                                 memory_format=torch.channels_last)
             first = 0
             for gate, part in zip(gates, parts):
                 part.gated(gate, lo, hi, out=joined[:, first : first + part.channels])
