@@ -264,7 +264,7 @@ class DISK(Extractor):
         side by side into one channels-last input (no concatenation copy). Every map stays
         channels-last (the module's InstanceNorm would make its input contiguous, and the
         convolution's output with it)."""
-        norm, prelu, layer = cast(nn.InstanceNorm2d, conv[0]), cast(nn.PReLU, conv[1]), conv[3]
+        norm, prelu, layer = cast(nn.InstanceNorm2d, conv[0]), cast(nn.PReLU, conv[1]), cast(nn.Conv2d, conv[3])
         gates, start = [], 0
         for part in parts:
             gates.append(measure_gate(part, size, slice(start, start + part.channels), norm, prelu, self.band_pixels))
