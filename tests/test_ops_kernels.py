@@ -466,6 +466,28 @@ def test_bf16_attention_is_as_close_to_float32_as_torchs_bf16(heads: int, querie
 
 
 @needs_bf16_attention
+def test_bf16_attention_propagates_nan_and_infinite_scores_as_softmax_does() -> None:
+    """A NaN score, or an infinite row maximum (inf - inf), makes the row NaN, as torch's softmax
+    does; infinities in V reach the output as in SDPA; padded keys (-inf) weigh exactly 0."""
+    torch.manual_seed(41)
+    q, k, v = (torch.randn(1, 1, n, 64) for n in (5, 20, 20))
+    nan_key = k.clone()
+    nan_key[0, 0, 2, 3] = float("nan")
+    assert torch.isnan(torch.ops.cvdeep.attention_bf16(q, nan_key, v)).all()
+    inf_query = q.clone()
+    inf_query[0, 0, 1] = float("inf")
+    got = torch.ops.cvdeep.attention_bf16(inf_query, k, v)
+    assert torch.isnan(got[0, 0, 1]).all() and torch.isfinite(got[0, 0, [0, 2, 3, 4]]).all()
+    inf_value = v.clone()
+    inf_value[0, 0, 4, 7] = float("inf")
+    want = torch.nn.functional.scaled_dot_product_attention(q, k, inf_value)
+    got = torch.ops.cvdeep.attention_bf16(q, k, inf_value)
+    assert torch.equal(torch.isinf(got), torch.isinf(want)) and torch.equal(torch.isnan(got), torch.isnan(want))
+    one = torch.ops.cvdeep.attention_bf16(q, k[..., :1, :], v[..., :1, :])  # one key among 64 padded
+    torch.testing.assert_close(one, v[..., :1, :].bfloat16().float().expand_as(one), rtol=0, atol=0)
+
+
+@needs_bf16_attention
 def test_attention_op_runs_the_kernel_only_where_bf16_was_asked() -> None:
     """cvdeep.ops.attention: torch's SDPA in float32 (bit for bit), cvdeep's kernel under bf16 autocast
     (float32 results) or for bf16 inputs (bf16 results), torch's for an unsupported head size or a
@@ -485,6 +507,8 @@ def test_attention_op_runs_the_kernel_only_where_bf16_was_asked() -> None:
     with network_precision("bf16", "cpu"):
         torch.testing.assert_close(ops.attention(*odd), torch.nn.functional.scaled_dot_product_attention(
             *(t.bfloat16() for t in odd)).float())
+    with network_precision("bf16", "cpu"):
+        assert ops.attention(q[..., :0, :], k, v).shape == (1, 4, 0, 64)  # no queries: torch's, empty
     leaf = q.clone().requires_grad_(True)
     with network_precision("bf16", "cpu"):
         ops.attention(leaf, k, v).sum().backward()

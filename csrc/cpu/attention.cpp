@@ -37,10 +37,12 @@ constexpr int64_t kMaxChunks = 8;  // head dimensions up to 8 x 16 = 128
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,fma")
 
 // exp(x) for x <= 0 (scores minus their row maximum): x = n ln2 + r, exp(r) by a degree-6 Taylor
-// polynomial (|r| <= ln2/2: relative error below 3e-7), times 2^n. Below -87 the result is 0 to
-// float precision (and exactly 0 for -inf, a padded key).
+// polynomial (|r| <= ln2/2: relative error below 3e-7), times 2^n. Below -87 (padded keys: -inf)
+// the result is 0 (exp(-87) = 1.6e-38); NaN stays NaN.
 inline __m512 exp_nonpositive(__m512 x) {
-  x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
+  const __m512 low = _mm512_set1_ps(-87.0f);
+  const __mmask16 vanishing = _mm512_cmp_ps_mask(x, low, _CMP_LT_OQ);  // false for NaN (unordered)
+  x = _mm512_max_ps(low, x);  // max returns its second operand when one is NaN: NaN goes through
   const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
                                         _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);
@@ -52,7 +54,7 @@ inline __m512 exp_nonpositive(__m512 x) {
   p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
   p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
   p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-  return _mm512_scalef_ps(p, n);
+  return _mm512_maskz_mov_ps(static_cast<__mmask16>(~vanishing), _mm512_scalef_ps(p, n));
 }
 
 // 16 bf16 values -> float32 (exact: a bf16 is the high half of a float)
@@ -93,8 +95,14 @@ void block_scores(const uint32_t* const* query, const uint32_t* packed_k, int64_
 float row_probabilities(float* row, int64_t keys, int64_t padded, uint16_t* target) {
   for (int64_t n = keys; n < padded; ++n) row[n] = -INFINITY;
   __m512 high = _mm512_set1_ps(-INFINITY);
-  for (int64_t n = 0; n < padded; n += kLanes) high = _mm512_max_ps(high, _mm512_loadu_ps(row + n));
-  const __m512 top = _mm512_set1_ps(_mm512_reduce_max_ps(high));
+  __mmask16 unordered = 0;  // a NaN score makes the whole row NaN, as in torch's softmax
+  for (int64_t n = 0; n < padded; n += kLanes) {
+    const __m512 value = _mm512_loadu_ps(row + n);
+    unordered |= _mm512_cmp_ps_mask(value, value, _CMP_UNORD_Q);
+    high = _mm512_max_ps(high, value);
+  }
+  // scores minus the maximum: an infinite maximum gives inf - inf = NaN, as torch's softmax does
+  const __m512 top = _mm512_set1_ps(unordered ? NAN : _mm512_reduce_max_ps(high));
   __m512 total = _mm512_setzero_ps();
   for (int64_t n = 0; n < padded; n += 2 * kLanes) {  // padded is a multiple of 2 x 16
     const __m512 e0 = exp_nonpositive(_mm512_sub_ps(_mm512_loadu_ps(row + n), top));

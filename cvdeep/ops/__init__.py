@@ -167,7 +167,7 @@ attention = kernel_or_reference(
     "attention", reference.attention, _attention_kernel, ("q", "k", "v"), inference_only=True,
     accepts=lambda q, k, v: q.device.type == "cpu" and bool(build_info().get("bf16_attention")) and
     _computes_in_bf16(q) and k.dtype == v.dtype == q.dtype and q.shape[-1] % 16 == 0 and 0 < q.shape[-1] <= 128
-    and k.shape[-2] > 0 and q.shape[:-2] == k.shape[:-2] == v.shape[:-2] and k.shape == v.shape)
+    and q.numel() > 0 and k.numel() > 0 and q.shape[:-2] == k.shape[:-2] == v.shape[:-2] and k.shape == v.shape)
 
 
 def _upsample2_moments_kernel(x: torch.Tensor, start: int, stop: int, shift: torch.Tensor) -> torch.Tensor:
