@@ -251,8 +251,8 @@ class DISK(Extractor):
 
     def _kept(self, source: RowSource, size: tuple[int, int], channels: int) -> RowSource:
         """``source`` itself, or, when its whole map takes at most ``kept_bytes``, that map computed
-        once and sliced: the same numbers (a source is exact on any rows), read three times by a
-        gated convolution (its mean, its variance, the convolution) without recomputing it."""
+        once and sliced: the same numbers (a source is exact on any rows), read several times (its
+        statistics, then every band of the head) without recomputing it."""
         if size[0] * size[1] * channels * 4 > self.kept_bytes:
             return source
         whole = source(0, size[0])
