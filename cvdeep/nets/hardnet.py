@@ -72,7 +72,7 @@ FAMILIES = (
                 "HardNet trained by cvdeep (hardest-in-batch triplet loss) on homography-labelled patches of unlabeled "
                 "photos (docs/models/hardnet-cvdeep.md)",
                 WeightSpec(name="hardnet-cvdeep", filename="hardnet-cvdeep.pt", license=TRAINED_LICENSE,
-                           sha256="567e6fa4d9f4ea7fa0e45a7bbc4b1c1b1e327a64467dae1abe7c892fe2fb7941",
+                           sha256="8590f097c7027f5ebfc212d99886ba05e22386f7b9c311ebe81d084abe188ecb",
                            source="trained by cvdeep: docs/models/hardnet-cvdeep.md", packaged=True,
                            noncommercial=True),
                 trained_by_cvdeep=True,

@@ -148,7 +148,7 @@ FAMILIES = (
                 "SDGMNet trained by cvdeep with the SDGM loss on homography-labelled patches of unlabeled photos "
                 "(docs/models/sdgmnet-cvdeep.md)",
                 WeightSpec(name="sdgmnet-cvdeep", filename="sdgmnet-cvdeep.pt", license=TRAINED_LICENSE,
-                           sha256="28e94ce25e161775f7b7575c9173d0ed0b632fa94c1e6d29d42068074a43d505",
+                           sha256="921448178f3b3eb980d79d7c096d85558b9d615d4ab20d1822122e83a86d2dcb",
                            source="trained by cvdeep: docs/models/sdgmnet-cvdeep.md", packaged=True,
                            noncommercial=True),
                 network_args={"intensity_scale": 1.0},

@@ -171,7 +171,7 @@ FAMILIES = (
                 "L2-Net (128-D) trained by cvdeep with L2-Net's own loss on homography-labelled patches of unlabeled "
                 "photos (docs/models/l2net-cvdeep.md)",
                 WeightSpec(name="l2net-cvdeep", filename="l2net-cvdeep.pt", license=TRAINED_LICENSE,
-                           sha256="22fa6af53eeef8b29706e69b8ac5772ad939fa3fd668064b24b5ec5cc252e972",
+                           sha256="238c1e9ae7d0a37a478bda8882673dadc608175fefc3c9a6098d983c1bbac8aa",
                            source="trained by cvdeep: docs/models/l2net-cvdeep.md", packaged=True,
                            noncommercial=True),
                 trained_by_cvdeep=True,

@@ -491,7 +491,7 @@ FAMILIES = (
                 "LF-Net trained by cvdeep with its two-branch scheme (score, geometry, pair and triplet losses) on "
                 "homographies of unlabeled photos; descriptor widths halved, 128-D",
                 WeightSpec(name="lfnet-cvdeep", filename="lfnet-cvdeep.pt", license=TRAINED_LICENSE,
-                           sha256="2814f91c57c8af04f4274f511b7cc981db8dd5570f6dfb0b2b5401738a39241a",
+                           sha256="8d9b1eb2d28f6dab3e2e9232322967f44a8427f2559cbb0ce611c6352c740afa",
                            source="trained by cvdeep: docs/models/lfnet-cvdeep.md", packaged=True, noncommercial=True),
                 trained_by_cvdeep=True,
             ),

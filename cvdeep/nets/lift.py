@@ -553,11 +553,11 @@ FAMILIES = (
         variants=(
             _trained("lift-cvdeep", "LIFT's three networks trained by cvdeep in the paper's order (descriptor, "
                      "orientation, detector) on homographies of unlabeled photos; unit descriptors",
-                     sha256="3082f032fe54da88089b75c079937d519a8a26fbd6574000ec9ecbca735f6b7a"),
+                     sha256="80b72a1d9995d5a863b480e4f93afcded01aad85f3b446dc2c916b13b09626f6"),
             _trained("lift-cvdeep-picc", "the official LIFT descriptor (new-CNN3-picc-iter-56k.h5, from its own file) "
                      "with a detector and orientation estimator cvdeep trained against it",
                      license=f"detector and orientation: {TRAINED_LICENSE}; descriptor: {LIFT_LICENSE}",
-                     sha256="74c582d6f63b55a2f28daf16e7283c7f0b8a1138e883d56a899a31ed33849125",
+                     sha256="ef391070318ac20adda84d020e8442cfe798b6aef98cfa5a650af6b46321284d",
                      normalize=False, official_descriptor=True),
         ),
     ),

@@ -224,7 +224,7 @@ FAMILIES = (
                 "SuperPoint trained by cvdeep with the paper's recipe (Synthetic Shapes, homographic adaptation of "
                 "unlabeled photos, joint training); the SuperPointOpen layout (docs/models/superpoint-cvdeep.md)",
                 WeightSpec(name="superpoint-cvdeep", filename="superpoint-cvdeep.pt", license=TRAINED_LICENSE,
-                           sha256="f05974d605b505b5731af902ccefbed20b0071046e66014a30106cf1af60c594",
+                           sha256="6e95b948fc6996e099cf29dcd58cf94de71bcde3661a38d36ffa9ca1d27db00b",
                            source="trained by cvdeep: docs/models/superpoint-cvdeep.md", packaged=True,
                            noncommercial=True),
                 network=SuperPointOpen,
