@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -12,10 +13,12 @@ from cvdeep.eval import metrics
 from cvdeep.eval.datasets import (
     HPATCHES_HIGH_RESOLUTION,
     OXFORD_KINDS,
+    WARPED_MAX_SIDE,
     load_dataset,
     load_hpatches,
     load_oxford,
     load_shared,
+    load_warped,
     read_homography,
 )
 
@@ -101,7 +104,64 @@ def test_bad_input_is_reported(tmp_path: Path, data_dir: Path) -> None:
         load_oxford(tmp_path)
     with pytest.raises(Error, match="nosuch"):
         load_shared(data_dir, ["nosuch"])
-    with pytest.raises(Error, match="hpatches, oxford, shared"):
+    with pytest.raises(Error, match="hpatches, oxford, shared, warped"):
         load_dataset("kitti", data_dir)
     with pytest.raises(Error, match="--root"):
         load_dataset("oxford", None)
+
+
+@pytest.fixture(scope="module")
+def warped(shared: Path):
+    return load_warped(shared / "train_images", photos=3, seed=5)
+
+
+def test_warped_sequences_are_photos_and_their_deterministic_warps(warped, shared: Path) -> None:
+    assert len(warped) == 3 and all(s.kind == "synthetic" and s.dataset == "warped" and len(s) == 5 for s in warped)
+    again = load_warped(shared / "train_images", [warped[1].name], photos=3, seed=5)[0]
+    assert all(np.array_equal(a, b) for a, b in zip(warped[1].homographies, again.homographies))
+    assert np.array_equal(warped[1].read_image(4), again.read_image(4))
+    other_seed = load_warped(shared / "train_images", [warped[1].name], photos=3, seed=6)[0]
+    assert not np.allclose(other_seed.homographies[0], warped[1].homographies[0])
+    for seq in warped:
+        photo = seq.read_image(0)
+        assert photo.dtype == np.uint8 and photo.ndim == 3 and max(photo.shape[:2]) <= WARPED_MAX_SIDE
+        assert seq.read_image(5).shape == photo.shape
+    small = load_warped(shared / "train_images", [warped[0].name], photos=3, seed=5, max_side=200)[0]
+    assert max(small.read_image(3).shape[:2]) == 200
+
+
+def test_warped_ground_truth_maps_the_photo_onto_each_warp(warped) -> None:
+    """SIFT matches of image 1 and image k agree with H_1_k to a few pixels (an inverted or
+    misscaled homography would leave almost none within 3 px; a strength-1 warp keeps 25-90 %)."""
+    sift = cv2.SIFT_create(1000)
+    matcher = cv2.BFMatcher(cv2.NORM_L2, crossCheck=True)
+    for seq in warped:
+        keypoints, descriptors = sift.detectAndCompute(seq.read_image(0), None)
+        for k in (1, 5):
+            target_keypoints, target_descriptors = sift.detectAndCompute(seq.read_image(k), None)
+            matches = matcher.match(descriptors, target_descriptors)
+            source = np.array([keypoints[m.queryIdx].pt for m in matches])
+            target = np.array([target_keypoints[m.trainIdx].pt for m in matches])
+            errors = np.linalg.norm(metrics.warp_points(source, seq.homographies[k - 1]) - target, axis=1)
+            assert np.mean(errors < 3.0) > 0.15, (seq.name, k)
+
+
+def test_warp_strength_grows_along_a_sequence(warped) -> None:
+    """Image 6 moves the photo's corners further than image 2 (strength 1 against 0.2)."""
+    def displacement(seq, k: int) -> float:
+        height, width = seq.read_image(0).shape[:2]
+        corners = np.array([[0, 0], [width - 1, 0], [0, height - 1], [width - 1, height - 1]], np.float64)
+        return float(np.linalg.norm(metrics.warp_points(corners, seq.homographies[k]) - corners, axis=1).mean())
+
+    assert np.mean([displacement(s, 4) for s in warped]) > 2 * np.mean([displacement(s, 0) for s in warped])
+
+
+def test_warped_bad_input_is_reported(tmp_path: Path, shared: Path) -> None:
+    with pytest.raises(Error, match="positive integer"):
+        load_warped(shared / "train_images", photos=0)
+    with pytest.raises(Error, match="max_side"):
+        load_warped(shared / "train_images", max_side=8)
+    with pytest.raises(Error, match="no image file"):
+        load_warped(tmp_path)
+    with pytest.raises(Error, match="nosuch"):
+        load_warped(shared / "train_images", ["nosuch"], photos=2)

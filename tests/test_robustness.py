@@ -136,6 +136,7 @@ BANDED = {
     "d2net": ("d2net", {}, {}, 16),
     "keynet": ("keynet", {}, {}, 8),
     "tr": ("tr-cvdeep", {}, {}, 8),
+    "tr-upsampled": ("tr-cvdeep", {}, {"upsampled": True}, 8),  # the doubled image in bands, the sum band by band
     "lfnet": ("lfnet-cvdeep", {}, {}, 8),  # trunk halo 14, score convs on 5 resized levels, soft NMS halo 14
 }
 

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 import cvdeep
 from cvdeep.models import build_model, get_model
-from cvdeep.nets.tr import TRNet, valid_at
+from cvdeep.nets.tr import TRConfig, TRNet, valid_at
 from cvdeep.train import tr as dense
 from cvdeep.train.loop import read_log
 from feature_checks import GRAF, check_feature2d_contract, load_image
@@ -104,6 +104,46 @@ def test_receptive_field_is_40_pixels():
             changed = image.clone()
             changed[..., 49, column] += 50.0
             assert (not torch.equal(network(changed)[0, :, 12, 12], reference)) == reaches, column
+
+
+@pytest.mark.parametrize("upsampled, stride", [(False, 4), (True, 2)])
+def test_dense_map_cells_sit_at_their_documented_pixels(upsampled, stride):
+    """With the encoder replaced by a 4x4 average pool, y of a horizontal ramp I(x) = x holds the
+    (standardised) pixel x of each cell's centre. The upsampled map sums y of the doubled image and
+    y of the image resized to it: both must put cell q at pixel 2q + 0.5, giving twice that value; a
+    half-cell misalignment of either (align_corners, the pixel convention) changes it by >= 1 px."""
+    network = build_model("tr-cvdeep", pretrained=False).eval()
+    network.encoder = torch.nn.AvgPool2d(4)
+    width = 96
+    ramp = torch.arange(width, dtype=torch.float32).expand(1, 1, 64, width).contiguous()
+    with torch.no_grad():
+        raw, got_stride = network.dense_map(ramp, TRConfig(upsampled=upsampled))
+    assert got_stride == stride and raw.shape[-1] == width // stride
+    cells = torch.arange(raw.shape[-1], dtype=torch.float32)
+    centre = (cells * stride + (stride - 1) / 2 - 0.5) / 0.25  # the network standardises (I - 0.5) / 0.25
+    expected = centre * (2 if upsampled else 1)
+    interior = slice(2, -2)  # bilinear resizes clamp at the borders
+    torch.testing.assert_close(raw[0, 0, 10, interior], expected[interior])
+
+
+def test_upsampled_extraction_describes_where_it_detects(data_dir):
+    """Default TR keypoints lie on the 2 px grid's sub-pixel fit, and ``describe`` at them gives the
+    descriptors ``extract`` gave (both read ``dense_map``); without ``upsampled`` the same holds at
+    stride 4, with other keypoints."""
+    image = load_image(data_dir, GRAF, (320, 240))
+    gray = torch.from_numpy(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)).float()[None, None] / 255
+    network = build_model("tr-cvdeep", pretrained=False).eval()
+    valid = torch.ones_like(gray, dtype=torch.bool)
+    found = {}
+    with torch.no_grad():
+        for upsampled in (True, False):
+            config = TRConfig(upsampled=upsampled, nfeatures=300)
+            features = network.extract(gray, valid, config)
+            described = network.describe(gray, features["keypoints"], config=config)
+            torch.testing.assert_close(described, features["descriptors"], atol=1e-5, rtol=0)
+            found[upsampled] = features["keypoints"]
+    assert len(found[True]) == len(found[False]) == 300
+    assert not torch.equal(found[True], found[False])
 
 
 # --- geometry and metrics of the training task -------------------------------------------------

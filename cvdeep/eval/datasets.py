@@ -1,6 +1,7 @@
-"""Image sequences with ground-truth homographies: the HPatches and Oxford layouts.
+"""Image sequences with ground-truth homographies: the HPatches and Oxford layouts, and
+synthetic sequences warped from unlabeled photos.
 
-Both datasets hold sequences of six images of a planar scene; a 3x3 homography maps the
+Every dataset holds sequences of six images of a planar scene; a 3x3 homography maps the
 pixels of image 1 to those of image N (N = 2..6), so every sequence gives five pairs.
 Nothing here depends on a feature method: the runner and the tests read the same objects.
 """
@@ -8,16 +9,21 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from ..errors import Error
 from ..image import read_image
+from ..train.homography import HomographyConfig, sample_homography, scaled_homography, warp_image
+from ..train.patch_pairs import image_files
+from ..train.photometric import augment
 
 #: The kinds of change a sequence shows; summaries are grouped by these.
-SEQUENCE_KINDS = ("viewpoint", "rotation-zoom", "blur", "light", "JPEG", "other")
+SEQUENCE_KINDS = ("viewpoint", "rotation-zoom", "blur", "light", "JPEG", "synthetic", "other")
 
 #: Oxford Affine (Mikolajczyk et al. 2005): the change each of the eight sequences shows.
 OXFORD_KINDS = {
@@ -44,14 +50,18 @@ class Sequence:
     name: str
     dataset: str  # "hpatches" or "oxford"
     kind: str  # one of SEQUENCE_KINDS
-    image_paths: tuple[Path, ...]  # image 1 first
+    image_paths: tuple[Path, ...]  # image 1 first (a synthetic sequence: its photo, six times)
     homographies: tuple[np.ndarray, ...]  # homographies[k] maps image 1 to image k + 2
+    render: Callable[[int], np.ndarray] | None = field(default=None, compare=False, repr=False)
+    """Synthetic sequences: image ``index`` -> BGR uint8, made on demand instead of read."""
 
     def __len__(self) -> int:
         return len(self.homographies)
 
     def read_image(self, index: int) -> np.ndarray:
         """Image ``index`` (0 = reference) as BGR uint8, grey files replicated to three channels."""
+        if self.render is not None:
+            return self.render(index)
         return read_image(self.image_paths[index])
 
 
@@ -146,6 +156,74 @@ def load_shared(data_root: str | os.PathLike, names: list[str] | None = None) ->
     return _select(sequences, names, base, "shared")
 
 
+WARPED_PHOTOS = 50
+"""Photos a warped dataset takes from its folder (evenly spaced in sorted order)."""
+WARPED_MAX_SIDE = 640
+"""Longest side (pixels) of a warped sequence's images: larger photos are shrunk first."""
+
+
+WARPED_HOMOGRAPHY = HomographyConfig(patch_ratio=0.8, perspective=0.25, scale_range=(0.6, 1.6), max_angle_deg=45.0,
+                            allow_artifacts=True)
+"""The strength-1 warp of a synthetic sequence: perspective 0.25, rotation up to 45 deg, region
+scale 0.6..1.6 (zoom 0.63x..1.67x), patch ratio 0.8, borders allowed (they show black)."""
+
+
+def load_warped(root: str | os.PathLike, names: list[str] | None = None, photos: int = WARPED_PHOTOS,
+                seed: int = 0, max_side: int = WARPED_MAX_SIDE) -> list[Sequence]:
+    """Synthetic sequences from the unlabeled photos below ``root``: for fine-tuning on one's own
+    images and for choices that must not be made on real evaluation pairs.
+
+    ``photos`` photos, evenly spaced among the sorted image files, each shrunk to a longest side of
+    ``max_side`` (larger ones only); image 1 is the photo, image k + 2 (k = 0..4) its warp by a random
+    homography at strength (k + 1) / 5 of ``WARPED_HOMOGRAPHY`` (``cvdeep.train.homography``:
+    perspective, rotation and log-zoom grow linearly) with independent photometric changes
+    (``cvdeep.train.photometric`` defaults). Everything is drawn from ``(seed, photo index, k)``, so
+    the sequences are the same on every machine. Named by the photo's file stem (its relative path,
+    '/' -> '_'); kind "synthetic".
+
+    Synthetic warps are easier than real pairs and keep the photos' scale: a choice that depends on
+    image size (an upsampled pyramid level) measured here did not hold on real 800-1000 px pairs
+    (docs/RESULTS.md, TR), so use photos at the size the features will meet.
+    """
+    base = _check_root(root)
+    if not isinstance(photos, int) or photos < 1:
+        raise Error(f"photos: got {photos!r}; expected a positive integer")
+    if isinstance(max_side, bool) or not isinstance(max_side, int) or max_side < 16:
+        raise Error(f"max_side: got {max_side!r}; expected an integer >= 16 (pixels)")
+    files = image_files(base)
+    chosen = sorted({int(i) for i in np.linspace(0, len(files) - 1, min(photos, len(files)))})
+    sequences = []
+    for index in chosen:
+        path = files[index]
+        name = str(path.relative_to(base).with_suffix("")).replace(os.sep, "_")
+        height, width = _shrunk(read_image(path), max_side).shape[:2]
+        homographies = tuple(
+            sample_homography(np.random.default_rng([seed, index, k]), height, width,
+                              scaled_homography(WARPED_HOMOGRAPHY, (k + 1) / 5))
+            for k in range(_IMAGES_PER_SEQUENCE - 1))
+
+        def render(image_index: int, path: Path = path, index: int = index,
+                   homographies: tuple[np.ndarray, ...] = homographies) -> np.ndarray:
+            photo = _shrunk(read_image(path), max_side)
+            if image_index == 0:
+                return photo
+            k = image_index - 1
+            size = (photo.shape[1], photo.shape[0])
+            return augment(warp_image(photo, homographies[k], size), np.random.default_rng([seed, index, k, 1]))
+
+        sequences.append(Sequence(name, "warped", "synthetic", (path,) * _IMAGES_PER_SEQUENCE, homographies, render))
+    return _select(sequences, names, base, "warped")
+
+
+def _shrunk(image: np.ndarray, max_side: int) -> np.ndarray:
+    """``image`` with its longest side at most ``max_side`` (area interpolation)."""
+    scale = max_side / max(image.shape[:2])
+    if scale >= 1.0:
+        return image
+    size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+
+
 def default_shared_data() -> Path | None:
     """``$CVDEEP_SHARED/data``, else ``../shared/data`` from the working directory, if present."""
     for candidate in (os.environ.get("CVDEEP_SHARED"), "../shared"):
@@ -155,12 +233,12 @@ def default_shared_data() -> Path | None:
 
 
 #: dataset name -> loader(root, names)
-LOADERS = {"hpatches": load_hpatches, "oxford": load_oxford, "shared": load_shared}
+LOADERS = {"hpatches": load_hpatches, "oxford": load_oxford, "shared": load_shared, "warped": load_warped}
 
 
 def load_dataset(dataset: str, root: str | os.PathLike | None, names: list[str] | None = None,
                  all_hpatches: bool = False) -> list[Sequence]:
-    """Sequences of ``dataset`` ("hpatches", "oxford" or "shared") found under ``root``.
+    """Sequences of ``dataset`` ("hpatches", "oxford", "shared" or "warped") found under ``root``.
 
     ``all_hpatches`` keeps the eight high-resolution HPatches sequences D2-Net drops.
     For "shared", ``root`` may be None: ``default_shared_data()`` is used.

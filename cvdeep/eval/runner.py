@@ -324,7 +324,9 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     """The options of ``cvdeep bench`` (and ``python -m cvdeep.eval``)."""
     parser.add_argument("--dataset", choices=sorted(LOADERS), default="shared",
                         help="layout of --root: hpatches (<seq>/1.ppm, H_1_N), oxford (<seq>/img1.ppm, H1toNp), "
-                             "or shared (the project's shared/data subset; default)")
+                             "shared (the project's shared/data subset; default), or warped (a folder of unlabeled "
+                             "photos: 50 of them, each with five random warps of growing strength; "
+                             "cvdeep.eval.datasets.load_warped)")
     parser.add_argument("--root", default=None,
                         help="dataset folder (for shared: defaults to $CVDEEP_SHARED/data or ../shared/data)")
     parser.add_argument("--features", type=_names, default=["sift", "orb"],

@@ -263,6 +263,18 @@ def resize_rows(x: torch.Tensor, size: tuple[int, int], start: int, stop: int, a
     return F.interpolate(rows, size=(stop - start, width), mode="bilinear", align_corners=align_corners)
 
 
+def add_resized(target: torch.Tensor, source: torch.Tensor, pixels: int, align_corners: bool) -> torch.Tensor:
+    """``target`` (1, C, H, W) += the bilinear resize of ``source`` (1, C, h, w) to (H, W), in place and
+    band by band (about ``pixels`` pixels of the target at a time), so the resized map never exists
+    whole: D2-Net's multi-scale accumulation. Returns ``target``."""
+    size = (target.shape[-2], target.shape[-1])
+    rows = band_height(size[1], pixels)
+    for top in range(0, size[0], rows):
+        bottom = min(size[0], top + rows)
+        target[..., top:bottom, :] += resize_rows(source, size, top, bottom, align_corners=align_corners)
+    return target
+
+
 def resize_positions(size_in: tuple[int, int], size_out: tuple[int, int], align_corners: bool,
                      device: torch.device | None = None) -> tuple[Positions, Positions]:
     """``source_positions`` of every output row and every output column of a resize (for

@@ -30,7 +30,7 @@ from .. import ops
 from ..declaration import DetectorConfig, InputConvention, ModelFamily, Variant, param
 from ..weights import WeightSpec
 from . import describe_detect
-from .bands import band_height, resize_rows, run_banded
+from .bands import add_resized, run_banded
 from .base import Extractor, Features
 from .multiscale import level_nms_radius, merge_levels, no_keypoints
 
@@ -150,11 +150,7 @@ class D2Net(Extractor):
             features = self(level)
             del level
             if previous is not None:
-                size = tuple(features.shape[-2:])
-                rows = band_height(size[1], self.band_pixels)
-                for top in range(0, size[0], rows):
-                    bottom = min(size[0], top + rows)
-                    features[..., top:bottom, :] += resize_rows(previous, size, top, bottom, align_corners=True)
+                add_resized(features, previous, self.band_pixels, align_corners=True)
             yield index, scale, level_size, features
             previous = features
 

@@ -26,12 +26,21 @@ the 2-core CPU this project trains on, one step of 4 pairs of 192 x 192 crops al
 resolution, fewer than the orientations x scales of gradient filters a first VGG block learns. 128
 channels keep the descriptor at the size of SIFT, HardNet and R2D2.
 
-Inference is D2-Net's (``cvdeep.nets.describe_detect``): the map y (the last convolution) is
-passed through a ReLU for detection (channel maximum, spatial maximum, edge test, sub-pixel
-refinement; the score of a keypoint is its activation ReLU(y)^k) and descriptors are y sampled
-bilinearly at the keypoint and L2-normalised. Training uses exactly these two maps: the soft
-detection score is computed on ReLU(y) (``cvdeep.ops.soft_detection_score`` applies the ReLU) and
-both losses normalise y itself. (D2-Net's released inference code describes with ReLU(y) while its
+Inference is D2-Net's (``cvdeep.nets.describe_detect``) on one map: y of the image (stride 4, cell
+p at pixel 4p + 1.5), or with ``upsampled`` y of the image at twice its size plus y of the image
+resized to that map, D2-Net's multi-scale sum over scales 1 and 2 with detection at the finer one
+(keypoints on a 2 px grid, cell q at 2q + 0.5; about five times the time). ``upsampled`` was built
+to fix the weak localisation of stride-4 keypoints (MMA@1 20.0 against SIFT's 34.1 on the
+evaluation pairs, MMA@5 above SIFT) and chosen among three ways to use a finer grid on synthetic
+warps of the training photos (``cvdeep.eval.datasets.load_warped``, at most 640 px), where it
+raised MMA@3 from 64.2 to 69.8; on the evaluation pairs (765-1024 px on the longest side, about
+twice the 400 px photos the network trained on) it lowered MMA@3 from 46.9 to 42.0, so it stays
+off by default (docs/RESULTS.md). The map is passed through a ReLU for detection (channel maximum,
+spatial maximum, edge test, sub-pixel refinement; the score of a keypoint is its activation
+ReLU(y)^k) and descriptors are the map sampled bilinearly at the keypoint and L2-normalised.
+Training runs one scale and uses exactly these two maps of y: the soft detection score is
+computed on ReLU(y) (``cvdeep.ops.soft_detection_score`` applies the ReLU) and both losses
+normalise y itself. (D2-Net's released inference code describes with ReLU(y) while its
 training loss normalises y; cvdeep keeps the training form at inference.) A keypoint counts as
 inside the image, the user's mask and the border only when the four pixels around its sub-pixel
 position are all valid.
@@ -51,7 +60,6 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -62,12 +70,12 @@ from ..declaration import DetectorConfig, InputConvention, ModelFamily, Variant,
 from ..errors import Error
 from ..weights import TRAINED_LICENSE, WeightSpec
 from . import describe_detect
-from .bands import run_banded
+from .bands import add_resized, run_banded
 from .base import Extractor, Features, valid_at
 from .multiscale import level_nms_radius, merge_levels
 
 STRIDE = 4
-POOLINGS = 2  # feature cell p sits at image pixel 4p + 1.5
+POOLINGS = 2  # feature cell p of y sits at image pixel 4p + 1.5
 WIDTHS = (32, 64, 128)
 """Channels of the three stages (two, two and three 3x3 convolutions)."""
 _MEAN, _STD = 0.5, 0.25  # fixed standardisation of the [0, 1] gray input
@@ -88,7 +96,12 @@ class TRConfig(DetectorConfig):
     """D2-Net's single-scale extraction: every hard detection, 3x3 maxima."""
 
     detection_threshold: float = param(0.0, "minimum activation ReLU(y) of a keypoint's channel at its cell", low=0.0)
-    nms_radius: int = param(1, "spatial NMS radius in feature-map cells (4 px); 1 is the paper's 3x3 maxima", low=0)
+    nms_radius: int = param(1, "spatial NMS radius in feature-map cells (4 px, or 2 px when upsampled); 1 is "
+                               "the paper's 3x3 maxima", low=0)
+    upsampled: bool = param(False, "detect and describe on y of the image at twice its size plus y of the image "
+                                   "(upsampled): D2-Net's multi-scale sum over scales 1 and 2, keypoints on a 2 px "
+                                   "grid, about 5x the time; better on small images, worse on large ones "
+                                   "(docs/RESULTS.md)")
 
 
 class TRNet(Extractor):
@@ -124,20 +137,31 @@ class TRNet(Extractor):
         return run_banded(lambda rows, lo, hi: (self.encoder(rows),), standardised, halo=_HALO, align=STRIDE,
                           pixels=self.band_pixels)[0]
 
+    def dense_map(self, image: torch.Tensor, config: TRConfig) -> tuple[torch.Tensor, int]:
+        """The signed (1, D, h, w) map extraction detects and describes on, and its stride in input
+        pixels (cell p at pixel stride * p + (stride - 1) / 2): y of the image (stride 4), or with
+        ``config.upsampled`` y of the image at twice its size (bilinear) plus y of the image resized
+        to it (stride 2: cell q at 2q + 0.5 either way, so the two maps align exactly)."""
+        raw = self(image)
+        if not config.upsampled:
+            return raw, STRIDE
+        doubled = self(F.interpolate(image, scale_factor=2.0, mode="bilinear", align_corners=False))
+        return add_resized(doubled, raw, self.band_pixels, align_corners=False), STRIDE // 2
+
     def extract(self, image: torch.Tensor, valid: torch.Tensor, config: TRConfig | None = None) -> Features:
         """Keypoints (N, 2) in input pixels, scores (N,) descending, unit descriptors (N, D); see the
         module docstring."""
         config = config or TRConfig()
-        raw = self(image)
+        raw, stride = self.dense_map(image, config)
         activation = F.relu(raw)
         detected, steps = describe_detect.hard_detection(activation, self.filters.to(raw.dtype),
                                                          level_nms_radius(config))
         cells, scores = describe_detect.refine(activation, detected, steps)
-        keypoints = describe_detect.feature_to_image(cells, POOLINGS)
+        keypoints = cells * stride + (stride - 1) / 2  # dense_map's pixel convention
         inside = valid_at(valid, keypoints)
         level = {"keypoints": keypoints[inside], "scores": scores[inside]}
         selected = merge_levels([level], config)
-        selected["descriptors"] = ops.sample_descriptors(raw[0], selected["keypoints"], stride=float(STRIDE))
+        selected["descriptors"] = ops.sample_descriptors(raw[0], selected["keypoints"], stride=float(stride))
         return selected
 
     def describe(
@@ -147,10 +171,12 @@ class TRNet(Extractor):
         sizes: torch.Tensor | None = None,
         angles: torch.Tensor | None = None,
         octaves: torch.Tensor | None = None,
-        config: Any = None,
+        config: TRConfig | None = None,
     ) -> torch.Tensor:
-        """(N, D) unit descriptors at (N, 2) image keypoints: y sampled bilinearly (the rest unused)."""
-        return ops.sample_descriptors(self(image)[0], keypoints, stride=float(STRIDE))
+        """(N, D) unit descriptors at (N, 2) image keypoints: ``dense_map`` sampled bilinearly, as
+        ``extract`` describes (sizes, angles and octaves are unused)."""
+        raw, stride = self.dense_map(image, config or TRConfig())
+        return ops.sample_descriptors(raw[0], keypoints, stride=float(stride))
 
 
 def _trained(name: str, description: str, sha256: str) -> Variant:

@@ -57,6 +57,7 @@ Interest Point Detection and Description", CVPR Workshops 2018.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -338,6 +339,23 @@ def sample_warp(rng: np.random.Generator, height: int, width: int, config: Homog
     target = np.array([[0.0, 0.0], [out_w - 1.0, 0.0], [out_w - 1.0, out_h - 1.0], [0.0, out_h - 1.0]])
     H = homography_from_points(corners, target)
     return SampledWarp(H=H, region=corners, perspective=draws, scale=scale, angle_deg=angle, shift=shift)
+
+
+def scaled_homography(base: HomographyConfig, strength: float) -> HomographyConfig:
+    """``base`` with its amplitudes multiplied by ``strength`` in [0, 1]: perspective, rotation,
+    translation overflow and the log of the scale range scale linearly; the patch ratio moves from 1
+    (strength 0: the region is A's whole frame) to ``base.patch_ratio`` (strength 1)."""
+    if not 0.0 <= strength <= 1.0:
+        raise Error(f"strength: got {strength!r}; expected a number in [0, 1]")
+    low, high = base.scale_range
+    return dataclasses.replace(
+        base,
+        patch_ratio=1.0 - strength * (1.0 - base.patch_ratio),
+        perspective=base.perspective * strength,
+        scale_range=(low**strength, high**strength),
+        max_angle_deg=base.max_angle_deg * strength,
+        translation_overflow=base.translation_overflow * strength if base.allow_artifacts else 0.0,
+    )
 
 
 def sample_homography(rng: np.random.Generator, height: int, width: int, config: HomographyConfig | None = None,

@@ -98,7 +98,7 @@ from ..nets.tr import POOLINGS, STRIDE, TRNet
 from ..ops import soft_detection_score
 from .d2net_losses import d2net_batch_loss
 from .descriptor import DEFAULT_IMAGES, _init_path, bf16_supported
-from .homography import HomographyConfig, sample_homography, warp_image
+from .homography import HomographyConfig, sample_homography, scaled_homography, warp_image
 from .loop import Trainer, cpu_weights, finish_run, seed_everything
 from .patch_pairs import image_files, read_training_image
 from .photometric import PhotometricConfig, augment
@@ -222,23 +222,6 @@ def _pair(name: str, value: Any, low: float, high: float) -> tuple[float, float]
     if len(pair) != 2 or not all(low <= v <= high for v in pair):
         raise Error(f"{name}: got {value!r}; expected (first, last) with values in [{low}, {high}]")
     return pair
-
-
-def scaled_homography(base: HomographyConfig, strength: float) -> HomographyConfig:
-    """``base`` with its amplitudes multiplied by ``strength`` in [0, 1]: perspective, rotation,
-    translation overflow and the log of the scale range scale linearly; the patch ratio moves from 1
-    (strength 0: the region is A's whole frame) to ``base.patch_ratio`` (strength 1)."""
-    if not 0.0 <= strength <= 1.0:
-        raise Error(f"strength: got {strength!r}; expected a number in [0, 1]")
-    low, high = base.scale_range
-    return dataclasses.replace(
-        base,
-        patch_ratio=1.0 - strength * (1.0 - base.patch_ratio),
-        perspective=base.perspective * strength,
-        scale_range=(low**strength, high**strength),
-        max_angle_deg=base.max_angle_deg * strength,
-        translation_overflow=base.translation_overflow * strength if base.allow_artifacts else 0.0,
-    )
 
 
 # --- data ----------------------------------------------------------------------------------
