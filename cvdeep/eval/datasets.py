@@ -182,7 +182,8 @@ def load_warped(root: str | os.PathLike, names: list[str] | None = None, photos:
     '/' -> '_'); kind "synthetic".
 
     Synthetic warps are easier than real pairs and keep the photos' scale: a choice that depends on
-    image size (an upsampled pyramid level) measured here did not hold on real 800-1000 px pairs
+    image size (TR's ``upsampled``) looked better on <= 640 px photos and was worse on real
+    765-1024 px pairs, as it was on a warped set of large photos at ``max_side=1000``
     (docs/RESULTS.md, TR), so use photos at the size the features will meet.
     """
     base = _check_root(root)
