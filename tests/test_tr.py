@@ -6,6 +6,7 @@ Feature2D contract runs on weights saved by these tiny runs. Nothing here claims
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import cv2
@@ -318,8 +319,9 @@ def test_cli_trains_and_exports(photos, tmp_path):
     out = tmp_path / "cli"
     status = main(["train", "tr", "--loss", "d2", "--steps", "2", "--crop", "64", "--batch-size", "2", "--images",
                    str(photos), "--out", str(out), "--no-compile", "--precision", "fp32", "--quiet", "--threads", "1",
-                   "--strength", "0.3", "0.3"])
+                   "--strength", "0.3", "0.3", "--max-side", "128"])
     assert status == 0 and (out / "weights.pt").is_file() and len(read_log(out / "log.csv")["loss"]) == 2
+    assert json.loads((out / "config.json").read_text())["max_side"] == 128
     network = build_model("d2-cvdeep", weights=out / "weights.pt")
     image = torch.from_numpy(cv2.imread(str(photos / "0.png"), cv2.IMREAD_GRAYSCALE)).float()[None, None] / 255
     features = network.extract(image, torch.ones_like(image, dtype=torch.bool))

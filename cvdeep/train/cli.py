@@ -127,6 +127,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     dense.add_argument("--batch-size", type=int, default=tr_defaults.batch_size, help="image pairs per step")
     dense.add_argument("--crop", type=int, default=tr_defaults.crop,
                        help="side of both views in pixels (multiple of 4)")
+    dense.add_argument("--max-side", type=int, default=tr_defaults.max_side,
+                       help="photos are shrunk so their long side is at most this many pixels (default: "
+                            "%(default)s); the network learns structures at this scale")
     dense.add_argument("--lr", type=float, default=tr_defaults.lr)
     dense.add_argument("--strength", type=float, nargs=2, default=tr_defaults.strength, metavar=("FIRST", "LAST"),
                        help="warp strength at the first and last step, in [0, 1] (default: %(default)s, both losses)")
@@ -329,7 +332,7 @@ def _run_tr(args: argparse.Namespace) -> int:
     from .tr import TRTraining, train_tr
 
     settings = TRTraining(loss=args.loss, images=args.images, steps=args.steps, batch_size=args.batch_size,
-                          crop=args.crop, lr=args.lr, strength=tuple(args.strength),
+                          crop=args.crop, max_side=args.max_side, lr=args.lr, strength=tuple(args.strength),
                           precision=args.precision, compile=not args.no_compile, seed=args.seed, init=args.init)
     return _train(train_tr, settings, args, _TRAINED)
 
