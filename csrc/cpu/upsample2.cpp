@@ -55,6 +55,19 @@ void for_each_row(const at::Tensor& x, int64_t start, int64_t stop, RowOf row_of
   });
 }
 
+// One output row of the x2 upsampling (upsample2_simd.h's `row`) on the instruction set `isa`:
+// `row` gets 2 * width pixels of `channels` floats `stride` apart, gated when gs, go, gp are set.
+void upsample_row(Isa isa, const float* top, const float* bottom, float t, int64_t width, int64_t channels,
+                  float* blended, float* row, int64_t stride, const float* gs, const float* go, const float* gp) {
+  switch (isa) {
+#if defined(__x86_64__) || defined(__i386__)
+    case Isa::avx512: upsample2::avx512::row(top, bottom, t, width, channels, blended, row, stride, gs, go, gp); break;
+    case Isa::avx2: upsample2::avx2::row(top, bottom, t, width, channels, blended, row, stride, gs, go, gp); break;
+#endif
+    default: upsample2::generic::row(top, bottom, t, width, channels, blended, row, stride, gs, go, gp);
+  }
+}
+
 // x: (h, w, C) float32, contiguous (a channels-last map permuted to channels innermost); scale,
 // shift, slope: (C,) float32 each, or all undefined for no gate.
 // Returns (stop - start, 2w, C): rows [start, stop) of the (2h, 2w) upsampled map, gated.
@@ -95,15 +108,7 @@ at::Tensor upsample2_rows_impl(const at::Tensor& x, int64_t start, int64_t stop,
   float* dst = out.data_ptr<float>();
   const Isa isa = active_isa();
   const auto compute = [&](const float* top, const float* bottom, float t, float* blended, float* row) {
-    switch (isa) {
-#if defined(__x86_64__) || defined(__i386__)
-      case Isa::avx512:
-        upsample2::avx512::row(top, bottom, t, width, channels, blended, row, stride, gs, go, gp);
-        break;
-      case Isa::avx2: upsample2::avx2::row(top, bottom, t, width, channels, blended, row, stride, gs, go, gp); break;
-#endif
-      default: upsample2::generic::row(top, bottom, t, width, channels, blended, row, stride, gs, go, gp);
-    }
+    upsample_row(isa, top, bottom, t, width, channels, blended, row, stride, gs, go, gp);
   };
   for_each_row(
       x, start, stop, [&](int64_t o, std::vector<float>&) { return dst + (o - start) * 2 * width * stride; },
@@ -137,18 +142,7 @@ at::Tensor upsample2_moments_cpu(const at::Tensor& x, int64_t start, int64_t sto
   double* dst = out.data_ptr<double>();
   const Isa isa = active_isa();
   const auto compute = [&](const float* top, const float* bottom, float t, float* blended, float* row) {
-    switch (isa) {
-#if defined(__x86_64__) || defined(__i386__)
-      case Isa::avx512:
-        upsample2::avx512::row(top, bottom, t, width, channels, blended, row, channels, nullptr, nullptr, nullptr);
-        break;
-      case Isa::avx2:
-        upsample2::avx2::row(top, bottom, t, width, channels, blended, row, channels, nullptr, nullptr, nullptr);
-        break;
-#endif
-      default:
-        upsample2::generic::row(top, bottom, t, width, channels, blended, row, channels, nullptr, nullptr, nullptr);
-    }
+    upsample_row(isa, top, bottom, t, width, channels, blended, row, channels, nullptr, nullptr, nullptr);
   };
   const auto emit = [&](int64_t o, float* row) {
     double* sums = dst + (o - start) * 2 * channels;

@@ -7,6 +7,7 @@ Nothing here depends on a feature method: the runner and the tests read the same
 """
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Callable
@@ -197,7 +198,7 @@ def load_warped(root: str | os.PathLike, names: list[str] | None = None, photos:
     for index in chosen:
         path = files[index]
         name = str(path.relative_to(base).with_suffix("")).replace(os.sep, "_")
-        height, width = _shrunk(read_image(path), max_side).shape[:2]
+        height, width = _shrunk_photo(path, max_side).shape[:2]
         homographies = tuple(
             sample_homography(np.random.default_rng([seed, index, k]), height, width,
                               scaled_homography(WARPED_HOMOGRAPHY, (k + 1) / 5))
@@ -205,15 +206,24 @@ def load_warped(root: str | os.PathLike, names: list[str] | None = None, photos:
 
         def render(image_index: int, path: Path = path, index: int = index,
                    homographies: tuple[np.ndarray, ...] = homographies) -> np.ndarray:
-            photo = _shrunk(read_image(path), max_side)
+            photo = _shrunk_photo(path, max_side)
             if image_index == 0:
-                return photo
+                return photo.copy()
             k = image_index - 1
             size = (photo.shape[1], photo.shape[0])
             return augment(warp_image(photo, homographies[k], size), np.random.default_rng([seed, index, k, 1]))
 
         sequences.append(Sequence(name, "warped", "synthetic", (path,) * _IMAGES_PER_SEQUENCE, homographies, render))
     return _select(sequences, names, base, "warped")
+
+
+@functools.lru_cache(maxsize=1)
+def _shrunk_photo(path: Path, max_side: int) -> np.ndarray:
+    """The photo at ``path`` shrunk by ``_shrunk``; the last one is kept, as a sequence's six
+    images are rendered one after another from the same photo (read-only: it is shared)."""
+    photo = _shrunk(read_image(path), max_side)
+    photo.setflags(write=False)
+    return photo
 
 
 def _shrunk(image: np.ndarray, max_side: int) -> np.ndarray:
