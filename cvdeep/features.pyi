@@ -308,8 +308,8 @@ def D2Net_create(
 ) -> D2Net: ...
 
 class TR(Feature2D):
-    """TR vs D2-Net training: one light VGG-style describe-and-detect network (gray, stride 4, 128-D descriptors,
-    D2-Net's hard detection), trained by cvdeep with each loss."""
+    """TR vs D2-Net training: one light VGG-style describe-and-detect network (gray, 128-D descriptors at stride 4,
+    ASLFeat's multi-level detection or D2-Net's), trained by cvdeep with each loss."""
     def __init__(
         self,
         nfeatures: int = 0,
@@ -321,6 +321,7 @@ class TR(Feature2D):
         keep_flat: bool = False,
         precision: str = 'fp32',
         upsampled: bool = False,
+        detection: str = 'multilevel',
         *,
         model: str | None = None,
         weights: str | os.PathLike[str] | None = None,
@@ -344,6 +345,8 @@ class TR(Feature2D):
     def setPrecision(self, value: str) -> None: ...
     def getUpsampled(self) -> bool: ...
     def setUpsampled(self, value: bool) -> None: ...
+    def getDetection(self) -> str: ...
+    def setDetection(self, value: str) -> None: ...
     def getModel(self) -> str: ...
     def setModel(self, value: str) -> None: ...
     def getWeights(self) -> str | os.PathLike[str] | None: ...
@@ -362,6 +365,7 @@ def TR_create(
     keep_flat: bool = False,
     precision: str = 'fp32',
     upsampled: bool = False,
+    detection: str = 'multilevel',
     *,
     model: str | None = None,
     weights: str | os.PathLike[str] | None = None,

@@ -1,6 +1,7 @@
 """cvdeep.eval.datasets on the real sequences in ../shared/data (and layouts built from them)."""
 from __future__ import annotations
 
+import argparse
 import os
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from cvdeep.eval.datasets import (
     load_warped,
     read_homography,
 )
+from cvdeep.eval.runner import _warped_options, add_bench_arguments
 
 HPATCHES_SHARED = ("v_churchill", "v_graffiti", "v_wormhole")
 
@@ -165,3 +167,23 @@ def test_warped_bad_input_is_reported(tmp_path: Path, shared: Path) -> None:
         load_warped(tmp_path)
     with pytest.raises(Error, match="nosuch"):
         load_warped(shared / "train_images", ["nosuch"], photos=2)
+    with pytest.raises(Error, match="min_side"):
+        load_warped(shared / "train_images", min_side=-1)
+
+
+def test_warped_min_side_keeps_only_large_photos(tmp_path: Path) -> None:
+    """``min_side`` chooses among the photos at least that large; the CLI's --warped-* options
+    reach ``load_warped``; none large enough is an error."""
+    rng = np.random.default_rng(0)
+    for name, shape in (("a", (300, 400)), ("b", (600, 900)), ("c", (200, 250)), ("d", (820, 500))):
+        cv2.imwrite(str(tmp_path / f"{name}.png"), rng.integers(0, 255, shape + (3,), dtype=np.uint8))
+    assert [s.name for s in load_warped(tmp_path, photos=10, min_side=500)] == ["b", "d"]
+    sequences = load_dataset("warped", tmp_path, warped={"photos": 1, "min_side": 500, "max_side": 300})
+    assert [s.name for s in sequences] == ["b"] and max(sequences[0].read_image(0).shape[:2]) == 300
+    with pytest.raises(Error, match="min_side"):
+        load_warped(tmp_path, min_side=1000)
+    parser = add_bench_arguments(argparse.ArgumentParser())
+    args = parser.parse_args(["--dataset", "warped", "--root", str(tmp_path), "--warped-min-side", "500",
+                              "--warped-photos", "1"])
+    assert _warped_options(args) == {"photos": 1, "min_side": 500}
+    assert _warped_options(parser.parse_args(["--warped-min-side", "500"])) == {}  # not the warped dataset

@@ -135,8 +135,9 @@ BANDED = {
     "superpoint": ("superpoint-open", {}, {}, 16),  # VGG encoders: 48 and 64-pixel halos
     "d2net": ("d2net", {}, {}, 16),
     "keynet": ("keynet", {}, {}, 8),
-    "tr": ("tr-cvdeep", {}, {}, 8),
-    "tr-upsampled": ("tr-cvdeep", {}, {"upsampled": True}, 8),  # the doubled image in bands, the sum band by band
+    "tr": ("tr-cvdeep", {}, {}, 8),  # multilevel detection: two early levels from each band
+    "tr-d2": ("tr-cvdeep", {}, {"detection": "d2"}, 8),
+    "tr-upsampled": ("tr-cvdeep", {}, {"detection": "d2", "upsampled": True}, 8),  # the doubled image in bands
     "lfnet": ("lfnet-cvdeep", {}, {}, 8),  # trunk halo 14, score convs on 5 resized levels, soft NMS halo 14
 }
 

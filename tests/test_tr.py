@@ -138,7 +138,7 @@ def test_upsampled_extraction_describes_where_it_detects(data_dir):
     found = {}
     with torch.no_grad():
         for upsampled in (True, False):
-            config = TRConfig(upsampled=upsampled, nfeatures=300)
+            config = TRConfig(detection="d2", upsampled=upsampled, nfeatures=300)
             features = network.extract(gray, valid, config)
             described = network.describe(gray, features["keypoints"], config=config)
             torch.testing.assert_close(described, features["descriptors"], atol=1e-5, rtol=0)

@@ -170,12 +170,13 @@ scale 0.6..1.6 (zoom 0.63x..1.67x), patch ratio 0.8, borders allowed (they show 
 
 
 def load_warped(root: str | os.PathLike, names: list[str] | None = None, photos: int = WARPED_PHOTOS,
-                seed: int = 0, max_side: int = WARPED_MAX_SIDE) -> list[Sequence]:
+                seed: int = 0, max_side: int = WARPED_MAX_SIDE, min_side: int = 0) -> list[Sequence]:
     """Synthetic sequences from the unlabeled photos below ``root``: for fine-tuning on one's own
     images and for choices that must not be made on real evaluation pairs.
 
-    ``photos`` photos, evenly spaced among the sorted image files, each shrunk to a longest side of
-    ``max_side`` (larger ones only); image 1 is the photo, image k + 2 (k = 0..4) its warp by a random
+    ``photos`` photos, evenly spaced among the sorted image files whose longest side is at least
+    ``min_side`` pixels (0: all), each shrunk to a longest side of ``max_side`` (larger ones only);
+    image 1 is the photo, image k + 2 (k = 0..4) its warp by a random
     homography at strength (k + 1) / 5 of ``WARPED_HOMOGRAPHY`` (``cvdeep.train.homography``:
     perspective, rotation and log-zoom grow linearly) with independent photometric changes
     (``cvdeep.train.photometric`` defaults). Everything is drawn from ``(seed, photo index, k)``, so
@@ -192,7 +193,13 @@ def load_warped(root: str | os.PathLike, names: list[str] | None = None, photos:
         raise Error(f"photos: got {photos!r}; expected a positive integer")
     if isinstance(max_side, bool) or not isinstance(max_side, int) or max_side < 16:
         raise Error(f"max_side: got {max_side!r}; expected an integer >= 16 (pixels)")
+    if isinstance(min_side, bool) or not isinstance(min_side, int) or min_side < 0:
+        raise Error(f"min_side: got {min_side!r}; expected an integer >= 0 (pixels)")
     files = image_files(base)
+    if min_side:
+        files = [path for path in files if max(read_image(path).shape[:2]) >= min_side]
+        if not files:
+            raise Error(f"min_side: no photo below {str(base)!r} has a side of {min_side} px or more")
     chosen = sorted({int(i) for i in np.linspace(0, len(files) - 1, min(photos, len(files)))})
     sequences = []
     for index in chosen:
@@ -248,10 +255,11 @@ LOADERS = {"hpatches": load_hpatches, "oxford": load_oxford, "shared": load_shar
 
 
 def load_dataset(dataset: str, root: str | os.PathLike | None, names: list[str] | None = None,
-                 all_hpatches: bool = False) -> list[Sequence]:
+                 all_hpatches: bool = False, warped: dict[str, int] | None = None) -> list[Sequence]:
     """Sequences of ``dataset`` ("hpatches", "oxford", "shared" or "warped") found under ``root``.
 
     ``all_hpatches`` keeps the eight high-resolution HPatches sequences D2-Net drops.
+    ``warped`` holds ``load_warped``'s options (photos, max_side, min_side, seed) for "warped".
     For "shared", ``root`` may be None: ``default_shared_data()`` is used.
     """
     if dataset not in LOADERS:
@@ -262,4 +270,6 @@ def load_dataset(dataset: str, root: str | os.PathLike | None, names: list[str] 
             raise Error(f"dataset {dataset!r} needs --root PATH (the folder holding its sequences)")
     if dataset == "hpatches" and all_hpatches:
         return load_hpatches(root, names, exclude=())
+    if dataset == "warped" and warped:
+        return load_warped(root, names, **warped)
     return LOADERS[dataset](root, names)

@@ -30,7 +30,7 @@ from ..keypoints import keypoint_responses
 from ..matching.pairs import LOWE_RATIO, MATCHERS, Feature, ImageFeatures, PairMatcher, detect_features
 from ..precision import PRECISIONS
 from . import metrics
-from .datasets import LOADERS, SEQUENCE_KINDS, Sequence, load_dataset
+from .datasets import LOADERS, SEQUENCE_KINDS, WARPED_MAX_SIDE, WARPED_PHOTOS, Sequence, load_dataset
 
 _NFEATURES_SETTERS = ("setNFeatures", "setMaxFeatures")  # cv2.SIFT / cvdeep, cv2.ORB
 #: The protocol's brute-force matcher (docs/RESULTS.md): OpenCV's own, whatever cvdeep.BFMatcher does.
@@ -52,6 +52,8 @@ class BenchConfig:
     all_hpatches: bool = False
     lightglue_precision: str = "fp32"
     thresholds: list[int] = field(default_factory=lambda: list(metrics.MMA_THRESHOLDS))
+    warped: dict[str, int] = field(default_factory=dict)
+    """``load_warped`` options of the "warped" dataset (photos, max_side, min_side); empty: its defaults."""
 
 
 def build_feature(name: str, max_keypoints: int, device: str = "auto") -> Feature:
@@ -197,7 +199,7 @@ def run(config: BenchConfig, show_progress: bool = True) -> dict[str, Any]:
     """Run the benchmark described by ``config``; returns the JSON-ready results."""
     if not config.features:
         raise Error("features: got an empty list; expected names such as sift,orb,aliked")
-    sequences = load_dataset(config.dataset, config.root, config.sequences, config.all_hpatches)
+    sequences = load_dataset(config.dataset, config.root, config.sequences, config.all_hpatches, config.warped)
     # Every feature and its matcher first, so that a bad name or a pairing LightGlue has no
     # weights for fails before any image is described.
     features = [build_feature(name, config.max_keypoints, config.device) for name in config.features]
@@ -329,6 +331,13 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
                              "cvdeep.eval.datasets.load_warped)")
     parser.add_argument("--root", default=None,
                         help="dataset folder (for shared: defaults to $CVDEEP_SHARED/data or ../shared/data)")
+    parser.add_argument("--warped-photos", type=int, default=WARPED_PHOTOS,
+                        help=f"warped: how many photos (default {WARPED_PHOTOS})")
+    parser.add_argument("--warped-max-side", type=int, default=WARPED_MAX_SIDE,
+                        help=f"warped: photos shrunk to this longest side in pixels (default {WARPED_MAX_SIDE}); "
+                             "use the size of the images the features will meet")
+    parser.add_argument("--warped-min-side", type=int, default=0,
+                        help="warped: only photos whose longest side is at least this many pixels (default 0: all)")
     parser.add_argument("--features", type=_names, default=["sift", "orb"],
                         help="comma-separated names accepted by cvdeep.features.create, or detector+descriptor "
                              "(e.g. sift+hardnet); default: sift,orb")
@@ -350,12 +359,22 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     return parser
 
 
+def _warped_options(args: argparse.Namespace) -> dict[str, int]:
+    """The ``--warped-*`` options that differ from ``load_warped``'s defaults (only for --dataset warped)."""
+    if args.dataset != "warped":
+        return {}
+    given = {"photos": args.warped_photos, "max_side": args.warped_max_side, "min_side": args.warped_min_side}
+    defaults = {"photos": WARPED_PHOTOS, "max_side": WARPED_MAX_SIDE, "min_side": 0}
+    return {key: value for key, value in given.items() if value != defaults[key]}
+
+
 def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     """Run from parsed ``add_bench_arguments`` options; writes the outputs and prints the table."""
     config = BenchConfig(dataset=args.dataset, root=None if args.root is None else str(args.root),
                          features=args.features, matcher=args.matcher, ratio=args.ratio,
                          max_keypoints=args.max_keypoints, device=args.device, sequences=args.sequences,
-                         all_hpatches=args.all_hpatches, lightglue_precision=args.lightglue_precision)
+                         all_hpatches=args.all_hpatches, lightglue_precision=args.lightglue_precision,
+                         warped=_warped_options(args))
     results = run(config, show_progress=not args.quiet)
     written = write_outputs(results, args.out, plot=not args.no_plot)
     print(markdown_table(results))

@@ -7,7 +7,7 @@ trained that way, compared with D2-Net's own loss. cvdeep repeats that compariso
 triplet loss on the same photos, steps and seed (``cvdeep train tr --loss tr|d2``,
 ``cvdeep.train.tr``). Two files ship: ``d2-cvdeep`` (D2-Net's loss from scratch) and ``tr-cvdeep``
 (TR's loss for 2000 steps from ``d2-cvdeep``: from scratch TR reached MMA@3 21.4, from this start
-46.9; docs/RESULTS.md).
+46.9 with D2-Net's detection and 58.0 with the default multi-level detection; docs/RESULTS.md).
 
 Network (gray input, stride 4, 128-D): a VGG-style encoder of 3x3 convolutions, each followed
 by BatchNorm and ReLU except the last,
@@ -26,18 +26,28 @@ the 2-core CPU this project trains on, one step of 4 pairs of 192 x 192 crops al
 resolution, fewer than the orientations x scales of gradient filters a first VGG block learns. 128
 channels keep the descriptor at the size of SIFT, HardNet and R2D2.
 
-Inference is D2-Net's (``cvdeep.nets.describe_detect``) on one map: y of the image (stride 4, cell
-p at pixel 4p + 1.5), or with ``upsampled`` y of the image at twice its size plus y of the image
-resized to that map, D2-Net's multi-scale sum over scales 1 and 2 with detection at the finer one
-(keypoints on a 2 px grid, cell q at 2q + 0.5; about five times the time). ``upsampled`` was built
-to fix the weak localisation of stride-4 keypoints (MMA@1 20.0 against SIFT's 34.1 on the
-evaluation pairs, MMA@5 above SIFT) and chosen among three ways to use a finer grid on synthetic
-warps of the training photos (``cvdeep.eval.datasets.load_warped``, at most 640 px), where it
-raised MMA@3 from 64.2 to 69.8; on the evaluation pairs (765-1024 px on the longest side, about
-twice the 400 px photos the network trained on) it lowered MMA@3 from 46.9 to 42.0, so it stays
-off by default (docs/RESULTS.md). The map is passed through a ReLU for detection (channel maximum,
-spatial maximum, edge test, sub-pixel refinement; the score of a keypoint is its activation
-ReLU(y)^k) and descriptors are the map sampled bilinearly at the keypoint and L2-normalised.
+Inference detects in one of two ways (``detection``); descriptors are always y sampled bilinearly
+at the keypoints and L2-normalised (y: cell p at pixel 4p + 1.5).
+
+- ``"multilevel"`` (the default): ASLFeat's multi-level peakiness detection
+  (``cvdeep.nets.peakiness``) on the outputs of the second and fourth convolutions before their
+  BatchNorm (strides 1 and 2, dilations 3 and 2, weights 1 and 2): keypoints at full resolution.
+  ASLFeat also adds y itself (stride 4, weight 3); that third level was left out because its
+  bilinearly resized score has its maxima on the stride-4 cells, which is what the detection is
+  meant to avoid: on synthetic warps of large training photos (``load_warped``, 1000 px, never the
+  evaluation pairs) tr-cvdeep reached MMA@3 77.7 with the two early levels, 65.4 with all three
+  and 59.6 with D2-Net's detection (SIFT 77.1). Measured afterwards on the evaluation pairs: MMA@3
+  58.0 against 46.9 (SIFT 50.6), repeatability 58.8 against 37.0 (docs/RESULTS.md). The paper's
+  best TR rows are trained on ASLFeat's network, whose detection this is.
+- ``"d2"``: D2-Net's (``cvdeep.nets.describe_detect``) on y (stride-4 cells, quadratic fit), or
+  with ``upsampled`` on y of the image at twice its size plus y of the image resized to that map,
+  D2-Net's multi-scale sum over scales 1 and 2 with detection at the finer one (keypoints on a
+  2 px grid, cell q at 2q + 0.5; about five times the time). ``upsampled`` was an earlier attempt
+  at the weak localisation of stride-4 keypoints: better on synthetic warps of <= 640 px photos,
+  worse on the evaluation pairs (MMA@3 46.9 -> 42.0), so it stays off. The map is passed through
+  a ReLU for detection (channel maximum, spatial maximum, edge test, sub-pixel refinement; the
+  score of a keypoint is its activation ReLU(y)^k).
+
 Training runs one scale and uses exactly these two maps of y: the soft detection score is
 computed on ReLU(y) (``cvdeep.ops.soft_detection_score`` applies the ReLU) and both losses
 normalise y itself. (D2-Net's released inference code describes with ReLU(y) while its
@@ -45,15 +55,18 @@ training loss normalises y; cvdeep keeps the training form at inference.) A keyp
 inside the image, the user's mask and the border only when the four pixels around its sub-pixel
 position are all valid.
 
-Selection: ``nms="hard"`` keeps every hard detection above ``detection_threshold`` with the NMS
-window of ``nms_radius`` feature cells (the paper's 3x3 maxima by default); ``nms="soft"`` runs
+Selection: ``nms="hard"`` keeps every detection above ``detection_threshold`` (in the units of the
+detection's score: peakiness, or ReLU(y)^k) with the NMS window of ``nms_radius`` cells of the
+detection map (pixels for "multilevel"; the papers' 3x3 maxima by default); ``nms="soft"`` runs
 greedy Gaussian soft-NMS (``soft_nms_sigma`` px) over the 3x3 detections, as every detector does
 (``cvdeep.nets.multiscale.merge_levels``).
 
 Sources (facts only, no code copied): Z. Wang, C. Wu, Y. Yang, Z. Li, "Learning
 Transformation-Predictive Representations for Detection and Description of Local Features", CVPR
 2023 (the authors' slides and the abstract); M. Dusmanu et al., "D2-Net: A Trainable CNN for Joint
-Description and Detection of Local Features", CVPR 2019, and mihaidusmanu/d2-net (Clear BSD).
+Description and Detection of Local Features", CVPR 2019, and mihaidusmanu/d2-net (Clear BSD);
+Z. Luo et al., "ASLFeat: Learning Local Features of Accurate Shape and Localization", CVPR 2020,
+and lzx551402/ASLFeat (MIT).
 """
 from __future__ import annotations
 
@@ -69,7 +82,7 @@ from .. import ops
 from ..declaration import DetectorConfig, InputConvention, ModelFamily, Variant, param
 from ..errors import Error
 from ..weights import TRAINED_LICENSE, WeightSpec
-from . import describe_detect
+from . import describe_detect, peakiness
 from .bands import add_resized, run_banded
 from .base import Extractor, Features, valid_at
 from .multiscale import level_nms_radius, merge_levels
@@ -96,12 +109,16 @@ class TRConfig(DetectorConfig):
     """D2-Net's single-scale extraction: every hard detection, 3x3 maxima."""
 
     detection_threshold: float = param(0.0, "minimum activation ReLU(y) of a keypoint's channel at its cell", low=0.0)
-    nms_radius: int = param(1, "spatial NMS radius in feature-map cells (4 px, or 2 px when upsampled); 1 is "
-                               "the paper's 3x3 maxima", low=0)
+    nms_radius: int = param(1, "spatial NMS radius in cells of the detection map (4 px, 2 px when upsampled, "
+                               "1 px with multilevel detection); 1 is the papers' 3x3 maxima", low=0)
     upsampled: bool = param(False, "detect and describe on y of the image at twice its size plus y of the image "
                                    "(upsampled): D2-Net's multi-scale sum over scales 1 and 2, keypoints on a 2 px "
                                    "grid, about 5x the time; better on small images, worse on large ones "
                                    "(docs/RESULTS.md)")
+    detection: str = param("multilevel", "'multilevel': ASLFeat's multi-level peakiness detection on the second and "
+                                         "fourth convolutions (full-resolution keypoints, nms_radius in pixels); "
+                                         "'d2': D2-Net's hard detection on the descriptor map (stride-4 cells, "
+                                         "quadratic fit)", choices=("multilevel", "d2"))
 
 
 class TRNet(Extractor):
@@ -137,6 +154,27 @@ class TRNet(Extractor):
         return run_banded(lambda rows, lo, hi: (self.encoder(rows),), standardised, halo=_HALO, align=STRIDE,
                           pixels=self.band_pixels)[0]
 
+    def levels(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(1, 1, H, W) image -> y (1, D, H/4, W/4) and the outputs of the second and fourth
+        convolutions before their BatchNorm (1, 32, H, W) and (1, 64, H/2, W/2): the levels of
+        ASLFeat's multi-level detection (``cvdeep.nets.peakiness``), computed over row bands."""
+        def stage(rows: torch.Tensor, lo: int, hi: int) -> tuple[torch.Tensor, ...]:
+            captured = []
+            x = rows
+            for index, layer in enumerate(self.encoder):
+                if index in (1, 4) and isinstance(layer, nn.Sequential):  # the 2nd and 4th _block
+                    convolution, normalise_and_rectify = layer[0], layer[1:]  # conv | BatchNorm, ReLU
+                    x = convolution(x)
+                    captured.append(x)
+                    x = normalise_and_rectify(x)
+                else:
+                    x = layer(x)
+            return (x, *captured)
+
+        y, second, fourth = run_banded(stage, (image - _MEAN) / _STD, halo=_HALO, align=STRIDE,
+                                       pixels=self.band_pixels)
+        return y, second, fourth
+
     def dense_map(self, image: torch.Tensor, config: TRConfig) -> tuple[torch.Tensor, int]:
         """The signed (1, D, h, w) map extraction detects and describes on, and its stride in input
         pixels (cell p at pixel stride * p + (stride - 1) / 2): y of the image (stride 4), or with
@@ -152,6 +190,8 @@ class TRNet(Extractor):
         """Keypoints (N, 2) in input pixels, scores (N,) descending, unit descriptors (N, D); see the
         module docstring."""
         config = config or TRConfig()
+        if config.detection == "multilevel":
+            return self._extract_multilevel(image, valid, config)
         raw, stride = self.dense_map(image, config)
         activation = F.relu(raw)
         detected, steps = describe_detect.hard_detection(activation, self.filters.to(raw.dtype),
@@ -162,6 +202,23 @@ class TRNet(Extractor):
         level = {"keypoints": keypoints[inside], "scores": scores[inside]}
         selected = merge_levels([level], config)
         selected["descriptors"] = ops.sample_descriptors(raw[0], selected["keypoints"], stride=float(stride))
+        return selected
+
+    def _extract_multilevel(self, image: torch.Tensor, valid: torch.Tensor, config: TRConfig) -> Features:
+        """``extract`` with ASLFeat's multi-level detection on the second and fourth convolutions
+        (strides 1 and 2, dilations 3 and 2, weights 1 and 2, as ASLFeat; its third level, y at
+        stride 4 with weight 3, is left out: see the module docstring) and descriptors sampled from y."""
+        if config.upsampled:
+            raise Error("TR: upsampled=True applies to detection='d2' (D2-Net's detection on the doubled image); "
+                        "detection='multilevel' (the default) detects at full resolution already: pass "
+                        "detection='d2' with upsampled=True, or leave upsampled off")
+        raw, second, fourth = self.levels(image)
+        levels = [peakiness.Level(second, 1, 3, 1.0), peakiness.Level(fourth, 2, 2, 2.0)]
+        height, width = image.shape[-2:]
+        keypoints, scores = peakiness.detect(levels, (height, width), valid, level_nms_radius(config))
+        inside = valid_at(valid, keypoints)
+        selected = merge_levels([{"keypoints": keypoints[inside], "scores": scores[inside]}], config)
+        selected["descriptors"] = ops.sample_descriptors(raw[0], selected["keypoints"], stride=float(STRIDE))
         return selected
 
     def describe(
@@ -199,8 +256,8 @@ FAMILIES = (
         input=InputConvention(channels=1, gray="luminance", stride=STRIDE),
         paper="Wang, Wu, Yang, Li: Learning Transformation-Predictive Representations for Detection and Description "
               "of Local Features, CVPR 2023 (on D2-Net's describe-and-detect scheme: Dusmanu et al., CVPR 2019)",
-        summary="TR vs D2-Net training: one light VGG-style describe-and-detect network (gray, stride 4, 128-D "
-                "descriptors, D2-Net's hard detection), trained by cvdeep with each loss.",
+        summary="TR vs D2-Net training: one light VGG-style describe-and-detect network (gray, 128-D descriptors "
+                "at stride 4, ASLFeat's multi-level detection or D2-Net's), trained by cvdeep with each loss.",
         variants=(
             _trained("tr-cvdeep", "TRNet trained by cvdeep with TR's transformation-predictive loss (EMA target, "
                                   "predictor, soft labels, curriculum; no negatives) on unlabeled photos, starting "

@@ -1,0 +1,151 @@
+"""ASLFeat's multi-level detection: keypoints at full resolution from the peakiness of several
+feature levels of one network, for describe-and-detect networks whose descriptor map is coarse.
+
+ASLFeat (Luo et al., CVPR 2020, Sec. 3.3 and the authors' code, lzx551402/ASLFeat, MIT) scores
+each level l, a (C, h, w) map x at stride s (cell p at image pixel s p + (s - 1) / 2), as
+
+    x <- x / max(x)                               (ASLFeat divides by a running maximum)
+    alpha = softplus(x - mean of its 3x3 neighbourhood, dilation d_l, reflected at the border)
+    beta  = softplus(x - mean over the channels)
+    score = max over channels of alpha * beta
+
+kept only where the channel maximum passes SIFT's edge test (dilated finite-difference Hessian,
+zero padding, r_e = 10). Each level's score is resized to the image (bilinear, half-pixel
+centres) and the levels are summed with weights; keypoints are the 3x3 maxima of the sum, at
+least 5 px from the image edge, moved by one Newton step on the sum without the edge mask
+(clipped to one pixel). ASLFeat's levels are its second, fourth and last convolutions (strides
+1, 2, 4; dilations 3, 2, 1; weights 1, 2, 3), its convolutions taken before BatchNorm.
+
+Where cvdeep differs: the maximum dividing a level is the image's own (ASLFeat's training-time
+form; at test time it divides by a maximum averaged over training, which a network trained
+without this detector does not have), and the whole computation runs in row chunks so that no
+per-channel temporary of a full-resolution level exists at once.
+
+Facts only from the paper and the authors' code (MIT); no code copied.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ..precision import full_precision
+
+EDGE_THRESHOLD = 10.0
+"""r_e of the edge test (ASLFeat's evaluation setting ``edge_thld``)."""
+BORDER = 5
+"""Pixels at the image edge without keypoints (ASLFeat's ``eof_mask``)."""
+CHUNK_VALUES = 1 << 22
+"""Values (channels x rows x columns) of a level that one chunk of ``level_score`` reads."""
+
+
+@dataclass(frozen=True)
+class Level:
+    """One feature level: a (1, C, h, w) map at ``stride`` input pixels per cell, its
+    neighbourhood ``dilation`` and its ``weight`` in the sum."""
+
+    features: torch.Tensor
+    stride: int
+    dilation: int
+    weight: float
+
+
+def _rows(x: torch.Tensor, start: int, stop: int, halo: int, mode: str) -> torch.Tensor:
+    """Rows [start - halo, stop + halo) of (1, C, h, w) ``x``, padded by ``halo`` columns and, at
+    the map's top and bottom, rows (``mode``: 'reflect' or 'constant' zeros)."""
+    height = x.shape[-2]
+    top, bottom = max(0, start - halo), min(height, stop + halo)
+    part = x[..., top:bottom, :]
+    pads = (halo, halo, halo - (start - top), halo - (bottom - stop))
+    return F.pad(part, pads, mode=mode) if mode == "reflect" else F.pad(part, pads)
+
+
+def _shifted(padded: torch.Tensor, di: int, dj: int, halo: int, rows: int, width: int) -> torch.Tensor:
+    """The (…, rows, width) window of ``padded`` moved by (di, dj) from its centre."""
+    return padded[..., halo + di : halo + di + rows, halo + dj : halo + dj + width]
+
+
+def level_score(features: torch.Tensor, dilation: int,
+                edge_threshold: float = EDGE_THRESHOLD) -> tuple[torch.Tensor, torch.Tensor]:
+    """ASLFeat's peakiness score of one level (1, C, h, w) (module docstring): the (1, 1, h, w)
+    score with the edge mask applied and without it."""
+    with full_precision():
+        x = features.float()
+        x = x / x.amax().clamp_min(torch.finfo(torch.float32).tiny)
+        channels, height, width = x.shape[1:]
+        masked = x.new_empty((1, 1, height, width))
+        raw = x.new_empty((1, 1, height, width))
+        step = max(1, CHUNK_VALUES // max(1, channels * width))
+        d = dilation
+        for start in range(0, height, step):
+            stop = min(height, start + step)
+            rows = stop - start
+            centre = x[..., start:stop, :]
+            reflected = _rows(x, start, stop, d, "reflect")
+            mean = sum(_shifted(reflected, a * d, b * d, d, rows, width) for a in (-1, 0, 1) for b in (-1, 0, 1)) / 9
+            alpha = F.softplus(centre - mean)
+            beta = F.softplus(centre - centre.mean(dim=1, keepdim=True))
+            raw[..., start:stop, :] = (alpha * beta).amax(dim=1, keepdim=True)
+            strongest = centre.argmax(dim=1, keepdim=True)
+            zeros = _rows(x, start, stop, d, "constant")
+            masked[..., start:stop, :] = raw[..., start:stop, :] * _not_edge(zeros, strongest, d, edge_threshold)
+    return masked, raw
+
+
+def _not_edge(padded: torch.Tensor, channel: torch.Tensor, dilation: int, edge_threshold: float) -> torch.Tensor:
+    """SIFT's edge test (trace^2 / det <= (r + 1)^2 / r, det > 0) of the dilated finite-difference
+    Hessian of channel ``channel`` (1, 1, rows, w) of a chunk zero-padded by ``dilation``."""
+    rows, width = channel.shape[-2:]
+
+    def at(di: int, dj: int) -> torch.Tensor:
+        return _shifted(padded, di * dilation, dj * dilation, dilation, rows, width).gather(1, channel)
+
+    middle = at(0, 0)
+    dii = at(1, 0) - 2 * middle + at(-1, 0)
+    djj = at(0, 1) - 2 * middle + at(0, -1)
+    dij = 0.25 * (at(-1, -1) - at(-1, 1) - at(1, -1) + at(1, 1))
+    det = dii * djj - dij * dij
+    trace = dii + djj
+    return (trace * trace <= (edge_threshold + 1) ** 2 / edge_threshold * det) & (det > 0)
+
+
+def detect(levels: Sequence[Level], size: tuple[int, int], valid: torch.Tensor,
+           nms_radius: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keypoints (N, 2) in input pixels and their scores (N,) (unsorted) from the weighted sum of
+    the levels' scores at input size ``size`` (H, W); ``valid`` (1, 1, H, W) bool marks where
+    keypoints may lie (image, user mask). ``nms_radius`` in pixels (1: ASLFeat's 3x3 maxima)."""
+    total = sum(level.weight for level in levels)
+    with full_precision():
+        combined = torch.zeros((1, 1) + tuple(size), device=valid.device)
+        unmasked = torch.zeros_like(combined)
+        for level in levels:
+            masked, raw = level_score(level.features, level.dilation)
+            # F.interpolate's half-pixel centres put cell p at s p + (s - 1) / 2: the levels' convention
+            combined += level.weight / total * F.interpolate(masked, size=size, mode="bilinear", align_corners=False)
+            unmasked += level.weight / total * F.interpolate(raw, size=size, mode="bilinear", align_corners=False)
+        window = 2 * nms_radius + 1
+        keep = (combined == F.max_pool2d(combined, window, stride=1, padding=nms_radius)) & (combined > 0) & valid
+        keep[..., :BORDER, :] = False
+        keep[..., -BORDER:, :] = False
+        keep[..., :BORDER] = False
+        keep[..., -BORDER:] = False
+        _, _, i, j = torch.nonzero(keep, as_tuple=True)
+        scores = combined[0, 0, i, j]
+        padded = F.pad(unmasked, (1, 1, 1, 1))
+
+        def at(di: int, dj: int) -> torch.Tensor:
+            return padded[0, 0, i + 1 + di, j + 1 + dj]
+
+        middle = at(0, 0)
+        gi, gj = (at(1, 0) - at(-1, 0)) / 2, (at(0, 1) - at(0, -1)) / 2
+        hii, hjj = at(1, 0) - 2 * middle + at(-1, 0), at(0, 1) - 2 * middle + at(0, -1)
+        hij = 0.25 * (at(-1, -1) - at(-1, 1) - at(1, -1) + at(1, 1))
+        det = hii * hjj - hij * hij
+        solvable = det != 0
+        safe = torch.where(solvable, det, torch.ones_like(det))
+        step_i = torch.where(solvable, -(hjj * gi - hij * gj) / safe, torch.zeros_like(det)).clamp(-1.0, 1.0)
+        step_j = torch.where(solvable, -(hii * gj - hij * gi) / safe, torch.zeros_like(det)).clamp(-1.0, 1.0)
+        keypoints = torch.stack([j + step_j, i + step_i], dim=1)
+    return keypoints, scores
