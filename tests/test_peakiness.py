@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 
 import cv2
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -55,6 +56,20 @@ def _reference_score(x: torch.Tensor, dilation: int) -> torch.Tensor:
     mean = F.conv2d(F.pad(x, (dilation,) * 4, mode="reflect"), torch.full((channels, 1, 3, 3), 1 / 9),
                     dilation=dilation, groups=channels)
     return (F.softplus(x - mean) * F.softplus(x - x.mean(1, keepdim=True))).amax(1, keepdim=True)
+
+
+@pytest.mark.parametrize("height, width", [(1, 1), (1, 5), (2, 6), (3, 2)])
+def test_maps_smaller_than_the_neighbourhood_are_scored(height, width):
+    """A level of 1-3 cells (a tiny image's stride-2 map) with dilation 3: reflection folds back as
+    often as needed (torch's reflect padding refuses a pad as large as the map)."""
+    x = torch.rand(1, 4, height, width, generator=torch.Generator().manual_seed(height * 10 + width))
+    masked, raw = peakiness.level_score(x, dilation=3)
+    assert torch.isfinite(masked).all()
+    x = x / x.max()
+    padded = torch.from_numpy(np.pad(x.numpy(), ((0, 0), (0, 0), (3, 3), (3, 3)), mode="reflect"))  # folds repeatedly
+    mean = sum(padded[..., 3 * a : 3 * a + height, 3 * b : 3 * b + width] for a in range(3) for b in range(3)) / 9
+    expected = (F.softplus(x - mean) * F.softplus(x - x.mean(1, keepdim=True))).amax(1, keepdim=True)
+    torch.testing.assert_close(raw, expected)
 
 
 @pytest.mark.parametrize("dilation", [1, 2, 3])

@@ -52,14 +52,26 @@ class Level:
     weight: float
 
 
+def _reflected(size: int, start: int, stop: int, device: torch.device) -> torch.Tensor:
+    """Indices of positions [start, stop) of an axis of ``size`` reflected at its ends without
+    repeating the edge (numpy's 'reflect'), for any distance: a map of 1 or 2 cells included."""
+    positions = torch.arange(start, stop, device=device)
+    if size == 1:
+        return torch.zeros_like(positions)
+    period = 2 * (size - 1)
+    folded = torch.remainder(positions, period)
+    return torch.where(folded < size, folded, period - folded)
+
+
 def _rows(x: torch.Tensor, start: int, stop: int, halo: int, mode: str) -> torch.Tensor:
-    """Rows [start - halo, stop + halo) of (1, C, h, w) ``x``, padded by ``halo`` columns and, at
-    the map's top and bottom, rows (``mode``: 'reflect' or 'constant' zeros)."""
-    height = x.shape[-2]
+    """Rows [start - halo, stop + halo) of (1, C, h, w) ``x`` with ``halo`` more columns on each
+    side; beyond the map's edges reflected (``mode`` 'reflect') or zeros ('constant')."""
+    height, width = x.shape[-2:]
+    if mode == "reflect":
+        rows = x.index_select(-2, _reflected(height, start - halo, stop + halo, x.device))
+        return rows.index_select(-1, _reflected(width, -halo, width + halo, x.device))
     top, bottom = max(0, start - halo), min(height, stop + halo)
-    part = x[..., top:bottom, :]
-    pads = (halo, halo, halo - (start - top), halo - (bottom - stop))
-    return F.pad(part, pads, mode=mode) if mode == "reflect" else F.pad(part, pads)
+    return F.pad(x[..., top:bottom, :], (halo, halo, halo - (start - top), halo - (bottom - stop)))
 
 
 def _shifted(padded: torch.Tensor, di: int, dj: int, halo: int, rows: int, width: int) -> torch.Tensor:
