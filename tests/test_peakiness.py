@@ -85,6 +85,22 @@ def test_row_chunks_give_the_whole_map_score(dilation, monkeypatch):
     assert torch.equal(chunked_masked > 0, whole_masked > 0)
 
 
+def _level(features: torch.Tensor, stride: int) -> peakiness.Level:
+    """One level of weight 1 scored with dilation 1."""
+    return peakiness.Level(*peakiness.level_score(features, 1), stride=stride, weight=1.0)
+
+
+def test_a_band_scored_with_the_whole_maximum_matches_the_whole_away_from_its_cut():
+    """Rows 10..30 of a level, scored with the whole level's maximum, equal the whole level's
+    scores except within the dilation of the cut edges (the second pass of ``TRNet.level_scores``)."""
+    x = torch.rand(1, 6, 40, 20, generator=torch.Generator().manual_seed(4))
+    whole_masked, whole = peakiness.level_score(x, 2)
+    band_masked, band = peakiness.level_score(x[..., 10:30, :], 2, x.amax())
+    torch.testing.assert_close(band[..., 2:-2, :], whole[..., 12:28, :], atol=1e-6, rtol=0)
+    assert torch.equal(band_masked[..., 2:-2, :] > 0, whole_masked[..., 12:28, :] > 0)
+    assert not torch.allclose(peakiness.level_score(x[..., 10:30, :], 2)[1], band)  # its own maximum differs
+
+
 def test_detect_refines_a_blob_to_its_sub_pixel_centre():
     """A Gaussian blob centred at (x, y) = (20.3, 17.6) in a stride-1 level: one keypoint, within
     0.15 px of the centre (a whole-pixel detection would be 0.5 px off); a stride-2 level of the
@@ -92,12 +108,12 @@ def test_detect_refines_a_blob_to_its_sub_pixel_centre():
     rows, cols = torch.meshgrid(torch.arange(40.0), torch.arange(48.0), indexing="ij")
     blob = torch.exp(-((cols - 20.3) ** 2 + (rows - 17.6) ** 2) / (2 * 3.0**2))[None, None]
     valid = torch.ones(1, 1, 40, 48, dtype=torch.bool)
-    keypoints, scores = peakiness.detect([peakiness.Level(blob, 1, 1, 1.0)], (40, 48), valid)
+    keypoints, scores = peakiness.detect([_level(blob, 1)], (40, 48), valid)
     best = keypoints[scores.argmax()]
     assert torch.dist(best, torch.tensor([20.3, 17.6])) < 0.15
     rows2, cols2 = torch.meshgrid(torch.arange(20.0) * 2 + 0.5, torch.arange(24.0) * 2 + 0.5, indexing="ij")
     coarse = torch.exp(-((cols2 - 20.3) ** 2 + (rows2 - 17.6) ** 2) / (2 * 3.0**2))[None, None]
-    keypoints, scores = peakiness.detect([peakiness.Level(coarse, 2, 1, 1.0)], (40, 48), valid)
+    keypoints, scores = peakiness.detect([_level(coarse, 2)], (40, 48), valid)
     assert torch.dist(keypoints[scores.argmax()], torch.tensor([20.3, 17.6])) < 0.35
 
 
@@ -107,7 +123,7 @@ def test_a_stride_4_cell_lands_on_its_documented_pixel():
     level = torch.zeros(1, 1, 10, 12)
     level[0, 0, 7, 9] = 1.0
     valid = torch.ones(1, 1, 40, 48, dtype=torch.bool)
-    keypoints, scores = peakiness.detect([peakiness.Level(level, 4, 1, 1.0)], (40, 48), valid)
+    keypoints, scores = peakiness.detect([_level(level, 4)], (40, 48), valid)
     assert torch.dist(keypoints[scores.argmax()], torch.tensor([37.5, 29.5])) < 0.3
 
 
@@ -116,7 +132,7 @@ def test_detect_keeps_the_border_and_the_mask_free():
     x = torch.rand(1, 4, 32, 32, generator=torch.Generator().manual_seed(0))
     valid = torch.ones(1, 1, 32, 32, dtype=torch.bool)
     valid[..., :, 20:] = False
-    keypoints, _ = peakiness.detect([peakiness.Level(x, 1, 1, 1.0)], (32, 32), valid)
+    keypoints, _ = peakiness.detect([_level(x, 1)], (32, 32), valid)
     assert len(keypoints) > 5
     pixels = keypoints.round()
     assert pixels.min() >= 4 and pixels[:, 1].max() <= 27 and pixels[:, 0].max() <= 20

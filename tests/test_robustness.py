@@ -135,7 +135,8 @@ BANDED = {
     "superpoint": ("superpoint-open", {}, {}, 16),  # VGG encoders: 48 and 64-pixel halos
     "d2net": ("d2net", {}, {}, 16),
     "keynet": ("keynet", {}, {}, 8),
-    "tr": ("tr-cvdeep", {}, {}, 8),  # multilevel detection: two early levels from each band
+    "tr": ("tr-cvdeep", {}, {}, 8),  # multilevel detection: two early levels kept from one pass of bands
+    "tr-two-passes": ("tr-cvdeep", {"levels_kept_bytes": 0}, {}, 8),  # maxima, then scores band by band
     "tr-d2": ("tr-cvdeep", {}, {"detection": "d2"}, 8),
     "tr-upsampled": ("tr-cvdeep", {}, {"detection": "d2", "upsampled": True}, 8),  # the doubled image in bands
     "lfnet": ("lfnet-cvdeep", {}, {}, 8),  # trunk halo 14, score convs on 5 resized levels, soft NMS halo 14

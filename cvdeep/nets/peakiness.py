@@ -18,8 +18,10 @@ least 5 px from the image edge, moved by one Newton step on the sum without the 
 
 Where cvdeep differs: the maximum dividing a level is the image's own (ASLFeat's training-time
 form; at test time it divides by a maximum averaged over training, which a network trained
-without this detector does not have), and the whole computation runs in row chunks so that no
-per-channel temporary of a full-resolution level exists at once.
+without this detector does not have), and scores are computed in row chunks so that no
+per-channel temporary of a full-resolution level exists at once. A network whose levels come
+from row bands (``TRNet``) finds each level's maximum in a first pass over the bands and scores
+band by band in a second, so that no full-resolution level is ever stored.
 
 Facts only from the paper and the authors' code (MIT); no code copied.
 """
@@ -43,12 +45,12 @@ CHUNK_VALUES = 1 << 22
 
 @dataclass(frozen=True)
 class Level:
-    """One feature level: a (1, C, h, w) map at ``stride`` input pixels per cell, its
-    neighbourhood ``dilation`` and its ``weight`` in the sum."""
+    """The scores of one feature level (``level_score``): ``masked`` and ``raw`` (1, 1, h, w) at
+    ``stride`` input pixels per cell, and the level's ``weight`` in the sum."""
 
-    features: torch.Tensor
+    masked: torch.Tensor
+    raw: torch.Tensor
     stride: int
-    dilation: int
     weight: float
 
 
@@ -79,13 +81,16 @@ def _shifted(padded: torch.Tensor, di: int, dj: int, halo: int, rows: int, width
     return padded[..., halo + di : halo + di + rows, halo + dj : halo + dj + width]
 
 
-def level_score(features: torch.Tensor, dilation: int,
+def level_score(features: torch.Tensor, dilation: int, maximum: torch.Tensor | None = None,
                 edge_threshold: float = EDGE_THRESHOLD) -> tuple[torch.Tensor, torch.Tensor]:
     """ASLFeat's peakiness score of one level (1, C, h, w) (module docstring): the (1, 1, h, w)
-    score with the edge mask applied and without it."""
+    score with the edge mask applied and without it. ``maximum`` divides the level (default: its
+    own maximum); a row band of a level passes the whole level's, so its scores are the whole's
+    away from the band's cut edges."""
     with full_precision():
         x = features.float()
-        x = x / x.amax().clamp_min(torch.finfo(torch.float32).tiny)
+        top = x.amax() if maximum is None else maximum.float()
+        x = x / top.clamp_min(torch.finfo(torch.float32).tiny)
         channels, height, width = x.shape[1:]
         masked = x.new_empty((1, 1, height, width))
         raw = x.new_empty((1, 1, height, width))
@@ -126,17 +131,18 @@ def _not_edge(padded: torch.Tensor, channel: torch.Tensor, dilation: int, edge_t
 def detect(levels: Sequence[Level], size: tuple[int, int], valid: torch.Tensor,
            nms_radius: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     """Keypoints (N, 2) in input pixels and their scores (N,) (unsorted) from the weighted sum of
-    the levels' scores at input size ``size`` (H, W); ``valid`` (1, 1, H, W) bool marks where
+    the levels' scores resized to the input size ``size`` (H, W); ``valid`` (1, 1, H, W) bool marks where
     keypoints may lie (image, user mask). ``nms_radius`` in pixels (1: ASLFeat's 3x3 maxima)."""
     total = sum(level.weight for level in levels)
     with full_precision():
         combined = torch.zeros((1, 1) + tuple(size), device=valid.device)
         unmasked = torch.zeros_like(combined)
         for level in levels:
-            masked, raw = level_score(level.features, level.dilation)
             # F.interpolate's half-pixel centres put cell p at s p + (s - 1) / 2: the levels' convention
-            combined += level.weight / total * F.interpolate(masked, size=size, mode="bilinear", align_corners=False)
-            unmasked += level.weight / total * F.interpolate(raw, size=size, mode="bilinear", align_corners=False)
+            combined += level.weight / total * F.interpolate(level.masked.float(), size=size, mode="bilinear",
+                                                             align_corners=False)
+            unmasked += level.weight / total * F.interpolate(level.raw.float(), size=size, mode="bilinear",
+                                                             align_corners=False)
         window = 2 * nms_radius + 1
         keep = (combined == F.max_pool2d(combined, window, stride=1, padding=nms_radius)) & (combined > 0) & valid
         keep[..., :BORDER, :] = False

@@ -93,6 +93,7 @@ WIDTHS = (32, 64, 128)
 """Channels of the three stages (two, two and three 3x3 convolutions)."""
 _MEAN, _STD = 0.5, 0.25  # fixed standardisation of the [0, 1] gray input
 _HALO = 32  # input rows a band reads beyond its edges: the encoder's receptive radius is 22 px
+_LEVEL_BYTES_PER_PIXEL = 4 * (WIDTHS[0] + WIDTHS[1] // 4)  # float32 levels at strides 1 and 2
 
 
 def _block(in_channels: int, out_channels: int) -> nn.Sequential:
@@ -125,6 +126,7 @@ class TRNet(Extractor):
     """The describe-and-detect network of the module docstring; ``forward`` gives the raw map y."""
 
     keypoint_size = 12.0  # the 3x3-cell detection window, 4 px per cell
+    levels_kept_bytes = 256 << 20  # level_scores: the largest pair of levels kept from one encoder pass
     filters: torch.Tensor  # hessian_filters(), a non-persistent buffer
 
     def __init__(self, widths: Sequence[int] = WIDTHS) -> None:
@@ -154,26 +156,56 @@ class TRNet(Extractor):
         return run_banded(lambda rows, lo, hi: (self.encoder(rows),), standardised, halo=_HALO, align=STRIDE,
                           pixels=self.band_pixels)[0]
 
-    def levels(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(1, 1, H, W) image -> y (1, D, H/4, W/4) and the outputs of the second and fourth
-        convolutions before their BatchNorm (1, 32, H, W) and (1, 64, H/2, W/2): the levels of
-        ASLFeat's multi-level detection (``cvdeep.nets.peakiness``), computed over row bands."""
-        def stage(rows: torch.Tensor, lo: int, hi: int) -> tuple[torch.Tensor, ...]:
-            captured = []
-            x = rows
-            for index, layer in enumerate(self.encoder):
-                if index in (1, 4) and isinstance(layer, nn.Sequential):  # the 2nd and 4th _block
-                    convolution, normalise_and_rectify = layer[0], layer[1:]  # conv | BatchNorm, ReLU
-                    x = convolution(x)
-                    captured.append(x)
-                    x = normalise_and_rectify(x)
-                else:
-                    x = layer(x)
-            return (x, *captured)
+    def _encode_levels(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """y of standardised input rows and the outputs of the second and fourth convolutions
+        before their BatchNorm (strides 1 and 2): the levels of the multi-level detection."""
+        captured = []
+        x = rows
+        for index, layer in enumerate(self.encoder):
+            if index in (1, 4) and isinstance(layer, nn.Sequential):  # the 2nd and 4th _block
+                convolution, normalise_and_rectify = layer[0], layer[1:]  # conv | BatchNorm, ReLU
+                x = convolution(x)
+                captured.append(x)
+                x = normalise_and_rectify(x)
+            else:
+                x = layer(x)
+        return x, captured[0], captured[1]
 
-        y, second, fourth = run_banded(stage, (image - _MEAN) / _STD, halo=_HALO, align=STRIDE,
-                                       pixels=self.band_pixels)
-        return y, second, fourth
+    def level_scores(self, image: torch.Tensor) -> tuple[torch.Tensor, list[peakiness.Level]]:
+        """(1, 1, H, W) image -> y (1, D, H/4, W/4) and the peakiness scores of the second and fourth
+        convolutions (``cvdeep.nets.peakiness``: dilations 3 and 2, weights 1 and 2, as ASLFeat).
+
+        The encoder runs over row bands. When the two levels fit in ``levels_kept_bytes`` (192
+        bytes a pixel: up to about 1.4 MP by default) they are kept whole from one pass; a larger
+        image runs twice over the bands, never storing a full-resolution level: the first pass
+        keeps y and each level's row maxima, the second recomputes the levels band by band and
+        scores them with the whole level's maximum (the band's halo of 32 input rows covers the
+        levels' receptive fields plus the dilated neighbourhoods), so the scores are the same.
+        """
+        standardised = (image - _MEAN) / _STD
+        height, width = image.shape[-2:]
+        settings = ((3, 1, 1.0), (2, 2, 2.0))  # (dilation, stride, weight) of the two levels
+        if _LEVEL_BYTES_PER_PIXEL * height * width <= self.levels_kept_bytes:
+            y, *features = run_banded(lambda rows, lo, hi: self._encode_levels(rows), standardised, halo=_HALO,
+                                      align=STRIDE, pixels=self.band_pixels)
+            scores = [peakiness.level_score(level, dilation) for level, (dilation, _, _) in zip(features, settings)]
+        else:
+            def maxima(rows: torch.Tensor, lo: int, hi: int) -> tuple[torch.Tensor, ...]:
+                y, *features = self._encode_levels(rows)
+                return (y, *(level.amax(dim=(1, 3), keepdim=True) for level in features))
+
+            y, *row_maxima = run_banded(maxima, standardised, halo=_HALO, align=STRIDE, pixels=self.band_pixels)
+            tops = [rows.amax() for rows in row_maxima]
+
+            def score(rows: torch.Tensor, lo: int, hi: int) -> tuple[torch.Tensor, ...]:
+                _, *features = self._encode_levels(rows)
+                return tuple(map_ for level, top, (dilation, _, _) in zip(features, tops, settings)
+                             for map_ in peakiness.level_score(level, dilation, top))
+
+            flat = run_banded(score, standardised, halo=_HALO, align=STRIDE, pixels=self.band_pixels)
+            scores = [(flat[0], flat[1]), (flat[2], flat[3])]
+        return y, [peakiness.Level(masked, raw, stride, weight)
+                   for (masked, raw), (_, stride, weight) in zip(scores, settings)]
 
     def dense_map(self, image: torch.Tensor, config: TRConfig) -> tuple[torch.Tensor, int]:
         """The signed (1, D, h, w) map extraction detects and describes on, and its stride in input
@@ -212,8 +244,7 @@ class TRNet(Extractor):
             raise Error("TR: upsampled=True applies to detection='d2' (D2-Net's detection on the doubled image); "
                         "detection='multilevel' (the default) detects at full resolution already: pass "
                         "detection='d2' with upsampled=True, or leave upsampled off")
-        raw, second, fourth = self.levels(image)
-        levels = [peakiness.Level(second, 1, 3, 1.0), peakiness.Level(fourth, 2, 2, 2.0)]
+        raw, levels = self.level_scores(image)
         height, width = image.shape[-2:]
         keypoints, scores = peakiness.detect(levels, (height, width), valid, level_nms_radius(config))
         inside = valid_at(valid, keypoints)
