@@ -75,14 +75,27 @@ def hard_detection(
         di, dj, dii, dij, djj = derivatives(part, filters)
         values = part[0]
         detected = (values == channel_max) & (values == F.max_pool2d(part, 2 * radius + 1, stride=1, padding=radius)[0])
-        det = dii * djj - dij * dij
-        trace = dii + djj
-        detected &= (trace * trace / det <= (edge_threshold + 1) ** 2 / edge_threshold) & (det > 0)
+        detected &= not_edge(dii, dij, djj, edge_threshold)
         channel, i, j = torch.nonzero(detected, as_tuple=True)
-        di, dj, dii, dij, djj, det = (m[channel, i, j] for m in (di, dj, dii, dij, djj, det))
-        steps.append(torch.stack([-(djj * di - dij * dj) / det, -(-dij * di + dii * dj) / det]))
+        di, dj, dii, dij, djj = (m[channel, i, j] for m in (di, dj, dii, dij, djj))
+        steps.append(newton_step(di, dj, dii, dij, djj))
         found.append(torch.stack([channel + start, i, j]))
     return torch.cat(found, dim=1), torch.cat(steps, dim=1)
+
+
+def not_edge(dii: torch.Tensor, dij: torch.Tensor, djj: torch.Tensor, edge_threshold: float) -> torch.Tensor:
+    """SIFT's edge test on Hessian entries: trace^2 / det <= (r_e + 1)^2 / r_e and det > 0."""
+    det = dii * djj - dij * dij
+    trace = dii + djj
+    return (trace * trace / det <= (edge_threshold + 1) ** 2 / edge_threshold) & (det > 0)
+
+
+def newton_step(di: torch.Tensor, dj: torch.Tensor, dii: torch.Tensor, dij: torch.Tensor,
+                djj: torch.Tensor) -> torch.Tensor:
+    """(2, N) step (di, dj) to the extremum of the quadratic with these derivatives: -H^-1 g
+    (infinite or NaN where the Hessian is singular; callers test det first)."""
+    det = dii * djj - dij * dij
+    return torch.stack([-(djj * di - dij * dj) / det, -(-dij * di + dii * dj) / det])
 
 
 def refine(features: torch.Tensor, detections: torch.Tensor, steps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

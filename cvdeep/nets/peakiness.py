@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from ..precision import full_precision
+from . import describe_detect
 
 EDGE_THRESHOLD = 10.0
 """r_e of the edge test (ASLFeat's evaluation setting ``edge_thld``)."""
@@ -123,9 +124,7 @@ def _not_edge(padded: torch.Tensor, channel: torch.Tensor, dilation: int, edge_t
     dii = at(1, 0) - 2 * middle + at(-1, 0)
     djj = at(0, 1) - 2 * middle + at(0, -1)
     dij = 0.25 * (at(-1, -1) - at(-1, 1) - at(1, -1) + at(1, 1))
-    det = dii * djj - dij * dij
-    trace = dii + djj
-    return (trace * trace <= (edge_threshold + 1) ** 2 / edge_threshold * det) & (det > 0)
+    return describe_detect.not_edge(dii, dij, djj, edge_threshold)
 
 
 def detect(levels: Sequence[Level], size: tuple[int, int], valid: torch.Tensor,
@@ -160,10 +159,8 @@ def detect(levels: Sequence[Level], size: tuple[int, int], valid: torch.Tensor,
         gi, gj = (at(1, 0) - at(-1, 0)) / 2, (at(0, 1) - at(0, -1)) / 2
         hii, hjj = at(1, 0) - 2 * middle + at(-1, 0), at(0, 1) - 2 * middle + at(0, -1)
         hij = 0.25 * (at(-1, -1) - at(-1, 1) - at(1, -1) + at(1, 1))
-        det = hii * hjj - hij * hij
-        solvable = det != 0
-        safe = torch.where(solvable, det, torch.ones_like(det))
-        step_i = torch.where(solvable, -(hjj * gi - hij * gj) / safe, torch.zeros_like(det)).clamp(-1.0, 1.0)
-        step_j = torch.where(solvable, -(hii * gj - hij * gi) / safe, torch.zeros_like(det)).clamp(-1.0, 1.0)
-        keypoints = torch.stack([j + step_j, i + step_i], dim=1)
+        solvable = hii * hjj - hij * hij != 0
+        step = describe_detect.newton_step(gi, gj, hii, hij, hjj)
+        step = torch.where(solvable, step, torch.zeros_like(step)).clamp(-1.0, 1.0)
+        keypoints = torch.stack([j + step[1], i + step[0]], dim=1)
     return keypoints, scores
